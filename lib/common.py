@@ -1,0 +1,131 @@
+"""Small helpers every stage shares: atomic writes, seeds, device choice, logging.
+
+    from lib.common import derive_seed, save_npz_atomic, pick_device
+    seed = derive_seed(0, "train", "pixmix", "oe", 1)   # stable across runs and machines
+    save_npz_atomic("results/x.npz", logits=arr)          # never leaves a half-written file
+    device = pick_device()                                # cuda if present, else cpu + one warning
+"""
+import hashlib
+import json
+import logging
+import os
+import sys
+import tempfile
+
+import numpy as np
+
+log = logging.getLogger("mnist_safety")
+
+
+def derive_seed(base_seed, *parts):
+    """A 31-bit seed from the config seed and any labels (wildcards, stage names).
+
+    Python's hash() is salted per process, so we hash the text with sha256 instead:
+    the same (base_seed, parts) gives the same seed on every machine and every run.
+    """
+    text = "/".join([str(base_seed), *map(str, parts)])
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little") & 0x7FFFFFFF
+
+
+def _temporary_beside(path, suffix):
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path) + "-", suffix=suffix, dir=folder)
+    os.close(fd)
+    return tmp
+
+
+def replace_atomic(path, write):
+    """Call write(tmp_path), then rename tmp onto path; on any error remove tmp.
+
+    Renaming within one folder is atomic on POSIX, so a killed job leaves either the
+    old file or the new one, never a truncated file that looks finished.
+    """
+    tmp = _temporary_beside(path, os.path.splitext(path)[1])
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save_npz_atomic(path, **arrays):
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+    replace_atomic(path, write)
+
+
+def write_json_atomic(path, obj):
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True, default=_json_default)
+            f.write("\n")
+    replace_atomic(path, write)
+
+
+def write_text_atomic(path, text):
+    def write(tmp):
+        with open(tmp, "w") as f:
+            f.write(text)
+    replace_atomic(path, write)
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def setup_logging(log_file=None):
+    """Log to stderr and, when given, to the rule's log file (Snakemake's `log:`)."""
+    handlers = [logging.StreamHandler(sys.stderr)]
+    if log_file:
+        os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
+        handlers.append(logging.FileHandler(log_file, mode="a"))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+                        handlers=handlers, force=True)
+    return log
+
+
+def pick_device(requested="auto"):
+    """CUDA when present (or asked for), else the CPU with one warning line in the log."""
+    import torch
+    if requested == "cpu":
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if requested == "cuda":
+        raise RuntimeError("config asks for device 'cuda' but torch sees no GPU "
+                           "(check CUDA_VISIBLE_DEVICES and the job's GPU request), or set device: auto")
+    log.warning("no CUDA device found: running on the CPU (slow for the full study)")
+    return torch.device("cpu")
+
+
+def device_name(device):
+    import torch
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"CPU: {name} ({os.cpu_count()} cores)"
+
+
+def sha256_file(path, chunk=1 << 20):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,132 @@
+"""Load and validate the study's config against workflow/schemas/config.schema.yaml.
+
+    from lib.config import validate_config, ConfigError
+    cfg = validate_config(raw_dict)        # defaults filled in; raises ConfigError
+    python -m lib.config presets/demo.yaml  # check a file from the shell
+
+A ConfigError carries one message per problem, each naming the key, the bad value and
+the allowed values, so a user can fix the file without reading the schema.
+"""
+import copy
+import os
+import sys
+
+import jsonschema
+import yaml
+
+SCHEMA_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "workflow", "schemas", "config.schema.yaml")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def load_schema(path=SCHEMA_PATH):
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+def _key(path):
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _describe(error):
+    key = _key(error.absolute_path)
+    v, s = error.validator, error.schema
+    if v == "enum":
+        allowed = ", ".join(map(str, s["enum"]))
+        return f"config key '{key}': {error.instance!r} is not allowed; allowed values: {allowed}"
+    if v == "additionalProperties":
+        allowed = ", ".join(sorted(s.get("properties", {})))
+        extra = sorted(set(error.instance) - set(s.get("properties", {})))
+        where = f"under '{key}'" if error.absolute_path else "at the top level"
+        return f"config key {', '.join(repr(_key([*error.absolute_path, e])) for e in extra)}: unknown key {where}; allowed keys: {allowed}"
+    if v == "type":
+        return f"config key '{key}': {error.instance!r} has the wrong type; expected {s['type']}"
+    if v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        bounds = ", ".join(f"{b} {s[b]}" for b in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum") if b in s)
+        return f"config key '{key}': {error.instance!r} is out of range; allowed: {bounds}"
+    if v == "minItems":
+        return f"config key '{key}': the list is empty; give at least {s['minItems']} entry"
+    if v == "uniqueItems":
+        return f"config key '{key}': {error.instance!r} lists an entry twice"
+    if v == "pattern":
+        return (f"config key '{key}': {error.instance!r} contains characters that are not allowed "
+                f"(allowed: letters, digits and _ . / ~ + -)")
+    return f"config key '{key}': {error.message}"
+
+
+def _fill_defaults(schema, instance):
+    for name, sub in schema.get("properties", {}).items():
+        if name not in instance and "default" in sub:
+            instance[name] = copy.deepcopy(sub["default"])
+        if isinstance(instance.get(name), dict) and sub.get("type") == "object":
+            _fill_defaults(sub, instance[name])
+
+
+def _cross_checks(cfg):
+    problems = []
+    ood = cfg["ood_sets"]
+    if any(o in ("oe", "oe_tune") for o in cfg["oe"]) and not cfg["outlier_exposure"].get("source"):
+        problems.append("config key 'outlier_exposure.source': Outlier Exposure is requested in 'oe' "
+                        "but no auxiliary source is set")
+    if "oe_tune" in cfg["oe"] and "baseline" not in cfg["oe"]:
+        problems.append("config key 'oe': oe_tune fine-tunes the baseline model, so 'baseline' must be listed too")
+    if cfg["in_distribution"] in ood:
+        problems.append(f"config key 'ood_sets': {cfg['in_distribution']!r} is the in-distribution set")
+    mixing = cfg.get("pixmix", {}).get("mixing", {})
+    if "pixmix" in cfg["augment"] and mixing.get("source") == "folder":
+        folder = mixing.get("folder")
+        if not folder or not os.path.isdir(os.path.expanduser(folder)):
+            problems.append(f"config key 'pixmix.mixing.folder': {folder!r} is not an existing folder; "
+                            "stage the mixing images there or use source: fractals")
+    return problems
+
+
+def validate_config(raw, schema=None):
+    """Return a validated copy of `raw` with defaults filled in, or raise ConfigError."""
+    schema = schema or load_schema()
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"the config must be a mapping of keys to values, not {type(raw).__name__}")
+    cfg = copy.deepcopy(raw)
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(_describe(e) for e in errors))
+    _fill_defaults(schema, cfg)
+    problems = _cross_checks(cfg)
+    if problems:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+    return cfg
+
+
+def load_config_file(path):
+    try:
+        with open(path) as f:
+            return yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {e}") from None
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    merged = {}
+    for path in argv:
+        merged.update(load_config_file(path) or {})
+    try:
+        validate_config(merged)
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return 1
+    print("config OK:", " + ".join(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
