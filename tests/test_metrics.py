@@ -9,6 +9,7 @@ from lib.metrics import (
     aupr_in,
     aupr_out,
     auroc,
+    auroc_pair_count,
     brier,
     calibration_metrics,
     detection_metrics,
@@ -56,7 +57,9 @@ def test_auroc_hand_case_with_tie():
     st.lists(st.integers(-5, 5), min_size=1, max_size=12),
 )
 def test_auroc_equals_mann_whitney_pair_count(id_scores, ood_scores):
-    assert auroc(id_scores, ood_scores) == pytest.approx(mann_whitney_auroc(id_scores, ood_scores))
+    expected = mann_whitney_auroc(id_scores, ood_scores)
+    assert auroc(id_scores, ood_scores) == pytest.approx(expected)
+    assert auroc_pair_count(id_scores, ood_scores) == pytest.approx(expected)
 
 
 def test_auroc_ood_is_positive_class():
