@@ -32,6 +32,10 @@ def _temporary_beside(path, suffix):
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path) + "-", suffix=suffix, dir=folder)
     os.close(fd)
+    # mkstemp makes the file 0600; results are shared with the group like any other output.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     return tmp
 
 

@@ -8,7 +8,6 @@ from), so a reader or a test can trace each number back to a file.
 """
 import argparse
 import datetime
-import html
 import importlib.metadata
 import json
 import os

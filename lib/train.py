@@ -109,7 +109,7 @@ def train(data, augment, oe, seed, cfg, out_model, out_log, checkpoint, aux=None
     """Train and write out_model / out_log. `data`, `aux`, `mixing`: dicts of numpy arrays."""
     import logging
     log = log or logging.getLogger("mnist_safety")
-    tcfg, ocfg = cfg["train"], cfg["oe"]
+    tcfg, ocfg = cfg["train"], cfg["outlier_exposure"]
     device = pick_device(tcfg["device"])
     run_seed = derive_seed(cfg["seed"], "train", augment, oe, seed)
     torch.manual_seed(run_seed)
