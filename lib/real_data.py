@@ -1,0 +1,499 @@
+"""Real data sets: registry, checked fetch (the only networked step), and conversion to MNIST's frame.
+
+    from lib.real_data import REAL_DATASETS, fetch_dataset, load_real_dataset, expected_files
+    fetch_dataset("kmnist", "data")                        # login node: downloads what is missing
+    fetch_dataset("kmnist", "data", offline=True)          # never downloads; lists what to stage
+    arrays = load_real_dataset("kmnist", "data")           # x_train, y_train, x_test, y_test
+
+    python -m lib.real_data fetch kmnist --data-dir data [--offline] [--sources-json s.json]
+    python -m lib.real_data prepare kmnist --data-dir data --out results/data/kmnist.npz
+
+Files sit under data_dir in torchvision's layout (MNIST/raw/..., omniglot-py/...,
+cifar-10-python.tar.gz), so a folder filled by torchvision's download=True works as is.
+Every set comes out as uint8 [N, 28, 28], white on black, labels int64 (-1: none).
+
+`sources` (config key data_sources) overrides, per set; file names are the last
+path part shown by expected_files():
+    {"mnist": {"mirrors": ["http://host/mnist/"],            # base URLs; file names are appended
+               "url": "http://host/mnist/",                   # shorthand for one mirror
+               "md5": {"train-images-idx3-ubyte.gz": "..."},  # pin (null: unpin, record sha256)
+               "sha256": {"...": "..."},                      # pin
+               "plain_md5": {"...": "..."},                   # md5 of the decompressed/extracted form
+               "size": {"...": 123},                          # pin the size in bytes (null: unpin)
+               "system_dir": "/usr/share/datasets/mnist",     # a read-only copy to use instead
+               "polarity": "keep" | "invert" | "auto"}}
+"""
+import argparse
+import hashlib
+import io
+import json
+import os
+import sys
+import tarfile
+import tempfile
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from lib.download import (ChecksumError, CorruptFileError, DataError, MissingDataError,
+                          ensure_file, file_digests, stage_hint, verify_or_record)
+from lib.image_formats import (REFETCH, load_cifar_batch, luminance, maybe_gunzip, mnist_frame,
+                               parse_idx, read_idx)
+
+# Debian's dataset-fashion-mnist re-compresses the upstream files (new gzip headers, so
+# torchvision's md5s no longer match); the decompressed IDX bytes are unchanged and are
+# checked against these md5s (computed from the package's files).
+FASHION_PLAIN_MD5 = {
+    "train-images-idx3-ubyte.gz": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+    "train-labels-idx1-ubyte.gz": "9018921c3c673c538a1fc5bad174d6f9",
+    "t10k-images-idx3-ubyte.gz": "8181f5470baa50b63fa0f6fddb340f0a",
+    "t10k-labels-idx1-ubyte.gz": "15d484375f8d13e6eb1aabb0c3f46965",
+}
+NOTMNIST_URLS = ["http://yaroslavvb.com/upload/notMNIST/notMNIST_small.tar.gz",
+                 "https://commondatastorage.googleapis.com/books1000/notMNIST_small.tar.gz"]
+POLARITIES = ("keep", "invert", "auto")
+TINY300K_URL = "https://people.eecs.berkeley.edu/~hendrycks/300K_random_images.npy"
+
+
+def _resource(path, urls, md5=None, plain=None, plain_md5=None, size=None):
+    return {"path": path, "urls": list(urls), "md5": md5, "sha256": None, "size": size,
+            "plain": plain, "plain_md5": plain_md5}
+
+
+def _idx_resources(tv_class, plain_md5=None):
+    """One resource per file in a torchvision MNIST-style class, mirrors and md5s as it has them."""
+    folder = f"{tv_class.__name__}/raw"
+    files = {}
+    for filename, md5 in tv_class.resources:
+        split = "train" if filename.startswith("train") else "test"
+        kind = "images" if "images" in filename else "labels"
+        files[f"{split}_{kind}"] = _resource(
+            f"{folder}/{filename}", [m + filename for m in tv_class.mirrors], md5,
+            plain=f"{folder}/{filename[:-3]}", plain_md5=(plain_md5 or {}).get(filename))
+    return files
+
+
+def _registry():
+    from torchvision import datasets as tv
+    omniglot_zip = "images_evaluation.zip"
+    cifar_test = dict(tv.CIFAR10.test_list)["test_batch"]
+    return {
+        "mnist": dict(
+            title="MNIST", source="torchvision.datasets.MNIST", splits=("train", "test"),
+            files=_idx_resources(tv.MNIST), reader="idx", polarity="keep", size="11 MiB",
+            licence="No licence stated by the authors.",
+            citation="Y. LeCun, C. Cortes, C. J. C. Burges: The MNIST database of handwritten digits (1998)."),
+        "fashion_mnist": dict(
+            title="Fashion-MNIST", source="torchvision.datasets.FashionMNIST", splits=("train", "test"),
+            files=_idx_resources(tv.FashionMNIST, FASHION_PLAIN_MD5), reader="idx", polarity="keep",
+            system_dir="/usr/share/datasets/fashion-mnist", size="29 MiB", licence="MIT (Zalando SE).",
+            citation="H. Xiao, K. Rasul, R. Vollgraf: Fashion-MNIST, arXiv:1708.07747 (2017)."),
+        "kmnist": dict(
+            title="Kuzushiji-MNIST", source="torchvision.datasets.KMNIST", splits=("train", "test"),
+            files=_idx_resources(tv.KMNIST), reader="idx", polarity="keep", size="20 MiB",
+            licence="CC BY-SA 4.0 (ROIS-DS CODH).",
+            citation="T. Clanuwat et al.: Deep Learning for Classical Japanese Literature, "
+                     "arXiv:1812.01718 (2018)."),
+        "omniglot": dict(
+            title="Omniglot (evaluation alphabets)", source="torchvision.datasets.Omniglot",
+            splits=("test",), reader="omniglot", polarity="invert", size="6 MiB",
+            files={"zip": _resource(f"{tv.Omniglot.folder}/{omniglot_zip}",
+                                    [f"{tv.Omniglot.download_url_prefix}/{omniglot_zip}"],
+                                    tv.Omniglot.zips_md5["images_evaluation"])},
+            licence="MIT (brendenlake/omniglot).",
+            citation="B. M. Lake, R. Salakhutdinov, J. B. Tenenbaum: Human-level concept learning "
+                     "through probabilistic program induction, Science 350 (2015)."),
+        "cifar10_gray": dict(
+            title="CIFAR-10 test split, grey", source="torchvision.datasets.CIFAR10", splits=("test",),
+            reader="cifar", polarity="auto", size="163 MiB",
+            files={"archive": _resource(tv.CIFAR10.filename, [tv.CIFAR10.url], tv.CIFAR10.tgz_md5,
+                                        plain=f"{tv.CIFAR10.base_folder}/test_batch",
+                                        plain_md5=cifar_test)},
+            licence="No licence stated by the authors.",
+            citation="A. Krizhevsky: Learning Multiple Layers of Features from Tiny Images, tech. report (2009)."),
+        "notmnist": dict(
+            title="notMNIST (small)", source="yaroslavvb.com notMNIST archive", splits=("test",),
+            reader="notmnist", polarity="auto", size="8 MiB",
+            files={"archive": _resource("notMNIST_small.tar.gz", NOTMNIST_URLS, size=8458043)},
+            licence="No licence stated; glyphs rendered from publicly available fonts.",
+            citation="Y. Bulatov: notMNIST dataset (2011), http://yaroslavvb.blogspot.com/2011/09/notmnist-dataset.html."),
+        "emnist_letters": dict(
+            title="EMNIST letters", source="torchvision.datasets.EMNIST", splits=("train", "test"),
+            reader="emnist_letters", polarity="keep", size="536 MiB (all EMNIST splits in one zip)",
+            files={"zip": _resource("EMNIST/raw/gzip.zip", [tv.EMNIST.url], tv.EMNIST.md5)},
+            licence="No licence stated; derived from NIST Special Database 19.",
+            citation="G. Cohen, S. Afshar, J. Tapson, A. van Schaik: EMNIST, arXiv:1702.05373 (2017)."),
+        "tiny300k": dict(
+            title="300K Random Images (OE auxiliary set)", source="Outlier Exposure release",
+            splits=("train",), reader="tiny300k", polarity="auto", size="879 MiB",
+            files={"array": _resource("300K_random_images.npy", [TINY300K_URL])},
+            licence="No licence stated; a cleaned subset of 80 Million Tiny Images, which its authors "
+                    "withdrew in 2020.",
+            citation="D. Hendrycks, M. Mazeika, T. Dietterich: Deep Anomaly Detection with Outlier "
+                     "Exposure, ICLR (2019)."),
+    }
+
+
+REAL_DATASETS = _registry()
+
+
+def dataset_spec(name, sources=None):
+    """The registry entry with the per-set overrides of `sources` applied (a fresh copy)."""
+    if name not in REAL_DATASETS:
+        raise KeyError(f"unknown real data set {name!r}; known: {', '.join(sorted(REAL_DATASETS))}")
+    base = REAL_DATASETS[name]
+    spec = {**base, "files": {k: dict(v) for k, v in base["files"].items()}}
+    override = (sources or {}).get(name) or {}
+    unknown = set(override) - {"mirrors", "url", "md5", "sha256", "plain_md5", "size", "system_dir",
+                               "polarity"}
+    if unknown:
+        raise ValueError(f"data_sources.{name}: unknown key(s) {sorted(unknown)}; allowed: mirrors, url, "
+                         f"md5, sha256, plain_md5, size, system_dir, polarity")
+    mirrors = override.get("mirrors") or ([override["url"]] if override.get("url") else None)
+    for res in spec["files"].values():
+        filename = res["path"].rsplit("/", 1)[-1]
+        if mirrors:
+            res["urls"] = [m if m.endswith("/") else m + "/" for m in mirrors]
+            res["urls"] = [m + filename for m in res["urls"]]
+        for field in ("md5", "sha256", "plain_md5", "size"):
+            if filename in (override.get(field) or {}):
+                res[field] = override[field][filename]
+    if "system_dir" in override:
+        spec["system_dir"] = override["system_dir"] or None
+    if "polarity" in override:
+        if override["polarity"] not in POLARITIES:
+            raise ValueError(f"data_sources.{name}.polarity must be one of {POLARITIES}, "
+                             f"not {override['polarity']!r}")
+        spec["polarity"] = override["polarity"]
+    return spec
+
+
+def expected_files(name, data_dir, sources=None):
+    """[(path under data_dir, [URLs to get it from])] for every file a set needs."""
+    spec = dataset_spec(name, sources)
+    return [(Path(data_dir) / res["path"], list(res["urls"])) for res in spec["files"].values()]
+
+
+def _plain_md5(path):
+    with open(path, "rb") as f:
+        return hashlib.md5(maybe_gunzip(f.read(), str(path))).hexdigest()
+
+
+def _check_alternative(path, res, data_dir):
+    """A plain (extracted) copy in data_dir or a system copy: same bytes as the download, or
+    the same decompressed content, or (nothing published for that form) recorded sha256."""
+    digests = file_digests(path)
+    if res["md5"] and digests["md5"] == res["md5"]:
+        return digests
+    if res["plain_md5"]:
+        got = _plain_md5(path)
+        if got != res["plain_md5"]:
+            raise ChecksumError(
+                f"{path}: decompressed content has md5 {got}, expected {res['plain_md5']}; the copy is "
+                f"damaged or a different version. Remove or repair it. "
+                f"{stage_hint(Path(data_dir) / res['path'], res['urls'], res['md5'])}")
+        return digests
+    return verify_or_record(path, data_dir, str(Path(path).resolve()), urls=res["urls"])
+
+
+def _find_copy(res, data_dir, system_dir):
+    """(path, is_primary) of the first present copy of a resource, or None."""
+    primary = Path(data_dir) / res["path"]
+    if primary.exists():
+        return primary, True
+    candidates = [Path(data_dir) / res["plain"]] if res["plain"] else []
+    if system_dir:
+        names = [res["path"].rsplit("/", 1)[-1]] + ([res["plain"].rsplit("/", 1)[-1]] if res["plain"] else [])
+        candidates += [Path(system_dir) / n for n in names]
+    for path in candidates:
+        if path.exists():
+            return path, False
+    return None
+
+
+def _missing_message(name, spec, data_dir, missing):
+    lines = [f"offline mode: {len(missing)} of {len(spec['files'])} file(s) of data set '{name}' are "
+             f"missing under data_dir {Path(data_dir).resolve()}, and offline mode never downloads.",
+             "Expected files (torchvision's layout; download each on a machine with internet and copy "
+             "it to the path shown):"]
+    for key, res in spec["files"].items():
+        pin = f"md5 {res['md5']}" if res["md5"] else (f"sha256 {res['sha256']}" if res["sha256"]
+                                                      else "sha256 recorded on first use")
+        state = "MISSING" if key in missing else "present"
+        lines.append(f"  [{state}] {Path(data_dir) / res['path']}  ({pin})")
+        lines.extend(f"      from {u}" for u in res["urls"])
+    if spec.get("system_dir"):
+        lines.append(f"A system copy in {spec['system_dir']} is used too when present.")
+    lines.append(f"Or run `python -m lib.real_data fetch {name} --data-dir {data_dir}` where there is "
+                 f"internet (the workflow's fetch rules do this on the submit host when offline is false).")
+    return "\n".join(lines)
+
+
+def fetch_dataset(name, data_dir, offline=False, sources=None, retries=3, wait_s=2.0, progress=True):
+    """{file key: verified path} for a set; downloads missing files unless offline.
+
+    The only function in lib that touches the network; run it on a machine with internet
+    (the workflow's local rules). Offline, a missing file raises MissingDataError listing
+    every expected file, its path under data_dir and its URLs.
+    """
+    spec = dataset_spec(name, sources)
+    found, missing = {}, []
+    for key, res in spec["files"].items():
+        copy = _find_copy(res, data_dir, spec.get("system_dir"))
+        if copy is None:
+            missing.append(key)
+            continue
+        path, primary = copy
+        if primary:
+            verify_or_record(path, data_dir, res["path"], res["md5"], res["sha256"], res["size"],
+                             source=str(path), urls=res["urls"])
+        else:
+            _check_alternative(path, res, data_dir)
+        found[key] = path
+    if missing and offline:
+        raise MissingDataError(_missing_message(name, spec, data_dir, missing))
+    for key in missing:
+        res = spec["files"][key]
+        found[key] = ensure_file(data_dir, res["path"], res["urls"], res["md5"], res["sha256"],
+                                 res["size"], retries=retries, wait_s=wait_s, progress=progress)
+    return found
+
+
+def _pick(n, count, seed):
+    """Indices of a seeded random subset of `count` items (in original order), or all."""
+    if count is None or count >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=count, replace=False))
+
+
+def _read_idx_splits(paths, spec, count, seed):
+    out = {}
+    for split in spec["splits"]:
+        x = read_idx(paths[f"{split}_images"], 3)
+        y = read_idx(paths[f"{split}_labels"], 1).astype(np.int64)
+        if len(x) != len(y) or x.shape[1:] != (28, 28):
+            raise CorruptFileError(f"{paths[f'{split}_images']}: {x.shape} images for {len(y)} labels "
+                                   f"({paths[f'{split}_labels']}); expected N x 28 x 28 and N labels. {REFETCH}")
+        keep = _pick(len(x), count, seed)
+        out[f"x_{split}"], out[f"y_{split}"] = x[keep], y[keep]
+    return out
+
+
+def _open_zip(path):
+    try:
+        return zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise CorruptFileError(f"{path}: not a readable zip archive ({e}); truncated or damaged. "
+                               f"{REFETCH}") from e
+
+
+def _zip_member(archive, member, path):
+    try:
+        return archive.read(member)
+    except KeyError as e:
+        raise CorruptFileError(f"{path}: archive has no member {member}; wrong file. {REFETCH}") from e
+    except (zipfile.BadZipFile, zlib.error, EOFError) as e:
+        raise CorruptFileError(f"{path}: member {member} is damaged ({e}). {REFETCH}") from e
+
+
+def _read_emnist_letters(paths, spec, count, seed):
+    out = {}
+    with _open_zip(paths["zip"]) as archive:
+        for split in spec["splits"]:
+            names = {k: f"gzip/emnist-letters-{split}-{k}-ubyte.gz" for k in ("images-idx3", "labels-idx1")}
+            x = parse_idx(_zip_member(archive, names["images-idx3"], paths["zip"]),
+                          f"{paths['zip']}:{names['images-idx3']}", 3)
+            y = parse_idx(_zip_member(archive, names["labels-idx1"], paths["zip"]),
+                          f"{paths['zip']}:{names['labels-idx1']}", 1).astype(np.int64)
+            keep = _pick(len(x), count, seed)
+            # EMNIST stores each image transposed relative to MNIST.
+            out[f"x_{split}"] = np.ascontiguousarray(x[keep].transpose(0, 2, 1))
+            out[f"y_{split}"] = y[keep]
+    return out
+
+
+def _decode_png(raw, name):
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(io.BytesIO(raw)) as img:
+            return np.asarray(img.convert("L"), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise CorruptFileError(f"{name}: unreadable PNG ({e})") from e
+
+
+def _read_omniglot(paths, spec, count, seed):
+    path = paths["zip"]
+    with _open_zip(path) as archive:
+        pngs = sorted(n for n in archive.namelist() if n.endswith(".png"))
+        # images_evaluation/<alphabet>/<character>/<drawing>.png; one class per character.
+        characters = sorted({tuple(n.split("/")[1:3]) for n in pngs})
+        label_of = {c: i for i, c in enumerate(characters)}
+        keep = _pick(len(pngs), count, seed)
+        images = [_decode_png(_zip_member(archive, pngs[i], path), f"{path}:{pngs[i]}") for i in keep]
+        labels = np.array([label_of[tuple(pngs[i].split("/")[1:3])] for i in keep], dtype=np.int64)
+    if not images:
+        raise CorruptFileError(f"{path}: no PNG images inside. {REFETCH}")
+    try:
+        stack = np.stack(images)
+    except ValueError as e:
+        raise CorruptFileError(f"{path}: images differ in size ({e}). {REFETCH}") from e
+    return {"x_test": mnist_frame(stack, spec["polarity"]), "y_test": labels}
+
+
+def _read_cifar(paths, spec, count, seed):
+    path = paths["archive"]
+    member = "cifar-10-batches-py/test_batch"
+    if str(path).endswith(".tar.gz"):
+        try:
+            with tarfile.open(path, "r:gz") as archive:
+                raw = archive.extractfile(member).read()
+        except (tarfile.TarError, OSError, EOFError, KeyError, AttributeError) as e:
+            raise CorruptFileError(f"{path}: cannot read {member} ({type(e).__name__}: {e}); the archive "
+                                   f"is truncated or damaged. {REFETCH}") from e
+    else:
+        raw = Path(path).read_bytes()
+    rgb, labels = load_cifar_batch(raw, f"{path}:{member}")
+    keep = _pick(len(rgb), count, seed)
+    return {"x_test": mnist_frame(luminance(rgb[keep]), spec["polarity"]), "y_test": labels[keep]}
+
+
+def _read_notmnist(paths, spec, count, seed):
+    path = paths["archive"]
+    images, labels, unreadable = [], [], []
+    try:
+        with tarfile.open(path, "r:gz") as archive:
+            members = sorted((m for m in archive.getmembers() if m.isfile() and m.name.endswith(".png")),
+                             key=lambda m: m.name)
+            keep = set(_pick(len(members), count, seed).tolist())
+            for i, m in enumerate(members):
+                if i not in keep:
+                    continue
+                letter = m.name.split("/")[-2]
+                try:
+                    img = _decode_png(archive.extractfile(m).read(), m.name)
+                except CorruptFileError:
+                    unreadable.append(m.name)  # the archive ships a few empty PNGs
+                    continue
+                if img.shape != (28, 28) or not ("A" <= letter <= "J"):
+                    unreadable.append(m.name)
+                    continue
+                images.append(img)
+                labels.append(ord(letter) - ord("A"))
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise CorruptFileError(f"{path}: not a readable tar.gz ({type(e).__name__}: {e}); truncated or "
+                               f"damaged. {REFETCH}") from e
+    if unreadable:
+        print(f"notmnist: skipped {len(unreadable)} unreadable image(s), e.g. {unreadable[0]}", file=sys.stderr)
+    if not images:
+        raise CorruptFileError(f"{path}: no readable 28x28 letter images A-J inside. {REFETCH}")
+    return {"x_test": mnist_frame(np.stack(images), spec["polarity"]),
+            "y_test": np.array(labels, dtype=np.int64)}
+
+
+def _read_tiny300k(paths, spec, count, seed, chunk=10000):
+    path = paths["array"]
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise CorruptFileError(f"{path}: not a readable .npy array ({e}); a truncated download looks "
+                               f"like this. {REFETCH}") from e
+    if array.ndim != 4 or array.shape[1:] != (32, 32, 3) or array.dtype != np.uint8:
+        raise CorruptFileError(f"{path}: array is {array.dtype} {array.shape}, expected uint8 "
+                               f"(N, 32, 32, 3). {REFETCH}")
+    keep = _pick(len(array), count, seed)
+    out = np.empty((len(keep), 28, 28), dtype=np.uint8)
+    # Converted in chunks straight from the memory map: the full float copy would need 3.7 GB.
+    for start in range(0, len(keep), chunk):
+        rows = keep[start:start + chunk]
+        out[start:start + len(rows)] = mnist_frame(luminance(np.asarray(array[rows])), spec["polarity"])
+    return {"x_train": out, "y_train": np.full(len(out), -1, dtype=np.int64)}
+
+
+READERS = {"idx": _read_idx_splits, "emnist_letters": _read_emnist_letters, "omniglot": _read_omniglot,
+           "cifar": _read_cifar, "notmnist": _read_notmnist, "tiny300k": _read_tiny300k}
+
+
+def load_real_dataset(name, data_dir, sources=None, count=None, seed=0):
+    """{'x_train','y_train','x_test','y_test'} (splits the set has) in MNIST's frame; never downloads.
+
+    count keeps a seeded random subset of that many images per split (e.g. of tiny300k).
+    """
+    spec = dataset_spec(name, sources)
+    paths = fetch_dataset(name, data_dir, offline=True, sources=sources)
+    return READERS[spec["reader"]](paths, spec, count, seed)
+
+
+def save_npz_atomic(path, arrays):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _write_json_atomic(path, obj):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True)
+            f.write("\n")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def read_sources(path):
+    """The data_sources mapping from a JSON file (None: no overrides)."""
+    if not path:
+        return None
+    return json.loads(Path(path).read_text())
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m lib.real_data", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for command in ("fetch", "prepare"):
+        p = sub.add_parser(command)
+        p.add_argument("name", choices=sorted(REAL_DATASETS))
+        p.add_argument("--data-dir", required=True)
+        p.add_argument("--sources-json", help="JSON file with the config's data_sources mapping")
+    sub.choices["fetch"].add_argument("--offline", action="store_true", help="never download")
+    sub.choices["fetch"].add_argument("--record", help="write the verified file list (JSON) here")
+    sub.choices["fetch"].add_argument("--retries", type=int, default=3)
+    sub.choices["prepare"].add_argument("--out", required=True)
+    sub.choices["prepare"].add_argument("--count", type=int, help="random subset of this many per split")
+    sub.choices["prepare"].add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    sources = read_sources(args.sources_json)
+    try:
+        if args.command == "fetch":
+            paths = fetch_dataset(args.name, args.data_dir, offline=args.offline, sources=sources,
+                                  retries=args.retries)
+            if args.record:
+                _write_json_atomic(args.record, {"dataset": args.name, "files": {
+                    k: {"path": str(p), "sha256": file_digests(p)["sha256"]} for k, p in paths.items()}})
+            for key, path in paths.items():
+                print(f"{args.name}: {key} ok: {path}")
+        else:
+            arrays = load_real_dataset(args.name, args.data_dir, sources, count=args.count, seed=args.seed)
+            save_npz_atomic(args.out, arrays)
+            shapes = ", ".join(f"{k} {v.shape}" for k, v in arrays.items())
+            print(f"{args.name}: wrote {args.out} ({shapes})")
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
