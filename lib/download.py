@@ -28,6 +28,39 @@ USER_AGENT = "mnist-safety/1.0 (python urllib; dataset fetch)"
 CHUNK = 1 << 20
 
 
+def _current_umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def publish(tmp, dest):
+    """Rename a finished temporary file onto dest with the usual permissions.
+
+    mkstemp creates files readable by the owner only; a shared data_dir or results folder
+    needs the mode an ordinary open() would have given (0666 minus the umask).
+    """
+    os.chmod(tmp, 0o666 & ~_current_umask())
+    os.replace(tmp, dest)
+
+
+def write_atomically(path, write):
+    """Call write(binary file object) on a temporary file beside path, then publish it.
+
+    A failure or a kill leaves no file at path (and removes the temporary one).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        publish(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
 class DataError(Exception):
     """A problem with a data file that the user can fix (message says how)."""
 
@@ -146,7 +179,7 @@ def download(url, dest, md5=None, sha256=None, size=None, retries=3, wait_s=2.0,
                 digests = _stream(u, tmp, timeout_s, progress)
                 problem = checksum_problem(digests, md5, sha256, size)
                 if problem is None:
-                    os.replace(tmp, dest)
+                    publish(tmp, dest)
                     return digests["sha256"]
                 failures.append(f"{u} (attempt {attempt + 1}): {problem}")
             except _NotThere as e:
@@ -195,11 +228,8 @@ def record_checksum(data_dir, key, sha256, source):
             table = recorded_checksums(data_dir)
             table[key] = {"sha256": sha256, "source": source,
                           "recorded": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-            with os.fdopen(fd, "w") as f:
-                json.dump(table, f, indent=2, sort_keys=True)
-                f.write("\n")
-            os.replace(tmp, path)
+            text = json.dumps(table, indent=2, sort_keys=True) + "\n"
+            write_atomically(path, lambda f: f.write(text.encode()))
     except PermissionError:
         print(f"warning: {path.parent} is read-only; sha256 {sha256} of {key} not recorded",
               file=sys.stderr)

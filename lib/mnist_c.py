@@ -14,16 +14,14 @@ stage it by hand. `sources` uses lib.real_data's schema under the key "mnist_c".
 """
 import argparse
 import io
-import os
 import sys
-import tempfile
 import zipfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 
-from lib.download import CorruptFileError, DataError, ensure_file, stage_hint
+from lib.download import CorruptFileError, DataError, ensure_file, stage_hint, write_atomically
 
 MNIST_C_URL = "https://zenodo.org/record/3239543/files/mnist_c.zip"
 MNIST_C_MD5 = "4b34b33045869ee6d424616cd3a65da3"
@@ -88,17 +86,6 @@ def read_corruption(archive, corruption, zip_path, count=TEST_COUNT):
     return np.ascontiguousarray(images[..., 0]), labels.astype(np.int64)
 
 
-def _save_npz_atomic(path, **arrays):
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def extract_mnist_c(zip_path, out_dir, corruptions=None, count=TEST_COUNT):
     """Write <out_dir>/<corruption>.npz (x_test, y_test) per corruption; return the paths.
 
@@ -122,7 +109,7 @@ def extract_mnist_c(zip_path, out_dir, corruptions=None, count=TEST_COUNT):
     paths = []
     for corruption, (x, y) in arrays.items():
         path = out_dir / f"{corruption}.npz"
-        _save_npz_atomic(path, x_test=x, y_test=y)
+        write_atomically(path, lambda f: np.savez(f, x_test=x, y_test=y))
         paths.append(path)
     return paths
 

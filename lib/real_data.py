@@ -27,10 +27,8 @@ import argparse
 import hashlib
 import io
 import json
-import os
 import sys
 import tarfile
-import tempfile
 import zipfile
 import zlib
 from pathlib import Path
@@ -38,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from lib.download import (ChecksumError, CorruptFileError, DataError, MissingDataError,
-                          ensure_file, file_digests, stage_hint, verify_or_record)
+                          ensure_file, file_digests, stage_hint, verify_or_record, write_atomically)
 from lib.image_formats import (REFETCH, load_cifar_batch, luminance, maybe_gunzip, mnist_frame,
                                parse_idx, read_idx)
 
@@ -426,30 +424,7 @@ def load_real_dataset(name, data_dir, sources=None, count=None, seed=0):
 
 
 def save_npz_atomic(path, arrays):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def _write_json_atomic(path, obj):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    write_atomically(path, lambda f: np.savez(f, **arrays))
 
 
 def read_sources(path):
@@ -480,8 +455,10 @@ def main(argv=None):
             paths = fetch_dataset(args.name, args.data_dir, offline=args.offline, sources=sources,
                                   retries=args.retries)
             if args.record:
-                _write_json_atomic(args.record, {"dataset": args.name, "files": {
-                    k: {"path": str(p), "sha256": file_digests(p)["sha256"]} for k, p in paths.items()}})
+                record = {"dataset": args.name, "files": {
+                    k: {"path": str(p), "sha256": file_digests(p)["sha256"]} for k, p in paths.items()}}
+                text = json.dumps(record, indent=2, sort_keys=True) + "\n"
+                write_atomically(args.record, lambda f: f.write(text.encode()))
             for key, path in paths.items():
                 print(f"{args.name}: {key} ok: {path}")
         else:

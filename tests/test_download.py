@@ -1,6 +1,7 @@
 """lib.download against a local HTTP server: checks, retries, mirrors, recorded checksums."""
 import hashlib
 import json
+import os
 import socket
 import threading
 
@@ -9,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 
 from conftest import LocalServer
 from lib.download import (ChecksumError, DownloadError, MissingDataError, download, ensure_file,
-                          record_checksum, recorded_checksums, verify_or_record)
+                          record_checksum, recorded_checksums, verify_or_record, write_atomically)
 
 
 def md5(data):
@@ -154,3 +155,24 @@ def test_downloaded_bytes_equal_served_bytes(tmp_path_factory, body):
         assert dest.read_bytes() == body and sha == hashlib.sha256(body).hexdigest()
     finally:
         server.close()
+
+
+def test_published_files_get_ordinary_permissions(http_server, tmp_path):
+    http_server.files["x"] = b"payload"
+    dest = tmp_path / "x"
+    download(http_server.url("x"), dest, retries=0, progress=False)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert dest.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_failed_atomic_write_leaves_nothing(tmp_path):
+    def write_half_then_fail(f):
+        f.write(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_atomically(tmp_path / "out.npz", write_half_then_fail)
+    assert list(tmp_path.iterdir()) == []
+    write_atomically(tmp_path / "out.npz", lambda f: f.write(b"whole"))
+    assert (tmp_path / "out.npz").read_bytes() == b"whole"
