@@ -4,7 +4,7 @@
     zip_path = fetch_mnist_c("data")                          # login node; data/mnist_c.zip, md5 checked
     extract_mnist_c(zip_path, "results/data/corruptions")     # <corruption>.npz: x_test [N,28,28], y_test
 
-    python -m lib.mnist_c fetch --data-dir data [--offline] [--sources-json s.json]
+    python -m lib.mnist_c fetch --data-dir data [--offline] [--sources-json s.json] [--record r.json]
     python -m lib.mnist_c extract --data-dir data --out-dir results/data/corruptions [--corruptions a,b]
 
 The zip (235 MiB) holds mnist_c/<corruption>/{train,test}_{images,labels}.npy for 15
@@ -115,15 +115,16 @@ def extract_mnist_c(zip_path, out_dir, corruptions=None, count=TEST_COUNT):
 
 
 def main(argv=None):
-    from lib.real_data import read_sources
+    from lib.real_data import read_sources, write_record
     parser = argparse.ArgumentParser(prog="python -m lib.mnist_c", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     fetch = sub.add_parser("fetch", help="download (or, offline, check) data_dir/mnist_c.zip")
     extract = sub.add_parser("extract", help="check data_dir/mnist_c.zip and write one npz per corruption")
     for p in (fetch, extract):
         p.add_argument("--data-dir", required=True)
-        p.add_argument("--sources-json", help="JSON file with the config's data_sources mapping")
+        p.add_argument("--sources-json", help="the config's data_sources mapping: a JSON file or JSON text")
     fetch.add_argument("--offline", action="store_true")
+    fetch.add_argument("--record", help="write the verified file (JSON) here")
     extract.add_argument("--out-dir", required=True)
     extract.add_argument("--corruptions", help="comma-separated subset (default: all 15)")
     args = parser.parse_args(argv)
@@ -131,13 +132,15 @@ def main(argv=None):
     try:
         if args.command == "fetch":
             path = fetch_mnist_c(args.data_dir, offline=args.offline, url=urls, md5=md5)
+            if args.record:
+                write_record(args.record, "mnist_c", {"zip": path})
             print(f"mnist_c: ok: {path}")
         else:
             zip_path = fetch_mnist_c(args.data_dir, offline=True, url=urls, md5=md5)
             chosen = args.corruptions.split(",") if args.corruptions else None
             paths = extract_mnist_c(zip_path, args.out_dir, chosen)
             print(f"mnist_c: wrote {len(paths)} file(s) to {args.out_dir}")
-    except DataError as e:
+    except (DataError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

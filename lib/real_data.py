@@ -6,6 +6,7 @@
     arrays = load_real_dataset("kmnist", "data")           # x_train, y_train, x_test, y_test
 
     python -m lib.real_data fetch kmnist --data-dir data [--offline] [--sources-json s.json]
+        [--record results/data/fetched/kmnist.json]
     python -m lib.real_data prepare kmnist --data-dir data --out results/data/kmnist.npz
 
 Files sit under data_dir in torchvision's layout (MNIST/raw/..., omniglot-py/...,
@@ -427,11 +428,23 @@ def save_npz_atomic(path, arrays):
     write_atomically(path, lambda f: np.savez(f, **arrays))
 
 
-def read_sources(path):
-    """The data_sources mapping from a JSON file (None: no overrides)."""
-    if not path:
+def read_sources(path_or_text):
+    """The data_sources mapping from a JSON file, or from JSON text starting with '{' (None: none)."""
+    if not path_or_text:
         return None
-    return json.loads(Path(path).read_text())
+    text = path_or_text if path_or_text.lstrip().startswith("{") else Path(path_or_text).read_text()
+    sources = json.loads(text)
+    if not isinstance(sources, dict):
+        raise ValueError(f"data_sources must be a mapping of data set names, got {type(sources).__name__}")
+    return sources
+
+
+def write_record(path, name, paths):
+    """The fetch rule's output: which files were verified, where, with their sha256."""
+    record = {"dataset": name, "files": {k: {"path": str(p), "sha256": file_digests(p)["sha256"]}
+                                         for k, p in paths.items()}}
+    text = json.dumps(record, indent=2, sort_keys=True) + "\n"
+    write_atomically(path, lambda f: f.write(text.encode()))
 
 
 def main(argv=None):
@@ -441,7 +454,7 @@ def main(argv=None):
         p = sub.add_parser(command)
         p.add_argument("name", choices=sorted(REAL_DATASETS))
         p.add_argument("--data-dir", required=True)
-        p.add_argument("--sources-json", help="JSON file with the config's data_sources mapping")
+        p.add_argument("--sources-json", help="the config's data_sources mapping: a JSON file or JSON text")
     sub.choices["fetch"].add_argument("--offline", action="store_true", help="never download")
     sub.choices["fetch"].add_argument("--record", help="write the verified file list (JSON) here")
     sub.choices["fetch"].add_argument("--retries", type=int, default=3)
@@ -455,10 +468,7 @@ def main(argv=None):
             paths = fetch_dataset(args.name, args.data_dir, offline=args.offline, sources=sources,
                                   retries=args.retries)
             if args.record:
-                record = {"dataset": args.name, "files": {
-                    k: {"path": str(p), "sha256": file_digests(p)["sha256"]} for k, p in paths.items()}}
-                text = json.dumps(record, indent=2, sort_keys=True) + "\n"
-                write_atomically(args.record, lambda f: f.write(text.encode()))
+                write_record(args.record, args.name, paths)
             for key, path in paths.items():
                 print(f"{args.name}: {key} ok: {path}")
         else:
@@ -466,7 +476,7 @@ def main(argv=None):
             save_npz_atomic(args.out, arrays)
             shapes = ", ".join(f"{k} {v.shape}" for k, v in arrays.items())
             print(f"{args.name}: wrote {args.out} ({shapes})")
-    except DataError as e:
+    except (DataError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -6,9 +6,8 @@ import socket
 import threading
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
-from conftest import LocalServer
 from lib.download import (ChecksumError, DownloadError, MissingDataError, download, ensure_file,
                           record_checksum, recorded_checksums, verify_or_record, write_atomically)
 
@@ -144,17 +143,13 @@ def test_parallel_records_keep_every_entry(tmp_path):
     assert sorted(recorded_checksums(tmp_path)) == sorted(f"k{i}" for i in range(8))
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.binary(min_size=0, max_size=5000))
-def test_downloaded_bytes_equal_served_bytes(tmp_path_factory, body):
-    server = LocalServer()
-    try:
-        server.files["b"] = body
-        dest = tmp_path_factory.mktemp("d") / "b"
-        sha = download(server.url("b"), dest, md5=md5(body), retries=0, progress=False)
-        assert dest.read_bytes() == body and sha == hashlib.sha256(body).hexdigest()
-    finally:
-        server.close()
+def test_downloaded_bytes_equal_served_bytes(http_server, tmp_path, body):
+    http_server.files["b"] = body
+    dest = tmp_path / md5(body)
+    sha = download(http_server.url("b"), dest, md5=md5(body), retries=0, progress=False)
+    assert dest.read_bytes() == body and sha == hashlib.sha256(body).hexdigest()
 
 
 def test_published_files_get_ordinary_permissions(http_server, tmp_path):

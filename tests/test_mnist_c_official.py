@@ -64,8 +64,10 @@ def test_fetch_and_extract_through_the_command_line(http_server, tmp_path, offic
     sources = sources_file(tmp_path, http_server.url("zenodo/"), hashlib.md5(body).hexdigest())
     data_dir, out_dir = tmp_path / "data", tmp_path / "results/data/corruptions"
 
-    assert main(["fetch", "--data-dir", str(data_dir), "--sources-json", sources]) == 0
+    record = tmp_path / "results/data/fetched/mnist_c.json"
+    assert main(["fetch", "--data-dir", str(data_dir), "--sources-json", sources, "--record", str(record)]) == 0
     assert (data_dir / "mnist_c.zip").read_bytes() == body
+    assert json.loads(record.read_text())["files"]["zip"]["sha256"] == hashlib.sha256(body).hexdigest()
     assert main(["extract", "--data-dir", str(data_dir), "--out-dir", str(out_dir),
                  "--sources-json", sources]) == 0
     assert http_server.hits["zenodo/mnist_c.zip"] == 1
