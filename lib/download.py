@@ -116,6 +116,35 @@ class _Truncated(Exception):
     pass
 
 
+def check_complete(path, name=None):
+    """Raise CorruptFileError when a .npy, .zip or .gz file is visibly cut short or damaged.
+
+    The guard for files with no checksum to compare against: their sha256 is recorded
+    on first use, so a truncated first copy must be caught before it becomes the reference.
+    """
+    import gzip
+    import zipfile
+    import zlib
+    import numpy as np
+    name = str(name or path)
+    kind = next((k for k in (".npy", ".zip", ".gz", ".tgz") if name.endswith(k)), None)
+    try:
+        if name.endswith(".npy"):
+            np.load(path, mmap_mode="r", allow_pickle=False)
+        elif name.endswith(".zip"):
+            with zipfile.ZipFile(path):
+                pass
+        elif name.endswith((".gz", ".tgz")):
+            with gzip.open(path, "rb") as f:
+                while f.read(CHUNK):
+                    pass
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise CorruptFileError(
+            f"{name}: truncated or damaged {kind.lstrip('.').replace('tgz', 'gz')} file "
+            f"({type(e).__name__}: {e}); a cut-off download looks like this. Delete it and fetch "
+            f"again, or stage a good copy by hand.") from e
+
+
 class _NotThere(Exception):
     """4xx from a server: retrying the same URL will not help, the next mirror might."""
 
@@ -160,7 +189,8 @@ def download(url, dest, md5=None, sha256=None, size=None, retries=3, wait_s=2.0,
     """Fetch url (one URL or a list of mirrors, tried in order) to dest; return its sha256.
 
     Each mirror gets 1 + retries attempts; an attempt fails on a network error, a
-    transfer shorter than its Content-Length, or a checksum/size mismatch. The file
+    transfer shorter than its Content-Length, a checksum/size mismatch, or (with no
+    checksum to check) a .npy/.zip/.gz that does not read to its end. The file
     appears at dest only after it passed every check (temporary file + os.replace).
     """
     urls = [url] if isinstance(url, (str, os.PathLike)) else list(url)
@@ -178,6 +208,8 @@ def download(url, dest, md5=None, sha256=None, size=None, retries=3, wait_s=2.0,
                     print(f"downloading {u} -> {dest} (attempt {attempt + 1})", file=sys.stderr, flush=True)
                 digests = _stream(u, tmp, timeout_s, progress)
                 problem = checksum_problem(digests, md5, sha256, size)
+                if problem is None and not (md5 or sha256):
+                    check_complete(tmp, dest.name)
                 if problem is None:
                     publish(tmp, dest)
                     return digests["sha256"]
@@ -185,7 +217,8 @@ def download(url, dest, md5=None, sha256=None, size=None, retries=3, wait_s=2.0,
             except _NotThere as e:
                 failures.append(f"{u}: {e}")
                 break
-            except (_Truncated, urllib.error.URLError, http.client.HTTPException, OSError) as e:
+            except (_Truncated, CorruptFileError, urllib.error.URLError, http.client.HTTPException,
+                    OSError) as e:
                 failures.append(f"{u} (attempt {attempt + 1}): {type(e).__name__}: {e}")
             finally:
                 if os.path.exists(tmp):
@@ -245,6 +278,7 @@ def verify_or_record(path, data_dir, key, md5=None, sha256=None, size=None, sour
     if not md5 and not sha256:
         recorded = recorded_checksums(data_dir).get(key, {}).get("sha256")
         if recorded is None and checksum_problem(digests, size=size) is None:
+            check_complete(path)
             record_checksum(data_dir, key, digests["sha256"], source or str(path))
             return digests
     problem = checksum_problem(digests, md5, sha256 or recorded, size)

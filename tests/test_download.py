@@ -1,15 +1,18 @@
 """lib.download against a local HTTP server: checks, retries, mirrors, recorded checksums."""
+import gzip
 import hashlib
+import io
 import json
 import os
 import socket
 import threading
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from lib.download import (ChecksumError, DownloadError, MissingDataError, download, ensure_file,
-                          record_checksum, recorded_checksums, verify_or_record, write_atomically)
+from lib.download import (ChecksumError, CorruptFileError, DownloadError, MissingDataError, download,
+                          ensure_file, record_checksum, recorded_checksums, verify_or_record, write_atomically)
 
 
 def md5(data):
@@ -45,11 +48,11 @@ def test_checksum_mismatch_retries_then_names_file_url_and_both_checksums(http_s
 
 def test_truncated_transfer_is_retried_and_succeeds(http_server, tmp_path):
     body = b"0123456789" * 5000
-    http_server.files["t.npy"] = body
-    http_server.truncate["t.npy"] = 1
-    dest = tmp_path / "t.npy"
-    download(http_server.url("t.npy"), dest, retries=1, wait_s=0, progress=False)
-    assert http_server.hits["t.npy"] == 2
+    http_server.files["t.bin"] = body
+    http_server.truncate["t.bin"] = 1
+    dest = tmp_path / "t.bin"
+    download(http_server.url("t.bin"), dest, retries=1, wait_s=0, progress=False)
+    assert http_server.hits["t.bin"] == 2
     assert dest.read_bytes() == body
 
 
@@ -95,7 +98,7 @@ def test_size_pin_is_checked(http_server, tmp_path):
 
 
 def test_first_download_records_sha256_and_later_uses_enforce_it(http_server, tmp_path):
-    body = b"no published checksum"
+    body = gzip.compress(b"no published checksum", mtime=0)
     http_server.files["n/f.tar.gz"] = body
     urls = [http_server.url("n/f.tar.gz")]
     path = ensure_file(tmp_path, "notMNIST/f.tar.gz", urls, wait_s=0, progress=False)
@@ -103,14 +106,14 @@ def test_first_download_records_sha256_and_later_uses_enforce_it(http_server, tm
     assert table["notMNIST/f.tar.gz"]["sha256"] == hashlib.sha256(body).hexdigest()
     assert table["notMNIST/f.tar.gz"]["source"] == urls[0]
 
-    path.write_bytes(b"tampered")
+    path.write_bytes(gzip.compress(b"tampered", mtime=0))
     with pytest.raises(ChecksumError) as err:
         ensure_file(tmp_path, "notMNIST/f.tar.gz", urls, progress=False)
     assert "CHECKSUMS.json" in str(err.value) and str(path) in str(err.value)
 
     # Deleted and fetched again: a changed upstream file is refused, not silently re-recorded.
     path.unlink()
-    http_server.files["n/f.tar.gz"] = b"a different upstream version"
+    http_server.files["n/f.tar.gz"] = gzip.compress(b"a different upstream version", mtime=0)
     with pytest.raises(DownloadError, match="sha256 is"):
         ensure_file(tmp_path, "notMNIST/f.tar.gz", urls, retries=0, wait_s=0, progress=False)
     assert not path.exists()
@@ -171,3 +174,21 @@ def test_failed_atomic_write_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
     write_atomically(tmp_path / "out.npz", lambda f: f.write(b"whole"))
     assert (tmp_path / "out.npz").read_bytes() == b"whole"
+
+
+def test_unpinned_download_that_does_not_read_to_its_end_is_not_recorded(http_server, tmp_path):
+    buf = io.BytesIO()
+    np.save(buf, np.zeros((50, 32, 32, 3), dtype=np.uint8))
+    # Served complete-looking (right Content-Length) but cut: only the format shows it.
+    http_server.files["300K_random_images.npy"] = buf.getvalue()[:-1000]
+    with pytest.raises(DownloadError, match="truncated or damaged npy file"):
+        ensure_file(tmp_path, "300K_random_images.npy", [http_server.url("300K_random_images.npy")],
+                    retries=1, wait_s=0, progress=False)
+    assert http_server.hits["300K_random_images.npy"] == 2
+    assert list(tmp_path.iterdir()) == []
+
+    staged = tmp_path / "x.tar.gz"
+    staged.write_bytes(gzip.compress(b"a" * 10000)[:-30])
+    with pytest.raises(CorruptFileError, match="x.tar.gz: truncated or damaged gz file"):
+        verify_or_record(staged, tmp_path, "x.tar.gz")
+    assert recorded_checksums(tmp_path) == {}
