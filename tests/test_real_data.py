@@ -393,3 +393,16 @@ def test_dark_on_light_becomes_white_on_black(n, size, ink, paper, seed):
 def test_auto_polarity_keeps_white_on_black_images(seed):
     x = mnist_like(3, np.random.default_rng(seed))
     np.testing.assert_array_equal(white_on_black(x, "auto"), x)
+
+
+def test_idx_parser_reports_bad_gzip_and_wrong_lengths():
+    from lib.image_formats import parse_idx
+    x = mnist_like(3, np.random.default_rng(0))
+    np.testing.assert_array_equal(parse_idx(idx_bytes(x), "x.gz", 3), x)
+    np.testing.assert_array_equal(parse_idx(idx_bytes(x, compress=False), "x", 3), x)
+    with pytest.raises(CorruptFileError, match="x.gz: not a valid gzip file"):
+        parse_idx(idx_bytes(x)[:-20], "x.gz", 3)
+    with pytest.raises(CorruptFileError, match=r"announces shape \(3, 28, 28\)"):
+        parse_idx(idx_bytes(x, compress=False)[:-5], "x", 3)
+    with pytest.raises(CorruptFileError, match="wrong IDX magic number 0x00000803, expected 0x00000801"):
+        parse_idx(idx_bytes(x), "y.gz", 1)
