@@ -395,14 +395,16 @@ def load_test_set(path):
         raise FileNotFoundError(f"{path}: no such file; run the prepare step that writes it first")
     try:
         with np.load(path) as arrays:
-            missing = [key for key in ("x_test", "y_test") if key not in arrays.files]
-            if missing:
-                raise ValueError(f"{path}: missing array(s) {', '.join(missing)} "
-                                 f"(has {', '.join(arrays.files)}); rebuild it with lib.datasets")
-            x, y = arrays["x_test"], arrays["y_test"]
-    except (OSError, EOFError) as error:
+            found = {key: arrays[key] for key in ("x_test", "y_test") if key in arrays.files}
+            keys = list(arrays.files)
+    except (OSError, EOFError, ValueError) as error:
         raise ValueError(f"{path}: not a readable npz file ({error}); delete it and rerun "
                          f"the step that writes it") from error
+    missing = [key for key in ("x_test", "y_test") if key not in found]
+    if missing:
+        raise ValueError(f"{path}: missing array(s) {', '.join(missing)} "
+                         f"(has {', '.join(keys) or 'none'}); rebuild it with lib.datasets")
+    x, y = found["x_test"], found["y_test"]
     if x.dtype != np.uint8 or x.ndim != 3 or x.shape[1:] != (SIZE, SIZE) or len(y) != len(x):
         raise ValueError(f"{path}: x_test must be uint8 [N, 28, 28] with N labels, got "
                          f"{x.dtype} {x.shape} and {len(y)} labels; rebuild it with lib.datasets")
