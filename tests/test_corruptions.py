@@ -257,6 +257,18 @@ def test_fog_is_haze_over_a_dimmed_digit(digits):
     assert out.mean() > x.mean()
 
 
+def test_fog_scales_the_digit_by_peak_over_peak_plus_3(digits):
+    # Same seed and batch size give the same haze, so lighting one background pixel
+    # to the image's own peak shows the scale applied to the image: p / (p + 3).
+    peak = digits.max(axis=(1, 2))
+    lit = digits.copy()
+    lit[:, 0, 0] = peak
+    step = corrupt(lit, "fog", seed=0).astype(int) - corrupt(digits, "fog", seed=0).astype(int)
+    p = peak / 255.0
+    np.testing.assert_allclose(step[:, 0, 0], peak * p / (p + 3), atol=1.0)
+    assert (step[:, 1:, 1:] == 0).all()
+
+
 def test_spatter_pulls_pixels_towards_mud_grey(digits):
     out = corrupt(digits, "spatter", seed=0).astype(int)
     x = digits.astype(int)
