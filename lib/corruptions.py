@@ -418,6 +418,10 @@ def save_npz_atomic(path, **arrays):
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
+        # mkstemp makes the file private (0600); give it the mode a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -10,7 +10,7 @@ from scipy import ndimage, stats
 from sklearn.datasets import load_digits
 
 from lib.corruptions import (CORRUPTIONS, corrupt, line_intensity, main, motion_blur_kernel,
-                             plasma_fractal, warp_about_centre)
+                             plasma_fractal, save_npz_atomic, warp_about_centre)
 
 
 @pytest.fixture(scope="module")
@@ -325,6 +325,18 @@ def test_cli_writes_one_npz_per_corruption_atomically(tmp_path, digits):
         assert written["x_test"].dtype == np.uint8 and written["y_test"].dtype == np.int64
         np.testing.assert_array_equal(written["x_test"], corrupt(digits, "fog", seed=0))
         np.testing.assert_array_equal(written["y_test"], labels)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(out_dir / "fog.npz").st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_a_failed_write_leaves_nothing_behind(tmp_path, digits, monkeypatch):
+    def broken_savez(*args, **kwargs):
+        raise OSError("disk full")
+    monkeypatch.setattr(np, "savez", broken_savez)
+    with pytest.raises(OSError, match="disk full"):
+        save_npz_atomic(str(tmp_path / "stripe.npz"), x_test=digits)
+    assert os.listdir(tmp_path) == []
 
 
 def test_cli_default_is_all_fifteen(tmp_path, digits):
