@@ -5,6 +5,7 @@
 #   snakemake --profile profiles/local --configfile presets/demo.yaml
 #   snakemake --profile profiles/slurm             # on a SLURM cluster
 
+import os
 import sys
 
 sys.path.insert(0, workflow.basedir)  # lib/ lives beside this file, wherever -d points
@@ -13,7 +14,7 @@ from snakemake.exceptions import WorkflowError
 from lib.config import ConfigError, validate_config
 
 
-configfile: "config.yaml"
+configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
 try:
