@@ -64,9 +64,11 @@ def main(argv=None):
     p.add_argument("--config-json", required=True)
     p.add_argument("--set", action="append", default=[], metavar="NAME=NPZ")
     p.add_argument("--out-dir", required=True)
+    p.add_argument("--threads", type=int, default=1, help="CPU threads (Snakemake's {threads})")
     p.add_argument("--log")
     a = p.parse_args(argv)
     log = setup_logging(a.log)
+    torch.set_num_threads(a.threads)
     extra = [tuple(s.split("=", 1)) for s in a.set]
     evaluate(a.model, load_npz(a.id_data), json.loads(a.config_json), extra, a.out_dir, log)
 

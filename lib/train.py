@@ -243,11 +243,13 @@ def main(argv=None):
     p.add_argument("--out-model", required=True)
     p.add_argument("--out-log", required=True)
     p.add_argument("--checkpoint")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads (Snakemake's {threads})")
     p.add_argument("--log")
     a = p.parse_args(argv)
     log = setup_logging(a.log)
     cfg = json.loads(a.config_json)
-    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1))))
+    # One thread per job: on a few cores, parallel jobs beat one job's threads fighting them.
+    torch.set_num_threads(a.threads)
     train(load_npz(a.data), a.augment, a.oe, a.seed, cfg, a.out_model, a.out_log, a.checkpoint,
           aux=load_npz(a.aux) if a.aux else None, mixing=load_npz(a.mixing) if a.mixing else None,
           init=a.init, log=log)

@@ -22,7 +22,8 @@ rule evaluate:
         "results/benchmarks/evaluate/{augment}/{oe}/seed{seed}.tsv"
     shell:
         "{params.py} -m lib.evaluate --model {input.model:q} --id-data {input.id_data:q} "
-        "--config-json {params.cfg:q} --out-dir {params.out_dir:q} {params.sets} > {log:q} 2>&1"
+        "--config-json {params.cfg:q} --out-dir {params.out_dir:q} {params.sets} "
+        "--threads {threads} > {log:q} 2>&1"
 
 
 rule score:
