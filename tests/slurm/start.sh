@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
-# Bring up a one-node SLURM cluster on 127.0.0.1 with one fake GPU, for the tests.
+# Bring up a one-node SLURM cluster on 127.0.0.1 with fake GPUs, for the tests.
 #
 #   sudo tests/slurm/start.sh      # installs Debian's packages if missing, starts
 #                                  # munged, mariadbd, slurmdbd, slurmctld, slurmd
 #   tests/slurm/stop.sh            # stops every daemon this script started, by pid
 #
-# Idempotent: when every daemon it started is still alive it only waits for the
-# node to be idle. Pids, logs and spool folders live in $MNIST_SAFETY_SLURM_STATE
+# Idempotent: when every daemon it started is still alive it only checks that
+# the node takes jobs. Pids, logs and spool folders live in $MNIST_SAFETY_SLURM_STATE
 # (default /tmp/mnist-safety-slurm). The partition is called "debug"; the test
 # overlay profile tests/slurm/profile/config.yaml names it.
 #
-# The GPU is a character device made with mknod (c 1 3, what /dev/null is):
-# slurmd only needs a device file to hand out, jobs then see
-# CUDA_VISIBLE_DEVICES=0 and run on the CPU.
+# Each GPU is a character device made with mknod (c 1 3, what /dev/null is):
+# slurmd only needs a device file to hand out; a job then sees
+# CUDA_VISIBLE_DEVICES=<its GPU's index> and runs on the CPU. There is one
+# unless MNIST_SAFETY_SLURM_GPUS says more (GPU jobs then run side by side).
 set -euo pipefail
 
 STATE=${MNIST_SAFETY_SLURM_STATE:-/tmp/mnist-safety-slurm}
@@ -20,6 +21,8 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CLUSTER=mnistsafety
 PARTITION=debug
 ACCOUNT=root
+GPUS=${MNIST_SAFETY_SLURM_GPUS:-1}
+[[ "$GPUS" =~ ^[1-9][0-9]?$ ]] || { echo "start.sh: error: MNIST_SAFETY_SLURM_GPUS=$GPUS is not a count from 1 to 99" >&2; exit 1; }
 NODE=$(hostname -s)
 # Daemons in start order; stop.sh stops them in the reverse order.
 DAEMONS=(munged mariadbd slurmdbd slurmctld slurmd)
@@ -49,6 +52,8 @@ wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...: retry COMMAND every 0.5
 }
 
 node_idle() { sinfo -h -n "$NODE" -o %t | grep -qx idle; }
+# Up and taking jobs: idle, or busy with jobs a test already submitted.
+node_serving() { sinfo -h -n "$NODE" -o %t | grep -qxE 'idle|mix|alloc|comp'; }
 
 all_up=yes
 any_up=no
@@ -56,7 +61,7 @@ for d in "${DAEMONS[@]}"; do
     if pid_alive "$d"; then any_up=yes; else all_up=no; fi
 done
 if [ "$all_up" = yes ]; then
-    wait_for 60 "node $NODE becoming idle" node_idle
+    wait_for 60 "node $NODE taking jobs" node_serving
     log "cluster already up (state in $STATE)"
     exit 0
 fi
@@ -84,8 +89,9 @@ if [ "$missing" = yes ]; then
         own_policy=yes
     fi
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends \
+    # Another apt run (a CI step, unattended upgrades) may hold the lock a while.
+    apt-get -o DPkg::Lock::Timeout=300 update -qq
+    apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends \
         slurm-wlm munge slurmdbd mariadb-server >"$STATE/log/apt.log" 2>&1 \
         || { tail -20 "$STATE/log/apt.log" >&2; die "apt-get install failed (log: $STATE/log/apt.log)"; }
     [ "$own_policy" = yes ] && rm -f /usr/sbin/policy-rc.d
@@ -98,11 +104,13 @@ mkdir -p /etc/slurm /run/munge /var/log/munge /var/lib/munge /run/mysqld
 chown munge:munge /run/munge /var/log/munge /var/lib/munge
 chmod 0755 /run/munge
 chown mysql:mysql /run/mysqld
-[ -c "$STATE/fakegpu0" ] || { rm -f "$STATE/fakegpu0"; mknod "$STATE/fakegpu0" c 1 3; }
+for ((i = 0; i < GPUS; i++)); do
+    [ -c "$STATE/fakegpu$i" ] || { rm -f "$STATE/fakegpu$i"; mknod "$STATE/fakegpu$i" c 1 3; }
+done
 
 write_slurm_conf() {  # write_slurm_conf "NODE HARDWARE": the node line's CPUs, memory...
     cat > /etc/slurm/slurm.conf <<EOF
-# Written by tests/slurm/start.sh: one node on 127.0.0.1 with one fake GPU.
+# Written by tests/slurm/start.sh: one node on 127.0.0.1 with $GPUS fake GPU(s).
 ClusterName=$CLUSTER
 SlurmctldHost=$NODE(127.0.0.1)
 CommunicationParameters=NoCtldInAddrAny,NoInAddrAny
@@ -129,7 +137,7 @@ AccountingStorageHost=127.0.0.1
 AccountingStorageTRES=gres/gpu
 AccountingStoreFlags=job_comment
 JobAcctGatherType=jobacct_gather/none
-NodeName=$1 Gres=gpu:1 NodeAddr=127.0.0.1 State=UNKNOWN
+NodeName=$1 Gres=gpu:$GPUS NodeAddr=127.0.0.1 State=UNKNOWN
 PartitionName=$PARTITION Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 EOF
 }
@@ -141,9 +149,9 @@ hardware=$(slurmd -C | head -1 | sed 's/^NodeName=//')
 write_slurm_conf "$hardware"
 
 cat > /etc/slurm/gres.conf <<EOF
-# Written by tests/slurm/start.sh: one fake GPU (a character device).
+# Written by tests/slurm/start.sh: fake GPUs (character devices).
 AutoDetect=off
-Name=gpu File=$STATE/fakegpu0
+Name=gpu File=$STATE/fakegpu[0-$((GPUS - 1))]
 EOF
 
 cat > /etc/slurm/slurmdbd.conf <<EOF
@@ -197,4 +205,4 @@ fi
 start slurmctld slurmctld -D
 start slurmd slurmd -D
 wait_for 60 "node $NODE becoming idle" node_idle
-log "cluster up: partition $PARTITION, node $NODE with gres gpu:1, account $ACCOUNT (state in $STATE)"
+log "cluster up: partition $PARTITION, node $NODE with gres gpu:$GPUS, account $ACCOUNT (state in $STATE)"
