@@ -17,6 +17,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -170,21 +171,19 @@ def _slurm_logs(workdir: Path) -> str:
     return "\n".join(f"--- {log}\n{log.read_text()}" for log in logs)
 
 
-def run_through_slurm(snakefile: Path, workdir: Path, *extra_args: str) -> dict:
-    """Run snakefile in workdir through the derived test profile.
-
-    Returns {SLURM job id: (rule name, AllocTRES, State)} of the jobs it
-    submitted, read back with sacct.
-    """
+def slurm_snakemake_command(snakefile: Path, workdir: Path, *extra_args: str) -> list:
+    """The snakemake command that runs snakefile in workdir through the derived test profile."""
     profile = derive_profile.write_test_profile(workdir.parent / "slurm-test-profile").parent
-    result = subprocess.run(
-        [*SNAKEMAKE, "--snakefile", str(snakefile), "-d", str(workdir), "--profile", str(profile), *extra_args],
-        capture_output=True, text=True, timeout=600,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output + _slurm_logs(workdir)
-    job_ids = re.findall(r"has been submitted with SLURM jobid (\d+)", output)
-    assert job_ids, "no job went through SLURM:\n" + output
+    return [*SNAKEMAKE, "--snakefile", str(snakefile), "-d", str(workdir), "--profile", str(profile), *extra_args]
+
+
+def submitted_job_ids(snakemake_output: str) -> list:
+    """The SLURM job ids Snakemake reported submitting, in order."""
+    return re.findall(r"has been submitted with SLURM jobid (\d+)", snakemake_output)
+
+
+def sacct_jobs(job_ids: list) -> dict:
+    """{SLURM job id: (rule name, AllocTRES, State)} for job_ids, read with sacct."""
     sacct = subprocess.run(
         ["sacct", "-n", "-P", "-X", "-j", ",".join(job_ids), "-o", "JobID,Comment,AllocTRES,State"],
         capture_output=True, text=True, timeout=60, check=True,
@@ -192,10 +191,24 @@ def run_through_slurm(snakefile: Path, workdir: Path, *extra_args: str) -> dict:
     jobs = {}
     for line in sacct.stdout.splitlines():
         job_id, comment, tres, state = line.split("|")
+        # The plugin's comment: rule_<rule> or rule_<rule>_wildcards_<values>.
         rule = re.match(r"rule_(\w+?)(?:_wildcards_.*)?$", comment).group(1)
         jobs[job_id] = (rule, tres, state)
     assert sorted(jobs) == sorted(job_ids), f"sacct does not know every job:\n{sacct.stdout}"
     return jobs
+
+
+def run_through_slurm(snakefile: Path, workdir: Path, *extra_args: str) -> dict:
+    """Run snakefile in workdir through the derived test profile; sacct_jobs of what it submitted."""
+    result = subprocess.run(
+        slurm_snakemake_command(snakefile, workdir, *extra_args),
+        capture_output=True, text=True, timeout=600,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output + _slurm_logs(workdir)
+    job_ids = submitted_job_ids(output)
+    assert job_ids, "no job went through SLURM:\n" + output
+    return sacct_jobs(job_ids)
 
 
 def fake_gpu_indices() -> set:
@@ -230,3 +243,54 @@ def test_standin_runs_gpu_rules_as_slurm_jobs_with_a_gpu(slurm_cluster, tmp_path
         assert seen["SLURM_JOB_ID"] in jobs, (output, seen)
     report = (workdir / "results" / "report.txt").read_text().splitlines()
     assert report[0] == "SLURM_JOB_ID=none", "the local rule report ran inside a SLURM job"
+
+
+def _cancel_jobs_in(workdir: Path) -> None:
+    """scancel every queued or running job whose working directory is workdir."""
+    queue = subprocess.run(["squeue", "-h", "-o", "%i %Z"], capture_output=True, text=True, timeout=30)
+    job_ids = [line.split()[0] for line in queue.stdout.splitlines() if line.split()[1:] == [str(workdir)]]
+    if job_ids:
+        subprocess.run(["scancel", *job_ids], timeout=30)
+
+
+@pytest.mark.slurm
+def test_a_cancelled_gpu_job_is_retried_not_waited_for(slurm_cluster, tmp_path):
+    # scancel stands in for preemption; sacct would call the job "CANCELLED by 0",
+    # which plugin 2.8 waits for forever, hence the profile's squeue status command.
+    workdir = tmp_path / "run"
+    first_attempt = workdir / "results" / "first_attempt.txt"
+    log_path = tmp_path / "snakemake.log"
+    command = slurm_snakemake_command(SLURM_DIR / "standin" / "cancelled_once.smk", workdir)
+    with open(log_path, "w") as log:
+        snakemake = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        # A safeguard, not a timing check: the job normally starts within seconds.
+        deadline = time.monotonic() + 300
+        while not first_attempt.exists():
+            assert snakemake.poll() is None, "snakemake ended early:\n" + log_path.read_text()
+            assert time.monotonic() < deadline, "train never started:\n" + log_path.read_text()
+            time.sleep(0.5)
+        cancelled_id = first_attempt.read_text().strip()
+        subprocess.run(["scancel", cancelled_id], check=True, timeout=30)
+        try:
+            returncode = snakemake.wait(timeout=300)
+        except subprocess.TimeoutExpired:
+            pytest.fail("snakemake still waits for the cancelled job:\n" + log_path.read_text())
+    finally:
+        if snakemake.poll() is None:
+            snakemake.kill()
+            snakemake.wait()
+            _cancel_jobs_in(workdir)
+    output = log_path.read_text()
+    assert returncode == 0, output + _slurm_logs(workdir)
+
+    job_ids = submitted_job_ids(output)
+    jobs = sacct_jobs(job_ids)
+    assert job_ids[0] == cancelled_id and len(job_ids) == 2, output
+    assert [jobs[i][0] for i in job_ids] == ["train", "train"]
+    assert jobs[job_ids[0]][2].startswith("CANCELLED"), jobs
+    assert jobs[job_ids[1]][2] == "COMPLETED", jobs
+    for _, tres, _ in jobs.values():
+        assert "gres/gpu=1" in tres.split(","), jobs
+    seen = _key_values(workdir / "results" / "train.txt")
+    assert seen == {"RESUMED_FROM": cancelled_id, "SLURM_JOB_ID": job_ids[1]}
