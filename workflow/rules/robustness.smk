@@ -13,8 +13,9 @@ def mnist_c_sources_json():
     return json.dumps({"mnist_c": sources["mnist_c"]} if "mnist_c" in sources else {}, sort_keys=True)
 
 
-# On failure, show the log's last lines (the error names the file, the md5 and how to stage it).
-SHOW_ERROR = "|| {{ tail -n 5 {log:q} >&2; exit 1; }}"
+# On failure, print the error from the log on the console: it names the file, the md5 and
+# how to stage the zip by hand (the log's last lines when there is no "error:" line).
+SHOW_ERROR = "|| {{ sed -n '/^error: /,$p' {log:q} | grep . >&2 || tail -n 20 {log:q} >&2; exit 1; }}"
 
 
 if config["corruptions"] == "official":
