@@ -188,6 +188,8 @@ def test_tiny_generated_study_reports_robustness_per_corruption(tmp_path):
 
     with np.load(results / "logits" / "saltpepper" / "baseline" / "seed1" / "mnistc_fog.npz") as logits:
         assert sorted(logits.files) == ["labels", "logits"]  # no features for the 15 MNIST-C sets
+    with np.load(results / "logits" / "saltpepper" / "baseline" / "seed1" / "id_test.npz") as logits:
+        assert "features" in logits.files
     with np.load(results / "data" / "corruptions" / "stripe.npz") as stripe, \
             np.load(results / "data" / "digits.npz") as digits:
         np.testing.assert_array_equal(stripe["x_test"][:, :, :7], 255 - digits["x_test"][:, :, :7])
