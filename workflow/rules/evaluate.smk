@@ -16,8 +16,8 @@ rule evaluate:
     params:
         py=PY,
         cfg=eval_cfg_json(),
-        sets=" ".join("--set " + shlex.quote(f"{name}={data_file(name)}") for name in OOD_SETS),
-        corrupted_sets=" ".join("--logits-set " + shlex.quote(f"mnistc_{c}={corruption_file(c)}") for c in CORRUPTIONS),
+        sets=" ".join("--set " + shlex.quote(f"{name}={data_file(name)}") for name in OOD_SETS)
+        + "".join(" --logits-set " + shlex.quote(f"mnistc_{c}={corruption_file(c)}") for c in CORRUPTIONS),
         out_dir=LOGIT_DIR,
     log:
         "results/logs/evaluate/{augment}/{oe}/seed{seed}.log",
@@ -25,7 +25,7 @@ rule evaluate:
         "results/benchmarks/evaluate/{augment}/{oe}/seed{seed}.tsv"
     shell:
         "{params.py} -m lib.evaluate --model {input.model:q} --id-data {input.id_data:q} "
-        "--config-json {params.cfg:q} --out-dir {params.out_dir:q} {params.sets} {params.corrupted_sets} > {log:q} 2>&1"
+        "--config-json {params.cfg:q} --out-dir {params.out_dir:q} {params.sets} > {log:q} 2>&1"
 
 
 rule score:
