@@ -2,12 +2,14 @@
 
     python -m lib.evaluate --model results/models/none/baseline/seed1/model.pt \
         --id-data results/data/digits.npz --config-json "$CFG" --out-dir results/logits/none/baseline/seed1 \
-        --set gaussian=results/data/gaussian.npz --set negated=results/data/negated.npz
+        --set gaussian=results/data/gaussian.npz --set negated=results/data/negated.npz \
+        --logits-set mnistc_fog=results/data/corruptions/fog.npz
 
 Writes <out-dir>/<name>.npz per set with `logits` (float32 [N, C]), `labels` (int64, -1
 for unlabelled sets) and `features` (float32 penultimate features). The in-distribution
 set gives two files: `id_test` (its test split) and `id_val` (the held-out 10% of its
-training split, used to fit the temperature).
+training split, used to fit the temperature). --logits-set files hold logits and labels
+only: the 15 MNIST-C sets need no features, which would otherwise dominate the disk.
 """
 import argparse
 import json
@@ -45,14 +47,16 @@ def evaluation_sets(id_data, cfg, extra):
         yield name, arrays["x_test"], arrays["y_test"]
 
 
-def evaluate(model_path, id_data, cfg, extra, out_dir, log):
+def evaluate(model_path, id_data, cfg, extra, out_dir, log, logits_only=()):
     device = pick_device(cfg["train"]["device"])
     model, meta = load_model_file(model_path, device)
     os.makedirs(out_dir, exist_ok=True)
     for name, x, y in evaluation_sets(id_data, cfg, extra):
         logits, feats = forward_in_batches(model, x, device, cfg["train"]["eval_batch_size"])
-        save_npz_atomic(os.path.join(out_dir, f"{name}.npz"), logits=logits.astype(np.float32),
-                        labels=np.asarray(y, dtype=np.int64), features=feats.astype(np.float32))
+        arrays = {"logits": logits.astype(np.float32), "labels": np.asarray(y, dtype=np.int64)}
+        if name not in logits_only:
+            arrays["features"] = feats.astype(np.float32)
+        save_npz_atomic(os.path.join(out_dir, f"{name}.npz"), **arrays)
         acc = float((logits.argmax(1) == y).mean()) if (y >= 0).all() else float("nan")
         log.info("%s: %d images, accuracy %.4f", name, len(x), acc)
 
@@ -63,6 +67,8 @@ def main(argv=None):
     p.add_argument("--id-data", required=True)
     p.add_argument("--config-json", required=True)
     p.add_argument("--set", action="append", default=[], metavar="NAME=NPZ")
+    p.add_argument("--logits-set", action="append", default=[], metavar="NAME=NPZ",
+                   help="like --set, but the output holds logits and labels only")
     p.add_argument("--out-dir", required=True)
     p.add_argument("--threads", type=int, default=1, help="CPU threads (Snakemake's {threads})")
     p.add_argument("--log")
@@ -70,7 +76,9 @@ def main(argv=None):
     log = setup_logging(a.log)
     torch.set_num_threads(a.threads)
     extra = [tuple(s.split("=", 1)) for s in a.set]
-    evaluate(a.model, load_npz(a.id_data), json.loads(a.config_json), extra, a.out_dir, log)
+    logits_only = [tuple(s.split("=", 1)) for s in a.logits_set]
+    evaluate(a.model, load_npz(a.id_data), json.loads(a.config_json), extra + logits_only, a.out_dir, log,
+             logits_only={name for name, _ in logits_only})
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import pandas as pd
 from lib import published
 from lib.aggregate import summarize
 from lib.common import write_text_atomic
+from lib.report_robustness import robustness_report
 
 AUGMENT_LABELS = {"none": "Base", "saltpepper": "S&P", "pixmix": "PixMix"}
 OE_LABELS = {"baseline": "", "oe": "+OE", "oe_tune": "+OE tune"}
@@ -63,7 +64,7 @@ def _pub(value, percent):
     return f"{value * (100 if percent else 1):.2f}"
 
 
-def study_tables(cfg, acc, det, acc_src, det_src):
+def study_tables(cfg, acc, det, acc_src, det_src, robust=None):
     """The study's two tables, same shape: accuracy by augment; AUROC by set x score x model."""
     id_name = cfg["in_distribution"]
     pub_id = "mnist" if id_name == "mnist" else None
@@ -72,7 +73,7 @@ def study_tables(cfg, acc, det, acc_src, det_src):
         cell(acc, acc_src, published_value=published.ACCURACY.get((pub_id, a)) if pub_id else None,
              augment=a, oe="baseline", metric="accuracy") for a in augments]}]
     robust_src = "results/tables/robustness.csv"
-    acc_rows.append({"label": "MNIST-C accuracy (mean of 15 corruptions)", "cells": [
+    acc_rows.append(robust["study_row"] if robust else {"label": "MNIST-C accuracy (mean of 15 corruptions)", "cells": [
         {"text": "—", "value": "", "source": robust_src, "delta": "",
          "published": _pub(published.ACCURACY.get(("mnist_c", a)), True)} for a in augments],
         "note": "Robustness on MNIST-C is not part of this run yet."})
@@ -133,7 +134,7 @@ def provenance(cfg, repo):
             "config": json.dumps(cfg, indent=2, sort_keys=True)}
 
 
-def render(tables_dir, models_dir, cfg, template_path, repo):
+def render(tables_dir, models_dir, cfg, template_path, repo, corruptions_dir=None, id_data=None):
     det_src = os.path.join(tables_dir, "detection.csv")
     acc_src = os.path.join(tables_dir, "accuracy.csv")
     det = summarize(pd.read_csv(det_src, keep_default_na=False, na_values=[""]).assign(score=lambda d: d["score"].fillna("")))
@@ -141,7 +142,8 @@ def render(tables_dir, models_dir, cfg, template_path, repo):
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(os.path.dirname(template_path)),
                              autoescape=True, undefined=jinja2.StrictUndefined)
     template = env.get_template(os.path.basename(template_path))
-    return template.render(cfg=cfg, study=study_tables(cfg, acc, det, acc_src, det_src),
+    robust = robustness_report(cfg, tables_dir, corruptions_dir, id_data)
+    return template.render(cfg=cfg, study=study_tables(cfg, acc, det, acc_src, det_src, robust), robustness=robust,
                            detection=detection_tables(cfg, det, det_src),
                            curves=training_curves(models_dir, cfg), prov=provenance(cfg, repo),
                            oe_reference=published.OE_REFERENCE)
@@ -155,8 +157,10 @@ def main(argv=None):
     p.add_argument("--template", required=True)
     p.add_argument("--repo", default=".")
     p.add_argument("--out", required=True)
+    p.add_argument("--corruptions-dir", help="MNIST-C npz files, for the example digit")
+    p.add_argument("--id-data", help="the in-distribution npz, for the clean example digit")
     a = p.parse_args(argv)
-    page = render(a.tables, a.models_dir, json.loads(a.config_json), a.template, a.repo)
+    page = render(a.tables, a.models_dir, json.loads(a.config_json), a.template, a.repo, a.corruptions_dir, a.id_data)
     write_text_atomic(a.out, page)
     print(os.path.abspath(a.out))
 

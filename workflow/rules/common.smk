@@ -7,6 +7,7 @@ import shlex
 import lib.datasets as lib_datasets
 import lib.aggregate as lib_aggregate
 import lib.detect as lib_detect
+from lib.mnist_c import CORRUPTIONS  # the 15 MNIST-C corruptions (numpy-only import, fast to parse)
 
 ROOT = workflow.basedir
 # Jobs run `python -m lib.<module>` with the interpreter that runs Snakemake (the
@@ -45,6 +46,10 @@ def expand_models(pattern):
 
 def data_file(name):
     return f"results/data/{name}.npz"
+
+
+def corruption_file(corruption):
+    return f"results/data/corruptions/{corruption}.npz"
 
 
 def train_cfg_json(wildcards):

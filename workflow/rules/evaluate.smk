@@ -9,12 +9,15 @@ rule evaluate:
         model=f"{MODEL_DIR}/model.pt",
         id_data=data_file(ID),
         ood=[data_file(name) for name in OOD_SETS],
+        corrupted=[corruption_file(c) for c in CORRUPTIONS],
     output:
         logits=[f"{LOGIT_DIR}/{name}.npz" for name in EVAL_SETS],
+        corrupted_logits=[f"{LOGIT_DIR}/mnistc_{c}.npz" for c in CORRUPTIONS],
     params:
         py=PY,
         cfg=eval_cfg_json(),
-        sets=" ".join("--set " + shlex.quote(f"{name}={data_file(name)}") for name in OOD_SETS),
+        sets=" ".join("--set " + shlex.quote(f"{name}={data_file(name)}") for name in OOD_SETS)
+        + "".join(" --logits-set " + shlex.quote(f"mnistc_{c}={corruption_file(c)}") for c in CORRUPTIONS),
         out_dir=LOGIT_DIR,
     log:
         "results/logs/evaluate/{augment}/{oe}/seed{seed}.log",

@@ -25,6 +25,11 @@ rule report:
         accuracy="results/tables/accuracy.csv",
         train_logs=expand_models(f"{MODEL_DIR}/train_log.csv"),
         template=f"{ROOT}/workflow/templates/report.html.j2",
+        robustness="results/tables/robustness.csv",
+        robustness_summary="results/tables/robustness_summary.csv",
+        robustness_template=f"{ROOT}/workflow/templates/robustness.html.j2",
+        corrupted=[corruption_file(c) for c in CORRUPTIONS],
+        id_data=data_file(ID),
     output:
         html="results/report.html",
     params:
@@ -36,7 +41,7 @@ rule report:
     shell:
         "{params.py} -m lib.report --tables results/tables --models-dir results/models "
         "--config-json {params.config_json:q} --template {input.template:q} --repo {params.root:q} "
-        "--out {output.html:q} > {log:q} 2>&1"
+        "--out {output.html:q} --corruptions-dir results/data/corruptions --id-data {input.id_data:q} > {log:q} 2>&1"
 
 
 localrules:
