@@ -8,6 +8,7 @@ A ConfigError carries one message per problem, each naming the key, the bad valu
 the allowed values, so a user can fix the file without reading the schema.
 """
 import copy
+import difflib
 import os
 import sys
 
@@ -34,6 +35,17 @@ def _key(path):
     return out or "(top level)"
 
 
+def _did_you_mean(name, siblings, schema):
+    """A near spelling among the allowed keys, or the section one level down that has this key."""
+    close = difflib.get_close_matches(str(name), siblings, n=1)
+    if close:
+        return f" (did you mean '{close[0]}'?)"
+    for section, sub in schema.get("properties", {}).items():
+        if name in sub.get("properties", {}):
+            return f" (did you mean '{section}.{name}'?)"
+    return ""
+
+
 def _describe(error):
     key = _key(error.absolute_path)
     v, s = error.validator, error.schema
@@ -44,7 +56,9 @@ def _describe(error):
         allowed = ", ".join(sorted(s.get("properties", {})))
         extra = sorted(set(error.instance) - set(s.get("properties", {})))
         where = f"under '{key}'" if error.absolute_path else "at the top level"
-        return f"config key {', '.join(repr(_key([*error.absolute_path, e])) for e in extra)}: unknown key {where}; allowed keys: {allowed}"
+        hints = "".join(_did_you_mean(e, sorted(s.get("properties", {})), s) for e in extra[:1])
+        return (f"config key {', '.join(repr(_key([*error.absolute_path, e])) for e in extra)}: unknown key "
+                f"{where}{hints}; allowed keys: {allowed}")
     if v == "type":
         allowed = f", one of: {', '.join(map(str, s['enum']))}" if "enum" in s else ""
         return f"config key '{key}': {error.instance!r} has the wrong type; expected {s['type']}{allowed}"

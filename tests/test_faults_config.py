@@ -20,8 +20,10 @@ TINY = yaml.safe_load((Path(ROOT) / "presets/tiny.yaml").read_text())
 
 # id -> (override of the tiny preset, key named in the message, words of the fix)
 BAD_CONFIGS = {
-    "unknown_key": ({"epochs": 3}, "'epochs'", ["unknown key at the top level", "allowed keys", "train"]),
-    "unknown_nested_key": ({"train": {"epoch": 3}}, "'train.epoch'", ["unknown key under 'train'", "epochs"]),
+    "unknown_key": ({"epochs": 3}, "'epochs'", ["unknown key at the top level", "did you mean 'train.epochs'?",
+                                                "allowed keys"]),
+    "unknown_nested_key": ({"train": {"epoch": 3}}, "'train.epoch'", ["unknown key under 'train'",
+                                                                      "did you mean 'epochs'?"]),
     "wrong_type": ({"train": {"lr": "fast"}}, "'train.lr'", ["wrong type", "expected number"]),
     "negative_epochs": ({"train": {"epochs": -1}}, "'train.epochs'", ["out of range", "minimum 1"]),
     "empty_augment": ({"augment": []}, "'augment'", ["the list is empty", "at least 1"]),

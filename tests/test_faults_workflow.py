@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.faults import (assert_same_arrays, assert_same_logits, assert_same_tables, files_under,
-                          model_state, write_study_config)
+                          model_state, read_only_folder, write_study_config)
 from tests.workflow import ROOT, SNAKEMAKE
 
 pytestmark = pytest.mark.slow
@@ -134,3 +134,13 @@ def test_config_strings_never_reach_a_shell_unquoted(study):
     # ...and ran nothing.
     assert [m for m in study.markers if m.exists()] == []
     assert [p for p in Path(study.root).rglob("injected-*")] == []
+
+
+def test_read_only_results_folder_stops_at_the_first_job_with_snakemakes_message(tmp_path):
+    run = tmp_path / "run"
+    config = write_study_config(tmp_path / "cfg")
+    with read_only_folder(run / "results"):
+        code, out = finish(snakemake(run, config))
+        assert files_under(run / "results") == []
+    assert code != 0
+    assert "Failed to create output directory results/" in out and "PermissionError" in out, out
