@@ -141,6 +141,11 @@ def dry_runs(tmp_path_factory):
     yaml_run.mkdir(parents=True)
     (yaml_run / "config.yaml").write_text("augment: [none\nseeds: [1]\n")
     started["yaml_syntax"] = (yaml_run, _snakemake_dry_run(yaml_run, None))
+    # The same in a --configfile, which Snakemake reads before the workflow's code runs.
+    preset = root / "yaml_syntax_configfile" / "preset.yaml"
+    preset.parent.mkdir()
+    preset.write_text("augment: [none\nseeds: [1]\n")
+    started["yaml_syntax_configfile"] = (preset.parent / "run", _snakemake_dry_run(preset.parent / "run", preset))
     return {case: (run, proc.communicate(timeout=300)[0], proc.returncode)
             for case, (run, proc) in started.items()}
 
@@ -162,4 +167,12 @@ def test_snakemake_names_file_and_line_of_a_yaml_syntax_error(dry_runs):
     run, output, returncode = dry_runs["yaml_syntax"]
     assert returncode != 0
     assert "config.yaml is not valid YAML" in output and "line 2" in output, output
+    assert files_under(run / "results") == []
+
+
+@pytest.mark.slow
+def test_snakemake_stops_on_a_yaml_syntax_error_in_a_configfile(dry_runs):
+    # Snakemake's own message, which names neither file nor line (hence `python -m lib.config FILE`).
+    run, output, returncode = dry_runs["yaml_syntax_configfile"]
+    assert returncode != 0 and "is not valid JSON or YAML" in output, output
     assert files_under(run / "results") == []
