@@ -32,8 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lib.download import (ChecksumError, DataError, MissingDataError, ensure_file, file_digests,
-                          stage_hint, verify_or_record, write_atomically)
+from lib.download import (ChecksumError, CorruptFileError, DataError, MissingDataError, ensure_file,
+                          file_digests, forget_checksums, recorded_checksums, stage_hint,
+                          verify_or_record, write_atomically)
 from lib.image_formats import maybe_gunzip
 from lib.real_readers import READERS
 
@@ -263,7 +264,31 @@ def load_real_dataset(name, data_dir, sources=None, count=None, seed=0):
     """
     spec = dataset_spec(name, sources)
     paths = fetch_dataset(name, data_dir, offline=True, sources=sources)
-    return READERS[spec["reader"]](paths, spec, count, seed)
+    try:
+        return READERS[spec["reader"]](paths, spec, count, seed)
+    except CorruptFileError:
+        _forget_unreadable_records(spec, data_dir, paths)
+        raise
+
+
+def _forget_unreadable_records(spec, data_dir, paths):
+    """Drop sha256s recorded on first use from the very bytes a reader just refused.
+
+    Otherwise the error's advice (replace the file with a good copy) would end in a
+    checksum error against the bad copy. Pinned files and older records of other bytes stay.
+    """
+    recorded = recorded_checksums(data_dir)
+    stale = []
+    for key, res in spec["files"].items():
+        if res["md5"] or res["sha256"] or key not in paths:
+            continue
+        names = [res["path"], str(Path(paths[key]).resolve())]
+        known = {recorded[n]["sha256"]: n for n in names if n in recorded}
+        if known:
+            sha = file_digests(paths[key])["sha256"]
+            stale += [n for s, n in known.items() if s == sha]
+    if stale:
+        forget_checksums(data_dir, stale)
 
 
 def save_npz_atomic(path, arrays):
