@@ -282,7 +282,8 @@ def test_end_to_end_with_a_served_real_set_as_oe_source_and_ood_set(http_server,
     sources = serve(http_server, "fashion_mnist", files)
     workdir = tmp_path / "run"
     workdir.mkdir()
-    extra = write_config(tmp_path / "served.yaml", ood_sets=["gaussian", "fashion_mnist"],
+    # One augmentation, with and without OE: two models keep the run short.
+    extra = write_config(tmp_path / "served.yaml", augment=["none"], ood_sets=["gaussian", "fashion_mnist"],
                          outlier_exposure={"source": "fashion_mnist", "count": 60},
                          data_dir=str(tmp_path / "data"), data_sources=sources)
     result = snakemake(workdir, ["presets/tiny.yaml", extra])
