@@ -3,12 +3,14 @@
 # rule on the submit host, the only step that touches the network) then
 # prepare_real_dataset (reads only data_dir; runs anywhere, no GPU).
 
+import os
+
 REAL_SETS = [n for n in lib_datasets.DATASETS if lib_datasets.is_downloaded(n)]
 GENERATED_SETS = [n for n in lib_datasets.DATASETS if not lib_datasets.is_downloaded(n)]
 # Passed to the jobs through the shell command rather than params, so that switching
 # offline on, moving data_dir or adding a mirror does not mark the converted sets (and
 # every model trained on them) out of date: the files are checksum-verified either way.
-DATA_DIR = shlex.quote(config["data_dir"])
+DATA_DIR = shlex.quote(os.path.expanduser(config["data_dir"]))  # quoted, so the shell would not expand ~
 OFFLINE_ARG = "--offline" if config["offline"] else ""
 DATA_SOURCES_ARG = ("--sources-json " + shlex.quote(json.dumps(config["data_sources"], sort_keys=True))
                     if config["data_sources"] else "")
