@@ -19,6 +19,9 @@ SCHEMA_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fil
                            "workflow", "schemas", "config.schema.yaml")
 
 
+PATH_PATTERN = "^[A-Za-z0-9_./~+-]+$"  # data_dir's pattern in the schema
+
+
 class ConfigError(ValueError):
     pass
 
@@ -69,9 +72,11 @@ def _describe(error):
         return f"config key '{key}': the list is empty; give at least {s['minItems']} entry"
     if v == "uniqueItems":
         return f"config key '{key}': {error.instance!r} lists an entry twice"
-    if v == "pattern":
+    if v == "pattern" and s["pattern"] == PATH_PATTERN:
         return (f"config key '{key}': {error.instance!r} contains characters that are not allowed "
                 f"(allowed: letters, digits and _ . / ~ + -)")
+    if v == "pattern":
+        return f"config key '{key}': {error.instance!r} does not have the expected form (regular expression {s['pattern']})"
     return f"config key '{key}': {error.message}"
 
 
@@ -93,6 +98,9 @@ def _cross_checks(cfg):
         problems.append("config key 'oe': oe_tune fine-tunes the baseline model, so 'baseline' must be listed too")
     if cfg["in_distribution"] in ood:
         problems.append(f"config key 'ood_sets': {cfg['in_distribution']!r} is the in-distribution set")
+    if cfg["outlier_exposure"].get("source") == cfg["in_distribution"]:
+        problems.append(f"config key 'outlier_exposure.source': {cfg['in_distribution']!r} is the "
+                        "in-distribution set; choose auxiliary outliers from another source")
     mixing = cfg.get("pixmix", {}).get("mixing", {})
     if "pixmix" in cfg["augment"] and mixing.get("source") == "folder":
         folder = mixing.get("folder")

@@ -21,6 +21,7 @@ import pandas as pd
 from lib import published
 from lib.aggregate import summarize
 from lib.common import write_text_atomic
+from lib.datasets import leaked_sets
 from lib.report_robustness import robustness_report
 
 AUGMENT_LABELS = {"none": "Base", "saltpepper": "S&P", "pixmix": "PixMix"}
@@ -31,6 +32,22 @@ SCORE_LABELS = {"msp": "MSP", "xent": "cross-entropy", "energy": "energy", "maxl
 
 def model_label(augment, oe):
     return (AUGMENT_LABELS.get(augment, augment) + " " + OE_LABELS.get(oe, oe)).strip()
+
+
+LEAK_MARK = "†"  # dagger after a test set that was seen in training
+
+
+def read_leaks(tables_dir, cfg):
+    """{set: reason} of test sets seen in training, from leaks.json (else from the config)."""
+    path = os.path.join(tables_dir, "leaks.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)["seen_in_training"]
+    return leaked_sets(cfg)
+
+
+def set_label(name, leaks):
+    return f"{name} {LEAK_MARK}" if name in leaks else name
 
 
 def fmt_cell(mean, std, n, percent=True):
@@ -64,7 +81,7 @@ def _pub(value, percent):
     return f"{value * (100 if percent else 1):.2f}"
 
 
-def study_tables(cfg, acc, det, acc_src, det_src, robust=None):
+def study_tables(cfg, acc, det, acc_src, det_src, robust=None, leaks=()):
     """The study's two tables, same shape: accuracy by augment; AUROC by set x score x model."""
     id_name = cfg["in_distribution"]
     pub_id = "mnist" if id_name == "mnist" else None
@@ -81,18 +98,18 @@ def study_tables(cfg, acc, det, acc_src, det_src, robust=None):
     auroc_rows = []
     for ood in cfg["ood_sets"]:
         for score in [s for s in ("msp", "xent") if s in cfg["scores"]]:
-            auroc_rows.append({"label": f"{ood}, {SCORE_LABELS[score]}", "cells": [
+            auroc_rows.append({"label": f"{set_label(ood, leaks)}, {SCORE_LABELS[score]}", "cells": [
                 cell(det, det_src, published_value=published.AUROC.get((ood, score, a, o)) if id_name == "mnist" else None,
                      augment=a, oe=o, metric="auroc", set=ood, score=score) for a, o in columns]})
     return {"accuracy_header": [AUGMENT_LABELS.get(a, a) for a in augments], "accuracy_rows": acc_rows,
             "auroc_header": [model_label(a, o) for a, o in columns], "auroc_rows": auroc_rows}
 
 
-def detection_tables(cfg, det, det_src):
+def detection_tables(cfg, det, det_src, leaks=()):
     columns = [(a, o) for a in cfg["augment"] for o in cfg["oe"]]
     tables = []
     for metric, title in (("auroc", "AUROC"), ("aupr_in", "AUPR-in"), ("aupr_out", "AUPR-out"), ("fpr95", "FPR at 95% TPR")):
-        rows = [{"label": f"{ood}, {SCORE_LABELS.get(score, score)}",
+        rows = [{"label": f"{set_label(ood, leaks)}, {SCORE_LABELS.get(score, score)}",
                  "cells": [cell(det, det_src, augment=a, oe=o, metric=metric, set=ood, score=score) for a, o in columns]}
                 for ood in cfg["ood_sets"] for score in cfg["scores"]]
         tables.append({"metric": metric, "title": title, "header": [model_label(a, o) for a, o in columns], "rows": rows})
@@ -143,8 +160,9 @@ def render(tables_dir, models_dir, cfg, template_path, repo, corruptions_dir=Non
                              autoescape=True, undefined=jinja2.StrictUndefined)
     template = env.get_template(os.path.basename(template_path))
     robust = robustness_report(cfg, tables_dir, corruptions_dir, id_data)
-    return template.render(cfg=cfg, study=study_tables(cfg, acc, det, acc_src, det_src, robust), robustness=robust,
-                           detection=detection_tables(cfg, det, det_src),
+    leaks = read_leaks(tables_dir, cfg)
+    return template.render(cfg=cfg, study=study_tables(cfg, acc, det, acc_src, det_src, robust, leaks), robustness=robust,
+                           detection=detection_tables(cfg, det, det_src, leaks), leaks=leaks, leak_mark=LEAK_MARK,
                            curves=training_curves(models_dir, cfg), prov=provenance(cfg, repo),
                            oe_reference=published.OE_REFERENCE)
 

@@ -23,6 +23,7 @@ rule report:
     input:
         detection="results/tables/detection.csv",
         accuracy="results/tables/accuracy.csv",
+        leaks="results/tables/leaks.json",
         train_logs=expand_models(f"{MODEL_DIR}/train_log.csv"),
         template=f"{ROOT}/workflow/templates/report.html.j2",
         robustness="results/tables/robustness.csv",
