@@ -21,6 +21,7 @@ import pandas as pd
 from lib import published
 from lib.aggregate import summarize
 from lib.common import write_text_atomic
+from lib.report_evaluation import evaluation_section
 
 AUGMENT_LABELS = {"none": "Base", "saltpepper": "S&P", "pixmix": "PixMix"}
 OE_LABELS = {"baseline": "", "oe": "+OE", "oe_tune": "+OE tune"}
@@ -144,6 +145,7 @@ def render(tables_dir, models_dir, cfg, template_path, repo):
     return template.render(cfg=cfg, study=study_tables(cfg, acc, det, acc_src, det_src),
                            detection=detection_tables(cfg, det, det_src),
                            curves=training_curves(models_dir, cfg), prov=provenance(cfg, repo),
+                           evaluation=evaluation_section(tables_dir, cfg),
                            oe_reference=published.OE_REFERENCE)
 
 

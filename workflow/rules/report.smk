@@ -23,8 +23,12 @@ rule report:
     input:
         detection="results/tables/detection.csv",
         accuracy="results/tables/accuracy.csv",
+        calibration="results/tables/calibration.csv",
+        reliability="results/tables/reliability.csv",
+        differences="results/tables/differences.csv",
         train_logs=expand_models(f"{MODEL_DIR}/train_log.csv"),
         template=f"{ROOT}/workflow/templates/report.html.j2",
+        evaluation_template=f"{ROOT}/workflow/templates/evaluation_section.html.j2",
     output:
         html="results/report.html",
     params:
