@@ -165,18 +165,24 @@ def reliability_figures(rel, source):
     for set_name in [s for s in ("id_test", "mnist_c") if (rel["set"] == s).any()]:
         ncols = min(len(models), 3)
         nrows = -(-len(models) // ncols)
-        fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.2 * nrows), squeeze=False)
-        for ax, (augment, oe) in zip(axes.flat, models):
-            for variant, style in (("uncalibrated", dict(color="#4477aa", alpha=0.6)),
-                                   ("temperature_scaled", dict(color="#cc6677", alpha=0.45))):
-                bins = pooled_bins(rel, set_name, variant, augment, oe)
-                filled = bins["count"] > 0
-                ax.bar(bins["bin_low"][filled], bins["accuracy"][filled],
-                       width=(bins["bin_high"] - bins["bin_low"])[filled], align="edge", edgecolor="k",
-                       linewidth=0.3, label=VARIANT_LABELS[variant], **style)
+        fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.0 * nrows), squeeze=False,
+                                 layout="constrained")
+        for i, (ax, (augment, oe)) in enumerate(zip(axes.flat, models)):
+            before = pooled_bins(rel, set_name, "uncalibrated", augment, oe)
+            filled = before["count"] > 0
+            ax.bar(before["bin_low"][filled], before["accuracy"][filled],
+                   width=(before["bin_high"] - before["bin_low"])[filled], align="edge", color="#4477aa",
+                   alpha=0.55, edgecolor="k", linewidth=0.3, label=VARIANT_LABELS["uncalibrated"])
+            after = pooled_bins(rel, set_name, "temperature_scaled", augment, oe)
+            filled = after["count"] > 0
+            # After scaling: accuracy against the bin's mean confidence, so the gap to the diagonal is the error.
+            ax.plot(after["mean_confidence"][filled], after["accuracy"][filled], "o-", color="#cc3311",
+                    markersize=3, linewidth=1, label=VARIANT_LABELS["temperature_scaled"])
             ax.plot([0, 1], [0, 1], "k--", linewidth=0.8)
-            ax.set(xlim=(0, 1), ylim=(0, 1), title=model_label(augment, oe), xlabel="confidence")
-            ax.set_ylabel("accuracy")
+            ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="confidence")
+            ax.set_title(model_label(augment, oe), fontsize=9)
+            if i % ncols == 0:
+                ax.set_ylabel("accuracy")
         for ax in list(axes.flat)[len(models):]:
             ax.axis("off")
         axes.flat[0].legend(loc="upper left", fontsize=7)
