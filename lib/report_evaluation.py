@@ -111,7 +111,7 @@ def set_sizes(det, source):
 
 def calibration_table(cal, source):
     """Rows model x (uncalibrated, temperature-scaled); columns set x metric, plus T."""
-    if cal is None:
+    if cal is None or cal.empty:
         return None
     summary = summarize(cal)
     sets = [s for s in ("id_test", "mnist_c") if (cal["set"] == s).any()]
@@ -194,7 +194,7 @@ def reliability_figures(rel, source):
 
 def differences_table(diff, source):
     """Rows of differences.csv, in percentage points, with the interval and its method."""
-    if diff is None:
+    if diff is None or diff.empty:
         return None
     rows = []
     for r in diff.itertuples(index=False):

@@ -97,6 +97,7 @@ def test_differences_table_in_points_with_method():
     assert first["diff"]["source"] == "results/tables/differences.csv" and first["origin"] == "detection.csv"
     assert second["interval"]["text"] == "—" and second["set"] == "MNIST-C (mean over corruptions)"
     assert table["methods"] == ["paired t interval over 1 seeds", "paired t interval over 3 seeds"]
+    assert differences_table(diff.iloc[:0], "d.csv") is None      # no baseline model: no table
 
 
 def test_section_renders_in_the_template(tmp_path):
