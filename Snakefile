@@ -36,6 +36,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/robustness.smk"
+include: "workflow/rules/calibrate.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -23,6 +23,7 @@ from lib.aggregate import summarize
 from lib.common import write_text_atomic
 from lib.datasets import leaked_sets
 from lib.report_robustness import robustness_report
+from lib.report_evaluation import evaluation_section
 
 AUGMENT_LABELS = {"none": "Base", "saltpepper": "S&P", "pixmix": "PixMix"}
 OE_LABELS = {"baseline": "", "oe": "+OE", "oe_tune": "+OE tune"}
@@ -164,6 +165,7 @@ def render(tables_dir, models_dir, cfg, template_path, repo, corruptions_dir=Non
     return template.render(cfg=cfg, study=study_tables(cfg, acc, det, acc_src, det_src, robust, leaks), robustness=robust,
                            detection=detection_tables(cfg, det, det_src, leaks), leaks=leaks, leak_mark=LEAK_MARK,
                            curves=training_curves(models_dir, cfg), prov=provenance(cfg, repo),
+                           evaluation=evaluation_section(tables_dir, cfg),
                            oe_reference=published.OE_REFERENCE)
 
 

@@ -31,6 +31,10 @@ rule report:
         robustness_template=f"{ROOT}/workflow/templates/robustness.html.j2",
         corrupted=[corruption_file(c) for c in CORRUPTIONS],
         id_data=data_file(ID),
+        calibration="results/tables/calibration.csv",
+        reliability="results/tables/reliability.csv",
+        differences="results/tables/differences.csv",
+        evaluation_template=f"{ROOT}/workflow/templates/evaluation_section.html.j2",
     output:
         html="results/report.html",
     params:
