@@ -16,9 +16,12 @@ Python loops run over the k rounds and over the small fixed groups of operations
 Image operations work like PIL on 8-bit images, because the reference applies them
 to PIL images: the point operations (autocontrast, equalize, posterize, solarize,
 color, contrast, brightness) are per-sample 256-entry lookup tables built with PIL's
-integer arithmetic; the geometric ones (rotate, shear, translate) are inverse affine
-maps in PIL's pixel convention, sampled bilinearly with one grid_sample call; every
-augmented picture is rounded to the 1/255 grid, as the reference's uint8 PIL image is.
+integer arithmetic; the geometric ones are inverse affine maps in PIL's pixel
+convention sampled bilinearly with zero fill (rotate with grid_sample; shears and
+translations move each row or column by its own amount, a 1-D interpolation that is
+cheaper and gives the same values); every augmented picture is rounded to the 1/255
+grid, as the reference's uint8 PIL image is. At the border PIL's bilinear filter
+extends the edge pixel where grid_sample blends with black; MNIST borders are black.
 `color` is the identity here: PIL's Color enhancement blends an image with its own
 greyscale version, which for a grey image is the image itself. It still counts as a
 drawn operation, as in the reference.
@@ -35,21 +38,23 @@ OPS = ("autocontrast", "equalize", "posterize", "rotate", "solarize",
 ALL_OPS = OPS + ("color", "contrast", "brightness", "sharpness")
 
 _POINT_OPS = ("autocontrast", "equalize", "posterize", "solarize", "color", "contrast", "brightness")
-_GEOMETRIC_OPS = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")
-_SIGNED_OPS = _GEOMETRIC_OPS  # the reference flips the sign of these with probability 1/2
+# the reference flips the sign of these with probability 1/2
+_SIGNED_OPS = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")
+# the order augmentation requests are processed in: each op, and each group of ops
+# computed together, is one contiguous slice once the requests are sorted by it
+_GROUP_ORDER = _POINT_OPS + ("rotate", "shear_x", "translate_x", "shear_y", "translate_y", "sharpness")
 
 
 # ---------------------------------------------------------------- 8-bit helpers
 
 def _to_levels(x):
     """[n,1,H,W] floats in [0,1] -> int64 grey levels 0..255, flattened to [n, H*W]."""
-    return (x * 255).round().clamp(0, 255).long().flatten(1)
+    return x.mul(255).add_(0.5).clamp_(0, 255.5).long().flatten(1)
 
 
 def _apply_lut(x, lut):
     """Map each sample's grey levels through its own 256-entry table lut [n,256]."""
-    out = lut.gather(1, _to_levels(x))
-    return out.to(x.dtype).div(255).view_as(x)
+    return lut.gather(1, _to_levels(x)).to(x.dtype).div_(255).view_as(x)
 
 
 def _identity_lut(n, device):
@@ -74,27 +79,27 @@ def _blend_lut(degenerate, factor):
 def _autocontrast_lut(levels):
     # PIL (cutoff 0) stretches [lo, hi] to [0, 255] with int(i*scale + offset) in double
     # precision; doing the same in float64 gives PIL's table exactly.
-    lo = levels.amin(1).double()[:, None]
-    hi = levels.amax(1).double()[:, None]
+    lo, hi = torch.aminmax(levels, dim=1)
+    lo, hi = lo.double()[:, None], hi.double()[:, None]
     i = torch.arange(256, device=levels.device, dtype=torch.float64)
-    span = (hi - lo).clamp_min(1)
-    scale = 255.0 / span
+    scale = 255.0 / (hi - lo).clamp_min(1)
     offset = -lo * scale
-    lut = (i * scale + offset).clamp(0, 255).floor().long()
+    lut = (i * scale + offset).clamp_(0, 255).floor_().long()
     return torch.where(hi > lo, lut, i.long().expand_as(lut))
 
 
 def _equalize_lut(levels):
     n, pixels = levels.shape
-    histogram = torch.zeros(n, 256, dtype=torch.long, device=levels.device)
-    histogram.scatter_add_(1, levels, torch.ones_like(levels))
+    rows = torch.arange(n, device=levels.device)[:, None] * 256
+    histogram = torch.bincount((levels + rows).view(-1), minlength=n * 256).view(n, 256)
     count_at_max = histogram.gather(1, levels.amax(1, keepdim=True))
     # PIL: step = (pixels - count of the brightest level present) // 255; the table
     # starts at step // 2 and climbs by the histogram, integer-divided by step.
-    step = (pixels - count_at_max) // 255
-    below = histogram.cumsum(1) - histogram
+    # Counts stay far below 2^53, so float64 division then floor is exact.
+    step = ((pixels - count_at_max) // 255).double()
+    below = (histogram.cumsum(1) - histogram).double()
     safe_step = step.clamp_min(1)
-    lut = ((safe_step // 2 + below) // safe_step).clamp(0, 255)
+    lut = below.add_((safe_step / 2).floor_()).div_(safe_step).floor_().clamp_(0, 255).long()
     return torch.where(step > 0, lut, _identity_lut(n, levels.device))
 
 
@@ -124,49 +129,71 @@ def _affine(x, matrix, shift):
     """Sample x through inverse maps input = matrix @ output + shift (PIL pixel coords).
 
     matrix [n,2,2], shift [n,2]; coordinates run over pixel edges, 0..W, as in PIL's
-    transform and in affine_grid with align_corners=False. Outside pixels are 0 (black).
+    transform and in grid_sample with align_corners=False. Outside pixels are 0 (black).
     """
     n, _, h, w = x.shape
-    # normalised u = 2 p / size - 1  =>  input_u = A u + (A 1 + 2 t / size - 1)
-    size = torch.tensor([w, h], dtype=x.dtype, device=x.device)
-    half = size / 2
-    a = matrix * half[None, None, :] / half[None, :, None]  # rescale for non-square images
+    # normalised u = 2 p / size - 1  =>  input_u = A u + (A half + t) / half - 1
+    half = torch.tensor([w / 2, h / 2], dtype=x.dtype, device=x.device)
+    a = matrix * half[None, None, :] / half[None, :, None]
     b = (matrix @ half + shift) / half - 1
-    theta = torch.cat([a, b[:, :, None]], dim=2)
-    grid = F.affine_grid(theta, [n, 1, h, w], align_corners=False)
+    # the grid affine_grid would build, by broadcasting (affine_grid is slow on the CPU)
+    u = (torch.arange(w, dtype=x.dtype, device=x.device) * 2 + 1) / w - 1
+    v = (torch.arange(h, dtype=x.dtype, device=x.device) * 2 + 1) / h - 1
+    # grid[n, i, j, c] = a[n, c, 0] u[j] + a[n, c, 1] v[i] + b[n, c], built channel-first so
+    # the broadcast runs along contiguous rows, then viewed channel-last for grid_sample
+    grid = a[:, :, 0, None, None] * u + (a[:, :, 1, None, None] * v[:, None] + b[:, :, None, None])
+    grid = grid.permute(0, 2, 3, 1)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def _geometric_maps(op_names, magnitude, size_hw):
-    """Inverse maps for geometric ops, one per sample: op_names indexes _GEOMETRIC_OPS."""
-    n = magnitude.shape[0]
-    device, dtype = magnitude.device, torch.float32
-    magnitude = magnitude.to(dtype)
-    matrix = torch.eye(2, dtype=dtype, device=device).repeat(n, 1, 1)
-    shift = torch.zeros(n, 2, dtype=dtype, device=device)
-    is_op = {name: op_names == i for i, name in enumerate(_GEOMETRIC_OPS)}
-
-    # PIL rotate(deg): inverse map about the centre with phi = -radians(deg)
-    phi = torch.where(is_op["rotate"], -magnitude * (math.pi / 180), torch.zeros_like(magnitude))
+def _rotation_map(degrees, size_hw):
+    """PIL's rotate(degrees): inverse map about the centre with phi = -radians(degrees)."""
+    phi = -degrees.to(torch.float32) * (math.pi / 180)
     cos, sin = torch.cos(phi), torch.sin(phi)
-    rotation = torch.stack([torch.stack([cos, sin], 1), torch.stack([-sin, cos], 1)], 1)
-    centre = torch.tensor([size_hw[1] / 2, size_hw[0] / 2], dtype=dtype, device=device)
-    matrix = torch.where(is_op["rotate"][:, None, None], rotation, matrix)
-    shift = torch.where(is_op["rotate"][:, None], centre - rotation @ centre, shift)
-
-    # PIL transform (1, s, 0, 0, 1, 0) and (1, 0, 0, s, 1, 0): shear about the top-left corner
-    matrix[:, 0, 1] = torch.where(is_op["shear_x"], magnitude, matrix[:, 0, 1])
-    matrix[:, 1, 0] = torch.where(is_op["shear_y"], magnitude, matrix[:, 1, 0])
-    # PIL transform (1, 0, t, 0, 1, 0): the picture moves by -t
-    shift[:, 0] = torch.where(is_op["translate_x"], magnitude, shift[:, 0])
-    shift[:, 1] = torch.where(is_op["translate_y"], magnitude, shift[:, 1])
-    return matrix, shift
+    matrix = torch.stack([torch.stack([cos, sin], 1), torch.stack([-sin, cos], 1)], 1)
+    centre = torch.tensor([size_hw[1] / 2, size_hw[0] / 2], dtype=torch.float32, device=degrees.device)
+    return matrix, centre - matrix @ centre
 
 
-def _geometric(x, op_name, magnitude):
-    magnitude = torch.as_tensor(magnitude, dtype=torch.float32, device=x.device).expand(x.shape[0])
-    op_ids = torch.full_like(magnitude, _GEOMETRIC_OPS.index(op_name), dtype=torch.long)
-    return _affine(x, *_geometric_maps(op_ids, magnitude, x.shape[-2:]))
+def _shift_lines(x, shift, pad=None):
+    """out[..., l, j] = x[..., l, j + shift[n, l]], linearly interpolated, 0 outside.
+
+    x [n,1,L,W], shift [n,L] pixels. PIL's shears and translations move every row (or
+    every column) by its own amount, so they need only this one-dimensional bilinear
+    sampling: same values as grid_sample with zero padding, at a fraction of its cost.
+    pad must exceed max |shift|; without it, it is read off the shifts.
+    """
+    n, channels, lines, width = x.shape
+    if pad is None:
+        pad = int(shift.abs().max().ceil()) + 1 if shift.numel() else 1
+    whole = shift.floor()
+    fraction = (shift - whole).to(x.dtype)[:, None, :, None]
+    padded = F.pad(x, (pad, pad))
+    # the clamp only guards the index range; |whole| <= pad - 1 by the choice of pad
+    start = whole.long().clamp_(1 - pad, pad - 1) + pad
+    index = (start[:, None, :, None] + torch.arange(width, device=x.device)).expand(n, channels, lines, width)
+    left = padded.gather(3, index)
+    right = padded[..., 1:].gather(3, index)
+    return left.lerp_(right, fraction)
+
+
+def _shift_pad(severity, image_shape):
+    """A pad above every shift the level scheme can draw at this severity."""
+    lines = max(image_shape[-2:])
+    level = max(severity, 0.1)
+    largest = level / 10 * max(0.3 * lines, image_shape[-1] / 3)
+    return int(math.ceil(largest)) + 1
+
+
+def _line_shifts(magnitude, is_shear, lines):
+    """Per-line shifts [n, lines]: a shear s moves line l by s (l + 1/2), a translation t by t."""
+    centres = torch.arange(lines, device=magnitude.device, dtype=torch.float32) + 0.5
+    factor = torch.where(is_shear[:, None], centres, torch.ones_like(centres))
+    return magnitude.to(torch.float32)[:, None] * factor
+
+
+def _per_sample_value(value, x):
+    return torch.as_tensor(value, dtype=torch.float32, device=x.device).expand(x.shape[0])
 
 
 # ---------------------------------------------------------------- public per-op functions
@@ -220,55 +247,133 @@ def sharpness(x, factor):
 
 
 def rotate(x, degrees):
-    return _geometric(x, "rotate", degrees)
+    return _affine(x, *_rotation_map(_per_sample_value(degrees, x), x.shape[-2:]))
 
 
 def shear_x(x, shear):
-    return _geometric(x, "shear_x", shear)
+    """PIL transform (1, s, 0, 0, 1, 0): input x = x + s y, a shear about the top-left corner."""
+    shear = _per_sample_value(shear, x)
+    return _shift_lines(x, _line_shifts(shear, torch.ones_like(shear, dtype=torch.bool), x.shape[-2]))
 
 
 def shear_y(x, shear):
-    return _geometric(x, "shear_y", shear)
+    """PIL transform (1, 0, 0, s, 1, 0): input y = s x + y."""
+    shear = _per_sample_value(shear, x)
+    shifts = _line_shifts(shear, torch.ones_like(shear, dtype=torch.bool), x.shape[-1])
+    return _shift_lines(x.transpose(-1, -2), shifts).transpose(-1, -2)
 
 
 def translate_x(x, pixels):
-    return _geometric(x, "translate_x", pixels)
+    """PIL transform (1, 0, t, 0, 1, 0): input x = x + t, so the picture moves by -t."""
+    pixels = _per_sample_value(pixels, x)
+    return _shift_lines(x, _line_shifts(pixels, torch.zeros_like(pixels, dtype=torch.bool), x.shape[-2]))
 
 
 def translate_y(x, pixels):
-    return _geometric(x, "translate_y", pixels)
+    pixels = _per_sample_value(pixels, x)
+    shifts = _line_shifts(pixels, torch.zeros_like(pixels, dtype=torch.bool), x.shape[-1])
+    return _shift_lines(x.transpose(-1, -2), shifts).transpose(-1, -2)
 
 
 # ---------------------------------------------------------------- the random augmentation
 
-def op_magnitudes(op_names, level, negate, image_size=IMAGE_SIZE):
+# op -> (offset, direction, scale, truncated): magnitude = offset + direction * scaled,
+# scaled = level/10 * scale, truncated to an integer where the reference uses int_parameter
+def _magnitude_rules(image_size):
+    enhance = (0.1, 1, 1.8, False)
+    return {
+        "autocontrast": (0, 1, 0, False), "equalize": (0, 1, 0, False),
+        "posterize": (4, -1, 4, True), "rotate": (0, 1, 30, True), "solarize": (256, -1, 256, True),
+        "shear_x": (0, 1, 0.3, False), "shear_y": (0, 1, 0.3, False),
+        "translate_x": (0, 1, image_size / 3, True), "translate_y": (0, 1, image_size / 3, True),
+        "color": enhance, "contrast": enhance, "brightness": enhance, "sharpness": enhance,
+    }
+
+
+def op_magnitudes(op_ids, level, negate, image_size=IMAGE_SIZE):
     """The reference's level scheme, vectorised: level ~ U(0.1, severity) per sample.
 
-    Returns the magnitude in each op's own unit (see the per-op functions). int() in
-    the reference truncates; levels are positive, so floor is the same.
+    op_ids index ALL_OPS; returns the magnitude in each op's own unit (see the per-op
+    functions), negated where `negate` for the ops the reference flips. int() in the
+    reference truncates; levels are positive, so floor is the same.
     """
-    tenth = level / 10
-    magnitude = torch.zeros_like(level)
-    table = {
-        "posterize": 4 - torch.floor(tenth * 4),
-        "rotate": torch.floor(tenth * 30),
-        "solarize": 256 - torch.floor(tenth * 256),
-        "shear_x": tenth * 0.3,
-        "shear_y": tenth * 0.3,
-        "translate_x": torch.floor(tenth * (image_size / 3)),
-        "translate_y": torch.floor(tenth * (image_size / 3)),
-        "color": tenth * 1.8 + 0.1,
-        "contrast": tenth * 1.8 + 0.1,
-        "brightness": tenth * 1.8 + 0.1,
-        "sharpness": tenth * 1.8 + 0.1,
-    }
-    for i, name in enumerate(ALL_OPS):
-        if name in table:
-            magnitude = torch.where(op_names == i, table[name], magnitude)
-    signed = torch.zeros_like(negate)
-    for name in _SIGNED_OPS:
-        signed |= op_names == ALL_OPS.index(name)
-    return torch.where(signed & negate, -magnitude, magnitude)
+    rules = _magnitude_rules(image_size)
+    offset, direction, scale, truncated = (
+        torch.tensor([rules[name][i] for name in ALL_OPS], device=level.device)
+        for i in range(4))
+    signed = torch.tensor([name in _SIGNED_OPS for name in ALL_OPS], device=level.device)
+    scaled = level / 10 * scale[op_ids].to(level.dtype)
+    scaled = torch.where(truncated[op_ids], scaled.floor(), scaled)
+    magnitude = offset[op_ids].to(level.dtype) + direction[op_ids].to(level.dtype) * scaled
+    return torch.where(signed[op_ids] & negate, -magnitude, magnitude)
+
+
+_POINT_LUTS = {
+    "autocontrast": lambda levels, magnitude: _autocontrast_lut(levels),
+    "equalize": lambda levels, magnitude: _equalize_lut(levels),
+    "posterize": lambda levels, magnitude: _posterize_lut(magnitude.clamp(0, 8), levels.device),
+    "solarize": lambda levels, magnitude: _solarize_lut(magnitude, levels.device),
+    "color": lambda levels, magnitude: _identity_lut(levels.shape[0], levels.device),
+    "contrast": _contrast_lut,
+    "brightness": lambda levels, magnitude: _brightness_lut(magnitude),
+}
+
+
+def _augment_requests(x, sample_index, generator, severity, all_ops):
+    """aug(x[sample_index[r]]) for every request r, each with its own drawn op and level.
+
+    Returns (augmented pictures in processing order, order, op_ids in request order):
+    augmented[j] belongs to request order[j]. Requests are sorted by op so that every op
+    works on a contiguous slice: one gather in, no scatter out.
+    """
+    n, device = sample_index.numel(), x.device
+    n_ops = len(ALL_OPS) if all_ops else len(OPS)
+    op_ids = torch.randint(0, n_ops, (n,), generator=generator, device=device)
+    level = 0.1 + (severity - 0.1) * torch.rand(n, generator=generator, device=device)
+    negate = torch.rand(n, generator=generator, device=device) > 0.5
+    magnitude = op_magnitudes(op_ids, level, negate, x.shape[-1])
+
+    rank = torch.tensor([_GROUP_ORDER.index(name) for name in ALL_OPS], device=device)[op_ids]
+    order = torch.argsort(rank, stable=True)
+    ends = torch.bincount(rank, minlength=len(_GROUP_ORDER)).cumsum(0).tolist()
+    span = {name: (end - count, end) for name, end, count in
+            zip(_GROUP_ORDER, ends, [ends[0]] + [b - a for a, b in zip(ends, ends[1:])])}
+    source = x.index_select(0, sample_index[order])
+    magnitude = magnitude[order]
+    out = torch.empty_like(source)
+
+    start, end = span[_POINT_OPS[0]][0], span[_POINT_OPS[-1]][1]
+    if end > start:
+        levels = _to_levels(source[start:end])
+        lut = torch.empty(end - start, 256, dtype=torch.long, device=device)
+        for name in _POINT_OPS:
+            a, b = span[name]
+            if b > a:
+                lut[a - start:b - start] = _POINT_LUTS[name](levels[a - start:b - start], magnitude[a:b])
+        # a float table already divided by 255 saves converting every pixel afterwards
+        lut = lut.to(x.dtype).div_(255)
+        torch.gather(lut, 1, levels, out=out[start:end].view(end - start, -1))
+
+    a, b = span["rotate"]
+    if b > a:
+        turned = _affine(source[a:b], *_rotation_map(magnitude[a:b], x.shape[-2:]))
+        torch.round(turned.mul_(255), out=out[a:b]).div_(255)
+
+    pad = _shift_pad(severity, x.shape)
+    for shear, translate, transposed in (("shear_x", "translate_x", False), ("shear_y", "translate_y", True)):
+        start, end = span[shear][0], span[translate][1]
+        if end > start:
+            lines = source[start:end].transpose(-1, -2) if transposed else source[start:end]
+            is_shear = torch.arange(start, end, device=device) < span[shear][1]
+            shifts = _line_shifts(magnitude[start:end], is_shear, lines.shape[-2])
+            shifted = _shift_lines(lines, shifts, pad)
+            shifted = shifted.transpose(-1, -2) if transposed else shifted
+            torch.round(shifted.mul_(255), out=out[start:end]).div_(255)
+
+    a, b = span["sharpness"]
+    if b > a:
+        out[a:b] = sharpness(source[a:b], magnitude[a:b])
+    return out, order, op_ids
 
 
 def augment_batch(x, generator, severity=3.0, all_ops=False):
@@ -276,50 +381,9 @@ def augment_batch(x, generator, severity=3.0, all_ops=False):
 
     Returns (augmented images on the 1/255 grid, op index per sample into ALL_OPS).
     """
-    n = x.shape[0]
-    device = x.device
-    n_ops = len(ALL_OPS) if all_ops else len(OPS)
-    op_ids = torch.randint(0, n_ops, (n,), generator=generator, device=device)
-    level = 0.1 + (severity - 0.1) * torch.rand(n, generator=generator, device=device)
-    negate = torch.rand(n, generator=generator, device=device) > 0.5
-    magnitude = op_magnitudes(op_ids, level, negate, x.shape[-1])
-    out = torch.empty_like(x)
-
-    point = torch.zeros(n, dtype=torch.bool, device=device)
-    for name in _POINT_OPS:
-        point |= op_ids == ALL_OPS.index(name)
-    index = point.nonzero().squeeze(1)
-    if index.numel():
-        levels = _to_levels(x[index])
-        ops, mag = op_ids[index], magnitude[index]
-        lut = _identity_lut(index.numel(), device)
-
-        def use(name, table):
-            nonlocal lut
-            lut = torch.where((ops == ALL_OPS.index(name))[:, None], table, lut)
-
-        use("autocontrast", _autocontrast_lut(levels))
-        use("equalize", _equalize_lut(levels))
-        use("posterize", _posterize_lut(mag.clamp(0, 8), device))
-        use("solarize", _solarize_lut(mag, device))
-        if all_ops:
-            use("contrast", _contrast_lut(levels, mag))
-            use("brightness", _brightness_lut(mag))
-        out[index] = lut.gather(1, levels).to(x.dtype).div(255).view(-1, *x.shape[1:])
-
-    # position of each op in _GEOMETRIC_OPS, -1 for the others
-    to_geometric = torch.tensor([_GEOMETRIC_OPS.index(name) if name in _GEOMETRIC_OPS else -1
-                                 for name in ALL_OPS], device=device)
-    geometric_ids = to_geometric[op_ids]
-    index = (geometric_ids >= 0).nonzero().squeeze(1)
-    if index.numel():
-        maps = _geometric_maps(geometric_ids[index], magnitude[index], x.shape[-2:])
-        out[index] = (_affine(x[index], *maps) * 255).round() / 255
-
-    index = (op_ids == ALL_OPS.index("sharpness")).nonzero().squeeze(1)
-    if index.numel():
-        out[index] = sharpness(x[index], magnitude[index])
-    return out, op_ids
+    everyone = torch.arange(x.shape[0], device=x.device)
+    augmented, order, op_ids = _augment_requests(x, everyone, generator, severity, all_ops)
+    return torch.empty_like(augmented).index_copy_(0, order, augmented), op_ids
 
 
 # ---------------------------------------------------------------- mixing
@@ -329,16 +393,41 @@ def _per_sample(value, like):
     return value.view(-1, *([1] * (like.dim() - 1))) if value.dim() == 1 else value
 
 
+def _add_into(x1, x2, a, b):
+    """x1 <- a x1 + b x2 + (1 - a - b) / 2, the additive mixing rewritten, in place."""
+    return x1.mul_(a).addcmul_(x2, b).add_((1 - a - b) / 2)
+
+
+def _multiply_into(x1, x2, a, b):
+    """x1 <- (2 x1)^a max(2 x2, 1e-37)^b / 2 in the log domain, in place (x2 is spoiled).
+
+    Two logs and one exp cost less than two general powers. log(0), exp(-inf) and exp
+    of an underflowing value take slow paths on the CPU (10x), so zeros are clamped to
+    the smallest normal float and the exponent kept above -87; 0^a = 0 (a > 0) is
+    restored at the end by multiplying with sign(x1).
+    """
+    nonzero = torch.sign(x1)
+    x1.clamp_min_(5e-38).log_().mul_(a)
+    x1.addcmul_(x2.clamp_min_(5e-38).log_(), b)
+    return x1.add_((a + b - 1) * math.log(2)).clamp_(min=-87).exp_().mul_(nonzero)
+
+
 def mix_add(x1, x2, a, b):
-    """The reference's additive mixing: in [-1, 1], a*x1 + b*x2, back to [0, 1] (unclipped)."""
+    """The reference's additive mixing, unclipped: (a (2 x1 - 1) + b (2 x2 - 1) + 1) / 2.
+
+    x1, x2 in [0, 1]; a, b numbers or one weight per sample.
+    """
     a, b = _per_sample(a, x1), _per_sample(b, x1)
-    return (a * (2 * x1 - 1) + b * (2 * x2 - 1) + 1) / 2
+    return _add_into(x1.clone(), x2, a, b)
 
 
 def mix_multiply(x1, x2, a, b):
-    """The reference's geometric mixing: in [0, 2], x1^a * max(x2, 1e-37)^b, halved (unclipped)."""
+    """The reference's geometric mixing, unclipped: (2 x1)^a max(2 x2, 1e-37)^b / 2.
+
+    x1, x2 in [0, 1]; a > 0 and b numbers or one weight per sample.
+    """
     a, b = _per_sample(a, x1), _per_sample(b, x1)
-    return (2 * x1).pow(a) * (2 * x2).clamp_min(1e-37).pow(b) / 2
+    return _multiply_into(x1.clone(), x2.clone(), a, b)
 
 
 def _mixing_weights(shape, beta, generator, device):
@@ -346,9 +435,10 @@ def _mixing_weights(shape, beta, generator, device):
 
     U^(1/beta) ~ Beta(beta, 1) and 1 - U^(1/beta) ~ Beta(1, beta); half the time
     a ~ Beta(beta, 1), b ~ Beta(1, beta), else a = 1 + Beta(1, beta), b = -Beta(1, beta).
+    U is taken in (0, 1] so that a > 0, as the log-domain multiply needs.
     """
     first_kind = torch.rand(shape, generator=generator, device=device) < 0.5
-    root_a = torch.rand(shape, generator=generator, device=device).pow(1 / beta)
+    root_a = (1 - torch.rand(shape, generator=generator, device=device)).pow(1 / beta)
     beta_b = 1 - torch.rand(shape, generator=generator, device=device).pow(1 / beta)
     a = torch.where(first_kind, root_a, 2 - root_a)
     b = torch.where(first_kind, beta_b, -beta_b)
@@ -362,6 +452,7 @@ def pixmix_batch(x, mixing, generator, k=4, beta=3.0, severity=3.0, all_ops=Fals
     x [B,1,H,W] and mixing [M,1,H,W]: floats in [0, 1] on generator's device.
     Returns the mixed batch (same shape and dtype, values in [0, 1]); with
     return_trace also {"n_samples", "n_plain", "op_counts": {op name: count}}.
+    On the CPU, larger batches (thousands) amortise the fixed cost per call.
     """
     if x.dim() != 4 or mixing.dim() != 4 or x.shape[1:] != mixing.shape[1:]:
         raise ValueError(f"pixmix_batch needs x [B,1,H,W] and mixing [M,1,H,W] of the same "
@@ -378,25 +469,31 @@ def pixmix_batch(x, mixing, generator, k=4, beta=3.0, severity=3.0, all_ops=Fals
     use_multiply = uniform(k, n) < 0.5
     a, b = _mixing_weights((k, n), beta, generator, device)
 
-    # slot 0 is the starting picture, slot i+1 the partner of round i; every picture that
-    # is aug(x) is augmented independently, so all of them go through one augment call.
+    # Every aug(x) is an independent draw on the original x, so all of them (the start
+    # picture, slot 0, and the partners of rounds 0..k-1, slots 1..k) go through one call.
     active = torch.arange(k, device=device)[:, None] < rounds[None, :]
     wants_aug = torch.cat([start_augmented[None], partner_augmented & active])
     slot_index, sample_index = wants_aug.nonzero(as_tuple=True)
-    augmented, op_ids = augment_batch(x[sample_index], generator, severity, all_ops)
-    slots = torch.empty((k + 1,) + tuple(x.shape), dtype=x.dtype, device=device)
-    slots[0] = x
-    slots[1:] = mixing[picks]
-    slots[slot_index, sample_index] = augmented
+    augmented, order, op_ids = _augment_requests(x, sample_index, generator, severity, all_ops)
+    row_of = torch.full((k + 1, n), -1, dtype=torch.long, device=device)
+    row_of[slot_index[order], sample_index[order]] = torch.arange(order.numel(), device=device)
 
-    mixed = slots[0]
+    mixed = x.clone()
+    starts = start_augmented.nonzero().squeeze(1)
+    mixed.index_copy_(0, starts, augmented.index_select(0, row_of[0, starts]))
     for i in range(k):
         for multiply in (False, True):
             index = (active[i] & (use_multiply[i] == multiply)).nonzero().squeeze(1)
             if not index.numel():
                 continue
-            mix = mix_multiply if multiply else mix_add
-            mixed[index] = mix(mixed[index], slots[i + 1, index], a[i, index], b[i, index]).clamp(0, 1)
+            partner = mixing.index_select(0, picks[index])
+            rows = row_of[i + 1, index]
+            with_aug = (rows >= 0).nonzero().squeeze(1)
+            partner.index_copy_(0, with_aug, augmented.index_select(0, rows[with_aug]))
+            current = mixed.index_select(0, index)
+            weights = a[i, index, None, None, None], b[i, index, None, None, None]
+            (_multiply_into if multiply else _add_into)(current, partner, *weights)
+            mixed.index_copy_(0, index, current.clamp_(0, 1))
 
     if not return_trace:
         return mixed
