@@ -123,10 +123,11 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=4096)
     parser.add_argument("--n-reference", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--n-mixing", type=int, default=1000, help="fractal mixing pictures")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     args = parser.parse_args(argv)
     result = bench_pixmix(n_images=args.n_images, batch_size=args.batch_size, n_reference=args.n_reference,
-                          repeats=args.repeats, threads=args.threads)
+                          repeats=args.repeats, n_mixing=args.n_mixing, threads=args.threads)
     print(format_table(result))
     return result
 
