@@ -274,5 +274,6 @@ def test_batched_and_reference_agree_in_distribution(mixing_set, all_ops):
     assert abs(our_total / ref_total - 1) < 0.05  # about 1.5 augmentations per sample in both
     for name in ref_counts:
         assert abs(our_counts[name] / our_total - ref_counts[name] / ref_total) < 0.015, name
-    assert abs(batched.mean().item() - float(reference.mean())) < 0.01
-    assert abs(batched.std().item() - float(reference.std())) < 0.01
+    # observed differences are ~0.002 over 10k pictures
+    assert abs(batched.mean().item() - float(reference.mean())) < 0.005
+    assert abs(batched.std().item() - float(reference.std())) < 0.005
