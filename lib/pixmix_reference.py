@@ -17,9 +17,6 @@ version.
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
-IMAGE_SIZE = 28
-
-
 def _int_parameter(level, maxval):
     return int(level * maxval / 10)
 
@@ -56,8 +53,7 @@ def _solarize(image, severity, rng):
 
 
 def _affine(image, coefficients):
-    return image.transform((IMAGE_SIZE, IMAGE_SIZE), Image.AFFINE, coefficients,
-                           resample=Image.BILINEAR)
+    return image.transform(image.size, Image.AFFINE, coefficients, resample=Image.BILINEAR)
 
 
 def _shear_x(image, severity, rng):
@@ -75,14 +71,14 @@ def _shear_y(image, severity, rng):
 
 
 def _translate_x(image, severity, rng):
-    pixels = _int_parameter(_sample_level(severity, rng), IMAGE_SIZE / 3)
+    pixels = _int_parameter(_sample_level(severity, rng), image.size[0] / 3)
     if rng.random() > 0.5:
         pixels = -pixels
     return _affine(image, (1, 0, pixels, 0, 1, 0))
 
 
 def _translate_y(image, severity, rng):
-    pixels = _int_parameter(_sample_level(severity, rng), IMAGE_SIZE / 3)
+    pixels = _int_parameter(_sample_level(severity, rng), image.size[0] / 3)
     if rng.random() > 0.5:
         pixels = -pixels
     return _affine(image, (1, 0, 0, 0, 1, pixels))
