@@ -170,13 +170,14 @@ def _shift_lines(x, shift, pad=None):
         pad = int(shift.abs().max().ceil()) + 1 if shift.numel() else 1
     whole = shift.floor()
     fraction = (shift - whole).to(x.dtype)[:, None, :, None]
-    padded = F.pad(x, (pad, pad))
+    # every window of width + 1 along the padded lines is a view; pick one per line
+    windows = F.pad(x, (pad, pad)).unfold(3, width + 1, 1)  # [n, c, lines, 2 pad, width + 1]
     # the clamp only guards the index range; |whole| <= pad - 1 by the choice of pad
     start = whole.long().clamp_(1 - pad, pad - 1) + pad
-    index = (start[:, None, :, None] + torch.arange(width, device=x.device)).expand(n, channels, lines, width)
-    left = padded.gather(3, index)
-    right = padded[..., 1:].gather(3, index)
-    return left.lerp_(right, fraction)
+    samples = torch.arange(n, device=x.device)[:, None, None]
+    line = torch.arange(lines, device=x.device)[None, None, :]
+    picked = windows[samples, torch.arange(channels, device=x.device)[None, :, None], line, start[:, None, :]]
+    return picked[..., :width].lerp(picked[..., 1:], fraction)
 
 
 def _shift_pad(severity, image_shape):
