@@ -370,9 +370,8 @@ def _augment_requests(x, sample_index, generator, severity, all_ops):
             lines = source[start:end].transpose(-1, -2) if transposed else source[start:end]
             is_shear = torch.arange(start, end, device=device) < span[shear][1]
             shifts = _line_shifts(magnitude[start:end], is_shear, lines.shape[-2])
-            shifted = _shift_lines(lines, shifts, pad)
-            shifted = shifted.transpose(-1, -2) if transposed else shifted
-            torch.round(shifted.mul_(255), out=out[start:end]).div_(255)
+            shifted = _shift_lines(lines, shifts, pad).mul_(255).round_().div_(255)
+            out[start:end] = shifted.transpose(-1, -2) if transposed else shifted
 
     a, b = span["sharpness"]
     if b > a:
