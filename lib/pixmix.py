@@ -93,8 +93,8 @@ def _autocontrast_lut(levels):
 
 def _equalize_lut(levels):
     n, pixels = levels.shape
-    rows = torch.arange(n, device=levels.device)[:, None] * 256
-    histogram = torch.bincount((levels + rows).view(-1), minlength=n * 256).view(n, 256)
+    histogram = torch.zeros(n, 256, dtype=torch.long, device=levels.device)
+    histogram.scatter_add_(1, levels, torch.ones_like(levels))
     count_at_max = histogram.gather(1, levels.amax(1, keepdim=True))
     # PIL: step = (pixels - count of the brightest level present) // 255; the table
     # starts at step // 2 and climbs by the histogram, integer-divided by step.
