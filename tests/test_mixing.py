@@ -126,6 +126,9 @@ def test_command_line_writes_fractals_atomically(tmp_path):
     assert images.shape == (12, 28, 28) and images.dtype == np.uint8 and source == "fractals"
     assert np.array_equal(images, M.fractal_images(12, seed=3))
     assert os.listdir(out.parent) == ["mixing.npz"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(out).st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_command_line_reads_a_folder(tmp_path):
