@@ -219,11 +219,11 @@ def save_mixing_set(path, images, source):
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path) + "-", dir=folder)
-    # mkstemp makes the file 0600; give it the mode an ordinary open() would (0666 - umask)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
     try:
+        # mkstemp makes the file 0600; give it the mode an ordinary open() would (0666 - umask)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as f:
             np.savez(f, images=np.asarray(images, dtype=np.uint8), source=np.array(source))
         os.replace(tmp, path)
