@@ -220,11 +220,11 @@ def save_mixing_set(path, images, source):
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path) + "-", dir=folder)
     try:
-        # mkstemp makes the file 0600; give it the mode an ordinary open() would (0666 - umask)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as f:
+            # mkstemp makes the file 0600; give it the mode open() would (0666 - umask)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.fchmod(f.fileno(), 0o666 & ~umask)
             np.savez(f, images=np.asarray(images, dtype=np.uint8), source=np.array(source))
         os.replace(tmp, path)
     except BaseException:
