@@ -7,6 +7,7 @@
 
     python -m lib.mixing --source fractals --count 10000 --seed 0 --out results/data/mixing.npz
     python -m lib.mixing --source folder --folder PATH --count 10000 --seed 0 --out results/data/mixing.npz
+    folder_fingerprint("data/pixmix_fractals")   # changes when a picture is added, removed or rewritten
 
 The npz holds `images` (uint8 [M,28,28], white on black like MNIST) and `source` (str).
 
@@ -19,7 +20,9 @@ Systems whose picture is nearly empty or nearly full (a collapsed, line-like or
 exploding system) are rejected and redrawn.
 """
 import argparse
+import hashlib
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -165,6 +168,28 @@ def fractal_images(count, seed, size=28, render_px=64):
     return np.concatenate(kept)[:count] if kept else np.zeros((0, size, size), np.uint8)
 
 
+def image_files_under(folder):
+    """Sorted paths of the image files (by extension) anywhere under folder; [] if it is not a folder."""
+    root = Path(folder)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def folder_fingerprint(folder):
+    """sha256 over each image file's relative path, size and modification time under folder.
+
+    Cheap (no picture is read), and it changes whenever a picture is added, removed or
+    rewritten, so a workflow can rebuild the mixing set from a folder that changed.
+    """
+    root = Path(folder)
+    digest = hashlib.sha256()
+    for path in image_files_under(root):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
 def _image_files(folder):
     root = Path(folder)
     if not root.is_dir():
@@ -172,7 +197,7 @@ def _image_files(folder):
             f"mixing-set folder {str(root)!r} does not exist or is not a folder; stage the "
             "pictures there (any nesting of .png/.jpg/... files) or set pixmix.mixing.source: "
             "fractals in the config")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    files = image_files_under(root)
     if not files:
         raise FileNotFoundError(
             f"mixing-set folder {str(root)!r} holds no image files ({', '.join(IMAGE_EXTENSIONS)}); "
@@ -247,17 +272,23 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, help="npz to write, e.g. results/data/mixing.npz")
     args = parser.parse_args(argv)
-    if args.source == "folder":
-        if not args.folder:
-            parser.error("--source folder needs --folder PATH (the staged image folder)")
-        images = folder_images(args.folder, args.count, args.seed)
-        source = f"folder:{args.folder}"
-    else:
-        images = fractal_images(args.count, args.seed)
-        source = "fractals"
-    save_mixing_set(args.out, images, source)
+    if args.source == "folder" and not args.folder:
+        parser.error("--source folder needs --folder PATH (the staged image folder)")
+    # A missing, empty or unreadable folder is the user's to fix: the message, not a traceback.
+    try:
+        if args.source == "folder":
+            images = folder_images(args.folder, args.count, args.seed)
+            source = f"folder:{args.folder}"
+        else:
+            images = fractal_images(args.count, args.seed)
+            source = "fractals"
+        save_mixing_set(args.out, images, source)
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     print(f"wrote {len(images)} mixing pictures ({source}) to {args.out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -24,6 +24,7 @@ from lib.common import write_text_atomic
 from lib.datasets import leaked_sets
 from lib.report_robustness import robustness_report
 from lib.report_evaluation import evaluation_section
+from lib.report_augment import augment_samples_section
 
 AUGMENT_LABELS = {"none": "Base", "saltpepper": "S&P", "pixmix": "PixMix"}
 OE_LABELS = {"baseline": "", "oe": "+OE", "oe_tune": "+OE tune"}
@@ -166,6 +167,7 @@ def render(tables_dir, models_dir, cfg, template_path, repo, corruptions_dir=Non
                            detection=detection_tables(cfg, det, det_src, leaks), leaks=leaks, leak_mark=LEAK_MARK,
                            curves=training_curves(models_dir, cfg), prov=provenance(cfg, repo),
                            evaluation=evaluation_section(tables_dir, cfg),
+                           augment_samples=augment_samples_section(cfg, id_data, tables_dir),
                            oe_reference=published.OE_REFERENCE)
 
 

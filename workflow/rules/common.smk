@@ -58,7 +58,9 @@ def train_cfg_json(wildcards):
     if wildcards.augment == "saltpepper":
         sub["saltpepper"] = config["saltpepper"]
     if wildcards.augment == "pixmix":
-        sub["pixmix"] = config["pixmix"]
+        # The mixing set reaches the job as a file (an input), and its marks as seen in
+        # training touch only the report: its config does not retrain a model.
+        sub["pixmix"] = {k: v for k, v in config["pixmix"].items() if k != "mixing"}
     return json.dumps(sub, sort_keys=True)
 
 

@@ -35,6 +35,8 @@ rule report:
         reliability="results/tables/reliability.csv",
         differences="results/tables/differences.csv",
         evaluation_template=f"{ROOT}/workflow/templates/evaluation_section.html.j2",
+        mixing=mixing_inputs(),  # the samples figure reads results/data/mixing.npz when pixmix trains
+        augment_template=f"{ROOT}/workflow/templates/augment_samples.html.j2",
     output:
         html="results/report.html",
     params:
