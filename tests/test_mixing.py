@@ -151,3 +151,34 @@ def test_failed_write_leaves_nothing_behind(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         M.save_mixing_set(tmp_path / "mixing.npz", np.zeros((2, 28, 28), np.uint8), "fractals")
     assert os.listdir(tmp_path) == []
+
+
+# ---------------------------------------------------------------- the folder's fingerprint and CLI errors
+
+def test_folder_fingerprint_changes_with_the_pictures_and_only_with_them(tmp_path):
+    write_pictures(tmp_path)
+    first = M.folder_fingerprint(tmp_path)
+    assert M.folder_fingerprint(tmp_path) == first
+    (tmp_path / "notes.txt").write_text("other text")        # not a picture: ignored
+    assert M.folder_fingerprint(tmp_path) == first
+    Image.fromarray(np.zeros((30, 30), np.uint8)).save(tmp_path / "a" / "new.png")
+    added = M.folder_fingerprint(tmp_path)
+    assert added != first
+    Image.fromarray(np.ones((31, 30), np.uint8)).save(tmp_path / "a" / "new.png")  # rewritten
+    assert M.folder_fingerprint(tmp_path) not in (first, added)
+    (tmp_path / "a" / "new.png").unlink()
+    os.utime(tmp_path / "one.png", ns=(0, 0))                 # touched
+    assert M.folder_fingerprint(tmp_path) != first
+
+
+def test_folder_fingerprint_of_an_empty_or_missing_folder_is_the_empty_listing(tmp_path):
+    assert M.folder_fingerprint(tmp_path) == M.folder_fingerprint(tmp_path / "missing")
+    assert M.image_files_under(tmp_path / "missing") == []
+
+
+def test_command_line_names_an_empty_folder_without_a_traceback(tmp_path, capsys):
+    out = tmp_path / "results" / "mixing.npz"
+    assert M.main(["--source", "folder", "--folder", str(tmp_path), "--count", "3", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert str(tmp_path) in err and "holds no image files" in err and "source: fractals" in err
+    assert "Traceback" not in err and not out.parent.exists()

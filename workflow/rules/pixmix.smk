@@ -23,7 +23,7 @@ rule mixing_set:
     params:
         py=PY,
         source=MIXING["source"],
-        count=MIXING["count"],
+        pictures=MIXING["count"],
         seed=MIXING["seed"],
         folder_arg=lambda wc: f"--folder {shlex.quote(mixing_folder())}" if mixing_folder() else "",
         # A folder's pictures are not inputs (thousands of files); their listing (names,
@@ -36,7 +36,7 @@ rule mixing_set:
         "results/benchmarks/data/mixing.tsv"
     # lib.mixing names an empty or unreadable folder and the fix; shown on the terminal.
     shell:
-        "{params.py} -m lib.mixing --source {params.source} --count {params.count} --seed {params.seed} "
+        "{params.py} -m lib.mixing --source {params.source} --count {params.pictures} --seed {params.seed} "
         "{params.folder_arg} --out {output.npz:q} > {log:q} 2>&1 || {{ cat {log:q} >&2; exit 1; }}"
 
 
