@@ -5,7 +5,7 @@ same command completes.
 Each case runs the real command-line entry points (`python -m lib.real_data prepare`,
 `python -m lib.mnist_c extract`, called through their main()) on files staged under a
 data_dir, as a user staging by hand would. To add a case: append a DataFault to
-DATA_FAULTS (a PixMix mixing-folder case joins when lib/mixing.py lands).
+DATA_FAULTS. The PixMix mixing folder's faults run through the workflow: tests/test_faults_mixing.py.
 """
 import hashlib
 import json

@@ -36,7 +36,7 @@ def test_a_bad_config_stops_before_any_job(tmp_path):
     result = run_snakemake(tmp_path, "presets/tiny.yaml", "-n", config={"augment": "[none,pixmx]"})
     assert result.returncode != 0
     output = result.stdout + result.stderr
-    assert "config key 'augment[1]': 'pixmx' is not allowed; allowed values: none, saltpepper" in output
+    assert "config key 'augment[1]': 'pixmx' is not allowed; allowed values: none, saltpepper, pixmix" in output
     assert not (tmp_path / "results").exists()
 
 
