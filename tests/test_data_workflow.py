@@ -184,6 +184,7 @@ def test_leaks_follow_the_oe_source_and_only_with_an_oe_model():
 
 def test_leaks_follow_a_pixmix_mixing_folder_only_when_pixmix_trains_on_it(tmp_path):
     cfg = cfg_with(**{"outlier_exposure.source": "jigsaw", "ood_sets": ["kmnist", "cifar10_gray"],
+                      "augment": ["none", "saltpepper"],
                       "pixmix.mixing": {"source": "folder", "folder": str(tmp_path), "count": 10, "seed": 0,
                                         "shares_source_with": ["cifar10_gray"]}})
     assert datasets.leaked_sets(cfg) == {}  # no pixmix model in the grid
