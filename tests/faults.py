@@ -32,6 +32,7 @@ REDUCED_STUDY = {
     "synthetic_size": 100,
     "train": {"model": "small_convnet", "epochs": 2, "batch_size": 64, "device": "cpu"},
     "outlier_exposure": {"source": "jigsaw", "size": 200},
+    "corruptions": "generated",
 }
 
 

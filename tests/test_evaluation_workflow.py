@@ -48,7 +48,9 @@ def test_calibration_tables(run_dir):
     temps = cal[cal.metric == "temperature"]
     assert len(temps) == len(MODELS) and (temps["value"] > 0).all()
     # the held-out NLL can only fall; the test NLL usually does too, but need not
-    assert set(cal["set"]) == {"id_test", "id_val"}                # no MNIST-C in the tiny preset
+    from lib.corruptions import CORRUPTIONS
+    # the tiny preset generates MNIST-C: one row set per corruption and their mean
+    assert set(cal["set"]) == {"id_test", "id_val", "mnist_c"} | {f"mnistc_{c}" for c in CORRUPTIONS}
     rel = _csv(run_dir, "reliability.csv")
     n = rel[(rel.metric == "count") & (rel.set == "id_test")].groupby(["augment", "oe", "score"])["value"].sum()
     assert (n == 360).all() and len(n) == len(MODELS) * 2
@@ -58,12 +60,13 @@ def test_differences_bootstrap_with_one_seed(run_dir):
     diff = _csv(run_dir, "differences.csv")
     assert set(zip(diff.augment, diff.oe)) == set(MODELS) - {("none", "baseline")}
     per_model = diff.groupby(["augment", "oe"]).size()
-    assert (per_model == 1 + 2 * len(SCORES) + 2).all()          # accuracy, AUROC per set x score, ECE x 2
+    # ID accuracy, AUROC per set x score, ID ECE x 2; MNIST-C mean accuracy, MNIST-C ECE x 2
+    assert (per_model == 1 + 2 * len(SCORES) + 2 + 3).all()
     assert diff["method"].str.startswith("percentile bootstrap over test examples").all()
     assert ((diff["low"] <= diff["diff"] + 1e-12) & (diff["diff"] <= diff["high"] + 1e-12)).all()
     acc = _csv(run_dir, "accuracy.csv")
     value = lambda a, o: acc[(acc.augment == a) & (acc.oe == o) & (acc.metric == "accuracy")]["value"].item()
-    row = diff[(diff.augment == "saltpepper") & (diff.oe == "oe") & (diff.metric == "accuracy")]
+    row = diff[(diff.augment == "saltpepper") & (diff.oe == "oe") & (diff.metric == "accuracy") & (diff.set == "id_test")]
     assert row["diff"].item() == pytest.approx(value("saltpepper", "oe") - value("none", "baseline"))
     assert row["n"].item() == 360
 
