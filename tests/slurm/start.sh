@@ -12,8 +12,9 @@
 #
 # Each GPU is a character device made with mknod (c 1 3, what /dev/null is):
 # slurmd only needs a device file to hand out; a job then sees
-# CUDA_VISIBLE_DEVICES=<its GPU's index> and runs on the CPU. There is one
-# unless MNIST_SAFETY_SLURM_GPUS says more (GPU jobs then run side by side).
+# CUDA_VISIBLE_DEVICES=<its GPU's index> and runs on the CPU. There are two, so
+# that two GPU jobs run side by side and the tiny study's eight take half the
+# time; MNIST_SAFETY_SLURM_GPUS sets another count.
 set -euo pipefail
 
 STATE=${MNIST_SAFETY_SLURM_STATE:-/tmp/mnist-safety-slurm}
@@ -21,7 +22,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CLUSTER=mnistsafety
 PARTITION=debug
 ACCOUNT=root
-GPUS=${MNIST_SAFETY_SLURM_GPUS:-1}
+GPUS=${MNIST_SAFETY_SLURM_GPUS:-2}
 [[ "$GPUS" =~ ^[1-9][0-9]?$ ]] || { echo "start.sh: error: MNIST_SAFETY_SLURM_GPUS=$GPUS is not a count from 1 to 99" >&2; exit 1; }
 NODE=$(hostname -s)
 # Daemons in start order; stop.sh stops them in the reverse order.
