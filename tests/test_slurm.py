@@ -400,7 +400,11 @@ def test_a_cancelled_training_job_resumes_from_its_checkpoint_to_the_same_weight
             assert snakemake.poll() is None, "snakemake ended early:\n" + log_path.read_text()
             assert time.monotonic() < deadline, "no checkpoint was written:\n" + log_path.read_text()
             time.sleep(0.1)
-        [cancelled_id] = _jobs_in(workdir)
+        running = _jobs_in(workdir)
+        assert len(running) == 1, (
+            f"expected the one training job in the queue, found {running}; if it already ended, "
+            f"raise train.epochs in {RESUME_OVERLAY.name}\n" + log_path.read_text())
+        [cancelled_id] = running
         subprocess.run(["scancel", cancelled_id], check=True, timeout=30)
         try:
             returncode = snakemake.wait(timeout=300)
