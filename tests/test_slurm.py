@@ -367,6 +367,20 @@ def _jobs_in(workdir: Path) -> list:
     return [line.split()[0] for line in queue.stdout.splitlines() if line.split()[1:] == [str(workdir)]]
 
 
+def _processes_mentioning(path: Path) -> list:
+    """(pid, command line) of every process whose command line names path."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue  # not a process folder, or the process has ended
+        command = " ".join(arg.decode(errors="replace") for arg in argv)
+        if proc.name.isdigit() and str(path) in command:
+            found.append((int(proc.name), command))
+    return found
+
+
 def _weights(model_file: Path) -> dict:
     return torch.load(model_file, map_location="cpu", weights_only=True)["state_dict"]
 
@@ -422,6 +436,11 @@ def test_a_cancelled_training_job_resumes_from_its_checkpoint_to_the_same_weight
     output = log_path.read_text()
     assert returncode == 0, output + _slurm_logs(workdir)
     assert reference_returncode == 0, reference_log.read_text()
+    # SLURM kills what is left of the cancelled job KillWait (30 s) after scancel.
+    deadline = time.monotonic() + 90
+    while _processes_mentioning(workdir) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _processes_mentioning(workdir) == [], "processes outlived their SLURM job"
 
     job_ids = submitted_job_ids(output)
     jobs = sacct_jobs(job_ids)

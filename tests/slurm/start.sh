@@ -109,6 +109,10 @@ for ((i = 0; i < GPUS; i++)); do
     [ -c "$STATE/fakegpu$i" ] || { rm -f "$STATE/fakegpu$i"; mknod "$STATE/fakegpu$i" c 1 3; }
 done
 
+# ProctrackType: proctrack/pgid, not linuxproc: linuxproc finds a job's processes by
+# their parent links, so when scancel's SIGTERM ends the batch shell first, the
+# job's Snakemake (reparented to init, slow to exit on SIGTERM) is no longer found
+# and outlives the job; pgid signals the whole process group.
 write_slurm_conf() {  # write_slurm_conf "NODE HARDWARE": the node line's CPUs, memory...
     cat > /etc/slurm/slurm.conf <<EOF
 # Written by tests/slurm/start.sh: one node on 127.0.0.1 with $GPUS fake GPU(s).
@@ -123,7 +127,7 @@ SlurmctldPidFile=$STATE/slurmctld.pid
 SlurmdPidFile=$STATE/slurmd.pid
 SlurmctldLogFile=$STATE/log/slurmctld.log
 SlurmdLogFile=$STATE/log/slurmd.log
-ProctrackType=proctrack/linuxproc
+ProctrackType=proctrack/pgid
 TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
