@@ -126,7 +126,12 @@ def pick_device(requested="auto"):
     if requested == "cuda":
         raise RuntimeError("config asks for device 'cuda' but torch sees no GPU "
                            "(check CUDA_VISIBLE_DEVICES and the job's GPU request), or set device: auto")
-    log.warning("no CUDA device found: running on the CPU (slow for the full study)")
+    # What the job was given and what torch was built for tell a GPU the scheduler handed
+    # out but torch cannot use (a CPU-only wheel, a driver too old) from no GPU at all.
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "unset")
+    log.warning("no CUDA device found (CUDA_VISIBLE_DEVICES=%s, torch %s built for CUDA %s): "
+                "running on the CPU (slow for the full study)",
+                visible, torch.__version__, torch.version.cuda or "none")
     return torch.device("cpu")
 
 

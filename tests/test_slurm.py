@@ -1,16 +1,21 @@
-"""The SLURM profile: its shape, a dry run, and a run on a real one-node SLURM cluster.
+"""The SLURM profile: its shape, a dry run of the default study, and the real workflow on a
+real one-node SLURM cluster with a fake GPU.
 
     .venv/bin/python -m pytest tests/test_slurm.py -q            # everything
-    .venv/bin/python -m pytest tests/test_slurm.py -q -m slurm   # only the cluster run
+    .venv/bin/python -m pytest tests/test_slurm.py -q -m slurm   # only the cluster runs
 
 The cluster tests bring up tests/slurm/start.sh's cluster (root and apt-get
 needed, about 20 s the first time for Debian's packages) unless it is already
-up, and stop it at the end if they started it. They run a stand-in workflow
-(tests/slurm/standin/Snakefile) through profiles/slurm merged with the test
-overlay tests/slurm/profile (see tests/slurm/derive_profile.py).
+up (.ci/run starts it before `make test`), and stop it at the end if they
+started it. They run the real Snakefile on presets/tiny.yaml through
+profiles/slurm merged with the test overlay tests/slurm/profile (see
+tests/slurm/derive_profile.py): the tiny study, and one training job that is
+cancelled after its first checkpoint and must resume to the same weights.
 """
 
+import collections
 import importlib.util
+import math
 import os
 import re
 import shutil
@@ -20,15 +25,25 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
+import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+SNAKEFILE = REPO / "Snakefile"
+WORKFLOW_FILES = [SNAKEFILE, *sorted((REPO / "workflow" / "rules").glob("*.smk"))]
+TINY = REPO / "presets" / "tiny.yaml"
 SLURM_DIR = REPO / "tests" / "slurm"
+RESUME_OVERLAY = SLURM_DIR / "resume.yaml"
 REAL_PROFILE = REPO / "profiles" / "slurm"
-STANDIN = SLURM_DIR / "standin" / "Snakefile"
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 GPU_RULES = ("train", "evaluate")
+# Rules that must run where Snakemake runs: downloads (the login node has the
+# network), and the cheap CPU steps (a SLURM job each would wait in the queue
+# longer than it runs). (`all` has no action: Snakemake never submits it.)
+MUST_BE_LOCAL = {"report", "score", "model_metrics", "prepare_dataset"}
+MUST_BE_LOCAL_PREFIXES = ("fetch", "aggregate")
 
 
 def _load_derive_profile():
@@ -39,6 +54,44 @@ def _load_derive_profile():
 
 
 derive_profile = _load_derive_profile()
+
+
+def workflow_rules() -> set:
+    """The name of every rule in the Snakefile and workflow/rules/*.smk."""
+    names = set()
+    for path in WORKFLOW_FILES:
+        names |= set(re.findall(r"^\s*rule (\w+):", path.read_text(), re.MULTILINE))
+    return names
+
+
+def local_rules() -> set:
+    """Every rule named in a `localrules:` statement of the workflow files."""
+    names = set()
+    for path in WORKFLOW_FILES:
+        lines = path.read_text().splitlines()
+        for number, line in enumerate(lines):
+            match = re.match(r"(\s*)localrules:(.*)$", line)
+            if not match:
+                continue
+            indent, text = len(match.group(1)), [match.group(2)]
+            for following in lines[number + 1:]:
+                if following.strip() and len(following) - len(following.lstrip()) <= indent:
+                    break
+                text.append(following.split("#")[0])
+            names |= {name.strip() for name in ",".join(text).split(",") if name.strip()}
+    return names
+
+
+def must_be_local(rule: str) -> bool:
+    return rule in MUST_BE_LOCAL or rule.startswith(MUST_BE_LOCAL_PREFIXES)
+
+
+def study_grid(*config_files: Path) -> list:
+    """(augment, oe, seed) of every model the config files ask for (later files win)."""
+    settings = {}
+    for path in config_files:
+        settings.update(yaml.safe_load(path.read_text()))
+    return [(a, o, s) for a in settings["augment"] for o in settings["oe"] for s in settings["seeds"]]
 
 
 # --- the profile itself -------------------------------------------------------
@@ -110,32 +163,65 @@ def test_read_profile_names_a_missing_file(tmp_path):
         derive_profile.read_profile(tmp_path)
 
 
-def _job_resources(dry_run_output: str) -> dict:
-    """rule name -> the resources line Snakemake printed for that rule's job."""
-    resources = {}
+def test_set_resources_name_real_rules_and_no_rule_sets_its_own_resources():
+    # A set-resources key that names no rule is silently ignored by Snakemake: a renamed
+    # rule would lose its GPU. Resources live in the profiles only, so one file per
+    # cluster says what every job asks for.
+    profile = derive_profile.read_profile(REAL_PROFILE)
+    rules = workflow_rules()
+    assert set(GPU_RULES) <= rules
+    assert set(profile["set-resources"]) <= rules, set(profile["set-resources"]) - rules
+    for path in WORKFLOW_FILES:
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            assert not re.match(r"\s+resources:", line), f"{path}:{number}: resources belong in profiles/"
+
+
+def test_local_rules_parser_reads_block_and_inline_forms(tmp_path, monkeypatch):
+    smk = tmp_path / "x.smk"
+    smk.write_text(
+        "localrules: all, fetch\n\nrule a:\n    shell: 'true'\n\n"
+        "if True:\n    localrules:\n        fetch_b,  # why\n        aggregate_c,\n\nrule d:\n    shell: 'true'\n"
+    )
+    monkeypatch.setattr(sys.modules[__name__], "WORKFLOW_FILES", [smk])
+    assert local_rules() == {"all", "fetch", "fetch_b", "aggregate_c"}
+    assert workflow_rules() == {"a", "d"}
+
+
+def _planned_jobs(dry_run_output: str) -> tuple:
+    """({rule: job count}, {rule: its jobs' resources line}) from a dry run's job list."""
+    counts, resources = collections.Counter(), {}
     rule = None
     for line in dry_run_output.splitlines():
-        match = re.match(r"(?:local)?rule (\w+):", line.strip())
+        match = re.match(r"(?:local)?rule (\w+):$", line.strip())
         if match:
             rule = match.group(1)
+            counts[rule] += 1
         elif line.strip().startswith("resources:") and rule:
             resources[rule] = line.strip()
-    return resources
+    return counts, resources
 
 
-def test_profile_dry_run_plans_the_workflow_with_gpus(tmp_path):
-    # The lead retargets this at the real Snakefile (the default study).
+def test_profile_dry_run_plans_the_default_study_with_a_gpu_per_train_and_evaluate_job(tmp_path):
     result = subprocess.run(
-        [*SNAKEMAKE, "--snakefile", str(STANDIN), "-d", str(tmp_path), "--profile", str(REAL_PROFILE), "-n"],
-        capture_output=True, text=True, timeout=120,
+        [*SNAKEMAKE, "--snakefile", str(SNAKEFILE), "-d", str(tmp_path), "--profile", str(REAL_PROFILE), "-n"],
+        capture_output=True, text=True, timeout=300,
     )
-    assert result.returncode == 0, result.stdout + result.stderr
-    resources = _job_resources(result.stdout + result.stderr)
-    assert set(resources) >= {"fetch", "train", "evaluate", "report"}
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    counts, resources = _planned_jobs(output)
+    n_models = len(study_grid(REPO / "config.yaml"))
+    assert counts["train"] == counts["evaluate"] == n_models, counts
     for rule in GPU_RULES:
-        assert "gpu=1" in resources[rule], resources[rule]
-    for rule in ("fetch", "report"):
-        assert "gpu=" not in resources[rule], resources[rule]
+        assert "gpu=1" in resources[rule].split(", "), resources[rule]
+    for rule, line in resources.items():
+        if rule not in GPU_RULES:
+            assert "gpu=" not in line, (rule, line)
+    local = local_rules()
+    assert not local & set(GPU_RULES), local
+    for rule in counts:
+        if must_be_local(rule):
+            assert rule in local, f"rule {rule} would be submitted as a SLURM job; add it to localrules"
+    assert not (tmp_path / "results").exists(), "a dry run wrote results"
 
 
 # --- a real cluster -------------------------------------------------------------
@@ -202,7 +288,7 @@ def run_through_slurm(snakefile: Path, workdir: Path, *extra_args: str) -> dict:
     """Run snakefile in workdir through the derived test profile; sacct_jobs of what it submitted."""
     result = subprocess.run(
         slurm_snakemake_command(snakefile, workdir, *extra_args),
-        capture_output=True, text=True, timeout=600,
+        capture_output=True, text=True, timeout=900,
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output + _slurm_logs(workdir)
@@ -221,76 +307,163 @@ def fake_gpu_indices() -> set:
     return {str(index) for index in range(count)}
 
 
-def _key_values(path: Path) -> dict:
-    return dict(line.split("=", 1) for line in path.read_text().splitlines())
+def _gpus_in_cpu_warnings(log_text: str) -> list:
+    """The CUDA_VISIBLE_DEVICES value of every CPU-fallback warning in a job's log."""
+    return re.findall(r"WARNING no CUDA device found \(CUDA_VISIBLE_DEVICES=([^,]*),", log_text)
+
+
+def _numbers(table: pd.DataFrame) -> pd.Series:
+    values = pd.to_numeric(table["value"], errors="coerce")
+    assert values.notna().all() and values.map(math.isfinite).all(), table[values.isna()]
+    return values
 
 
 @pytest.mark.slurm
-def test_standin_runs_gpu_rules_as_slurm_jobs_with_a_gpu(slurm_cluster, tmp_path):
+def test_tiny_study_runs_train_and_evaluate_as_slurm_jobs_with_a_gpu(slurm_cluster, tmp_path):
     workdir = tmp_path / "run"
-    jobs = run_through_slurm(STANDIN, workdir)
+    jobs = run_through_slurm(SNAKEFILE, workdir, "--configfile", str(TINY))
+    grid = study_grid(REPO / "config.yaml", TINY)
 
-    assert sorted(rule for rule, _, _ in jobs.values()) == sorted(GPU_RULES), jobs
+    by_rule = collections.Counter(rule for rule, _, _ in jobs.values())
+    assert by_rule["train"] == by_rule["evaluate"] == len(grid), by_rule
+    assert not set(by_rule) & local_rules(), f"local rules went to SLURM: {by_rule}"
     for job_id, (rule, tres, state) in jobs.items():
         assert state == "COMPLETED", (job_id, rule, state)
-        assert "gres/gpu=1" in tres.split(","), (job_id, rule, tres)
+        has_gpu = "gres/gpu=1" in tres.split(",")
+        assert has_gpu == (rule in GPU_RULES), (job_id, rule, tres)
 
-    for output in ("results/models/seed1/train.txt", "results/logits/seed1/evaluate.txt"):
-        seen = _key_values(workdir / output)
-        # "0" on the default test node, which has one GPU.
-        assert seen["CUDA_VISIBLE_DEVICES"] in fake_gpu_indices(), (output, seen)
-        assert seen["HOSTNAME"] == socket.gethostname(), (output, seen)
-        assert seen["SLURM_JOB_ID"] in jobs, (output, seen)
-    report = (workdir / "results" / "report.txt").read_text().splitlines()
-    assert report[0] == "SLURM_JOB_ID=none", "the local rule report ran inside a SLURM job"
+    # The jobs saw the GPU SLURM gave them (a fake one: torch finds no CUDA and says so once).
+    gpu_indices = fake_gpu_indices()
+    for augment, oe, seed in grid:
+        for stage in GPU_RULES:
+            log = (workdir / "results" / "logs" / stage / augment / oe / f"seed{seed}.log").read_text()
+            seen = _gpus_in_cpu_warnings(log)
+            assert len(seen) == 1 and seen[0] in gpu_indices, (stage, augment, oe, seed, log)
+
+    results = workdir / "results"
+    assert (results / "report.html").stat().st_size > 0
+    report = (results / "report.html").read_text()
+    models = {(a, o, str(s)) for a, o, s in grid}
+    for augment, oe, seed in grid:
+        train_log = pd.read_csv(results / "models" / augment / oe / f"seed{seed}" / "train_log.csv")
+        [device] = set(train_log["device"])
+        assert device.startswith("CPU: ") and device in report
+    accuracy = pd.read_csv(results / "tables" / "accuracy.csv", dtype={"seed": str})
+    values = _numbers(accuracy[accuracy["metric"] == "accuracy"])
+    assert ((values > 0) & (values <= 1)).all()
+    assert set(zip(accuracy["augment"], accuracy["oe"], accuracy["seed"])) == models
+    detection = pd.read_csv(results / "tables" / "detection.csv", dtype={"seed": str})
+    _numbers(detection)
+    tiny = yaml.safe_load(TINY.read_text())
+    for (augment, oe, seed), rows in detection.groupby(["augment", "oe", "seed"]):
+        assert set(zip(rows["set"], rows["score"])) == {
+            (ood, score) for ood in tiny["ood_sets"] for score in tiny["scores"]}
+    assert set(zip(detection["augment"], detection["oe"], detection["seed"])) == models
 
 
-def _cancel_jobs_in(workdir: Path) -> None:
-    """scancel every queued or running job whose working directory is workdir."""
+def _jobs_in(workdir: Path) -> list:
+    """Ids of the queued or running jobs whose working directory is workdir."""
     queue = subprocess.run(["squeue", "-h", "-o", "%i %Z"], capture_output=True, text=True, timeout=30)
-    job_ids = [line.split()[0] for line in queue.stdout.splitlines() if line.split()[1:] == [str(workdir)]]
-    if job_ids:
-        subprocess.run(["scancel", *job_ids], timeout=30)
+    return [line.split()[0] for line in queue.stdout.splitlines() if line.split()[1:] == [str(workdir)]]
+
+
+def _processes_mentioning(path: Path) -> list:
+    """(pid, command line) of every process whose command line names path."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue  # not a process folder, or the process has ended
+        command = " ".join(arg.decode(errors="replace") for arg in argv)
+        if proc.name.isdigit() and str(path) in command:
+            found.append((int(proc.name), command))
+    return found
+
+
+def _weights(model_file: Path) -> dict:
+    return torch.load(model_file, map_location="cpu", weights_only=True)["state_dict"]
 
 
 @pytest.mark.slurm
-def test_a_cancelled_gpu_job_is_retried_not_waited_for(slurm_cluster, tmp_path):
-    # scancel stands in for preemption; sacct would call the job "CANCELLED by 0",
-    # which plugin 2.8 waits for forever, hence the profile's squeue status command.
-    workdir = tmp_path / "run"
-    first_attempt = workdir / "results" / "first_attempt.txt"
-    log_path = tmp_path / "snakemake.log"
-    command = slurm_snakemake_command(SLURM_DIR / "standin" / "cancelled_once.smk", workdir)
+def test_a_cancelled_training_job_resumes_from_its_checkpoint_to_the_same_weights(slurm_cluster, tmp_path):
+    # scancel stands in for preemption: the profile's retry resubmits the job, and the
+    # new job must continue from the last epoch checkpoint, not start over, and end
+    # exactly where an uninterrupted run of the same model ends (CPU: bit for bit).
+    model = "results/models/none/baseline/seed1"
+    checkpoint = "results/checkpoints/none/baseline/seed1.pt"
+    configs = ["--configfile", str(TINY), str(RESUME_OVERLAY)]
+    epochs = yaml.safe_load(RESUME_OVERLAY.read_text())["train"]["epochs"]
+    workdir, reference = tmp_path / "run", tmp_path / "reference"
+    log_path, reference_log = tmp_path / "snakemake.log", tmp_path / "reference.log"
+
+    # The uninterrupted run of the same model, on this machine without SLURM, side by side.
+    with open(reference_log, "w") as log:
+        uninterrupted = subprocess.Popen(
+            [*SNAKEMAKE, "--snakefile", str(SNAKEFILE), "-d", str(reference),
+             "--profile", str(REPO / "profiles" / "local"), f"{model}/model.pt", *configs],
+            stdout=log, stderr=subprocess.STDOUT)
     with open(log_path, "w") as log:
-        snakemake = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        snakemake = subprocess.Popen(
+            slurm_snakemake_command(SNAKEFILE, workdir, f"{model}/model.pt", *configs),
+            stdout=log, stderr=subprocess.STDOUT)
     try:
-        # A safeguard, not a timing check: the job normally starts within seconds.
+        # A safeguard, not a timing check: the first epoch normally ends within a minute.
         deadline = time.monotonic() + 300
-        while not first_attempt.exists():
+        while not (workdir / checkpoint).exists():
             assert snakemake.poll() is None, "snakemake ended early:\n" + log_path.read_text()
-            assert time.monotonic() < deadline, "train never started:\n" + log_path.read_text()
-            time.sleep(0.5)
-        cancelled_id = first_attempt.read_text().strip()
+            assert time.monotonic() < deadline, "no checkpoint was written:\n" + log_path.read_text()
+            time.sleep(0.1)
+        running = _jobs_in(workdir)
+        assert len(running) == 1, (
+            f"expected the one training job in the queue, found {running}; if it already ended, "
+            f"raise train.epochs in {RESUME_OVERLAY.name}\n" + log_path.read_text())
+        [cancelled_id] = running
         subprocess.run(["scancel", cancelled_id], check=True, timeout=30)
         try:
             returncode = snakemake.wait(timeout=300)
+            reference_returncode = uninterrupted.wait(timeout=300)
         except subprocess.TimeoutExpired:
-            pytest.fail("snakemake still waits for the cancelled job:\n" + log_path.read_text())
+            pytest.fail("a run did not finish:\n" + log_path.read_text() + reference_log.read_text())
     finally:
-        if snakemake.poll() is None:
-            snakemake.kill()
-            snakemake.wait()
-            _cancel_jobs_in(workdir)
+        for process in (snakemake, uninterrupted):
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        cancelled = _jobs_in(workdir)
+        if cancelled:
+            subprocess.run(["scancel", *cancelled], timeout=30)
     output = log_path.read_text()
     assert returncode == 0, output + _slurm_logs(workdir)
+    assert reference_returncode == 0, reference_log.read_text()
+    # SLURM kills what is left of the cancelled job KillWait (30 s) after scancel.
+    deadline = time.monotonic() + 90
+    while _processes_mentioning(workdir) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _processes_mentioning(workdir) == [], "processes outlived their SLURM job"
 
     job_ids = submitted_job_ids(output)
     jobs = sacct_jobs(job_ids)
     assert job_ids[0] == cancelled_id and len(job_ids) == 2, output
-    assert [jobs[i][0] for i in job_ids] == ["train", "train"]
-    assert jobs[job_ids[0]][2].startswith("CANCELLED"), jobs
+    assert [jobs[i][0] for i in job_ids] == ["train", "train"], jobs
+    assert jobs[job_ids[0]][2].startswith("CANCELLED"), (
+        f"the job ended as {jobs[job_ids[0]][2]} before it was cancelled; "
+        f"raise train.epochs in {RESUME_OVERLAY.name}")
     assert jobs[job_ids[1]][2] == "COMPLETED", jobs
     for _, tres, _ in jobs.values():
         assert "gres/gpu=1" in tres.split(","), jobs
-    seen = _key_values(workdir / "results" / "train.txt")
-    assert seen == {"RESUMED_FROM": cancelled_id, "SLURM_JOB_ID": job_ids[1]}
+
+    train_log = (workdir / "results" / "logs" / "train" / "none" / "baseline" / "seed1.log").read_text()
+    resumed = re.search(rf"resuming from {re.escape(checkpoint)} at epoch (\d+) of {epochs}", train_log)
+    assert resumed and int(resumed.group(1)) >= 2, train_log
+    assert not (workdir / checkpoint).exists(), "the checkpoint outlived the finished model"
+
+    got, want = _weights(workdir / model / "model.pt"), _weights(reference / model / "model.pt")
+    assert got.keys() == want.keys()
+    different = [name for name in want if not torch.equal(got[name], want[name])]
+    assert not different, f"resumed weights differ from the uninterrupted run's: {different}"
+    columns = ["epoch", "loss", "train_accuracy", "lr", "device"]
+    got_log = pd.read_csv(workdir / model / "train_log.csv")[columns]
+    want_log = pd.read_csv(reference / model / "train_log.csv")[columns]
+    assert list(got_log["epoch"]) == list(range(1, epochs + 1))
+    pd.testing.assert_frame_equal(got_log, want_log, check_exact=True)

@@ -12,8 +12,9 @@
 #
 # Each GPU is a character device made with mknod (c 1 3, what /dev/null is):
 # slurmd only needs a device file to hand out; a job then sees
-# CUDA_VISIBLE_DEVICES=<its GPU's index> and runs on the CPU. There is one
-# unless MNIST_SAFETY_SLURM_GPUS says more (GPU jobs then run side by side).
+# CUDA_VISIBLE_DEVICES=<its GPU's index> and runs on the CPU. There are two, so
+# that two GPU jobs run side by side and the tiny study's eight take half the
+# time; MNIST_SAFETY_SLURM_GPUS sets another count.
 set -euo pipefail
 
 STATE=${MNIST_SAFETY_SLURM_STATE:-/tmp/mnist-safety-slurm}
@@ -21,7 +22,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CLUSTER=mnistsafety
 PARTITION=debug
 ACCOUNT=root
-GPUS=${MNIST_SAFETY_SLURM_GPUS:-1}
+GPUS=${MNIST_SAFETY_SLURM_GPUS:-2}
 [[ "$GPUS" =~ ^[1-9][0-9]?$ ]] || { echo "start.sh: error: MNIST_SAFETY_SLURM_GPUS=$GPUS is not a count from 1 to 99" >&2; exit 1; }
 NODE=$(hostname -s)
 # Daemons in start order; stop.sh stops them in the reverse order.
@@ -108,6 +109,10 @@ for ((i = 0; i < GPUS; i++)); do
     [ -c "$STATE/fakegpu$i" ] || { rm -f "$STATE/fakegpu$i"; mknod "$STATE/fakegpu$i" c 1 3; }
 done
 
+# ProctrackType: proctrack/pgid, not linuxproc: linuxproc finds a job's processes by
+# their parent links, so when scancel's SIGTERM ends the batch shell first, the
+# job's Snakemake (reparented to init, slow to exit on SIGTERM) is no longer found
+# and outlives the job; pgid signals the whole process group.
 write_slurm_conf() {  # write_slurm_conf "NODE HARDWARE": the node line's CPUs, memory...
     cat > /etc/slurm/slurm.conf <<EOF
 # Written by tests/slurm/start.sh: one node on 127.0.0.1 with $GPUS fake GPU(s).
@@ -122,7 +127,7 @@ SlurmctldPidFile=$STATE/slurmctld.pid
 SlurmdPidFile=$STATE/slurmd.pid
 SlurmctldLogFile=$STATE/log/slurmctld.log
 SlurmdLogFile=$STATE/log/slurmd.log
-ProctrackType=proctrack/linuxproc
+ProctrackType=proctrack/pgid
 TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory

@@ -96,3 +96,10 @@ rule prepare_dataset:
     shell:
         "{params.py} -m lib.datasets {wildcards.dataset:q} --out {output.npz:q} --seed {params.seed} "
         "--size {params.size} {params.id_arg} > {log:q} 2>&1"
+
+
+# Local (runs where Snakemake runs, not as a SLURM job): each set is seconds of numpy
+# on the CPU, less than a SLURM job's queue wait and start-up; a job per set would also
+# fill the queue with tiny jobs (six of them in the tiny preset alone).
+localrules:
+    prepare_dataset,
