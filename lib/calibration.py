@@ -24,7 +24,6 @@ Tables (long format, lib.aggregate.COLUMNS):
 """
 import glob
 import json
-import logging
 import os
 
 import numpy as np
@@ -32,7 +31,7 @@ import pandas as pd
 from scipy.special import softmax
 
 from lib.aggregate import COLUMNS, long_table, write_csv_atomic
-from lib.common import write_json_atomic
+from lib.common import job_logger, write_json_atomic
 from lib.datasets import load_npz
 from lib.metrics import calibration_metrics, fit_temperature, reliability_bins
 
@@ -118,17 +117,9 @@ def calibration_record(id_test_path, id_val_path, mnistc_paths=None):
             "sources": sources, "reliability": reliability}
 
 
-def _job_logger(log_path):
-    logger = logging.getLogger(f"mnist_safety.calibration.{log_path}")
-    logger.handlers[:] = [logging.FileHandler(log_path, mode="w")]
-    logger.propagate = False
-    logger.setLevel(logging.INFO)
-    return logger
-
-
 def calibration_job(id_test_path, id_val_path, mnistc_paths, wildcards, out_json, log_path):
     """The per-model rule: calibration_record plus the model's wildcards, written as JSON."""
-    log = _job_logger(log_path)
+    log = job_logger(log_path)
     record = calibration_record(id_test_path, id_val_path, mnistc_paths)
     record.update(augment=wildcards.augment, oe=wildcards.oe, seed=int(wildcards.seed))
     write_json_atomic(out_json, record)
@@ -182,7 +173,7 @@ def reliability_table(rows):
 
 
 def aggregate_calibration_job(json_paths, calibration_csv, reliability_csv, log_path):
-    log = _job_logger(log_path)
+    log = job_logger(log_path)
     write_csv_atomic(long_table(calibration_rows(json_paths)), calibration_csv)
     write_csv_atomic(reliability_table(reliability_rows(json_paths)), reliability_csv)
     log.info("%d calibration records -> %s, %s", len(json_paths), calibration_csv, reliability_csv)

@@ -116,6 +116,16 @@ def setup_logging(log_file=None):
     return log
 
 
+def job_logger(log_path):
+    """A logger writing only to one job's log file: `run:` jobs share Snakemake's process,
+    so they must neither touch the root logger nor write to each other's files."""
+    logger = logging.getLogger(f"mnist_safety.job.{log_path}")
+    logger.handlers[:] = [logging.FileHandler(log_path, mode="w")]
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    return logger
+
+
 def pick_device(requested="auto"):
     """CUDA when present (or asked for), else the CPU with one warning line in the log."""
     import torch

@@ -11,12 +11,11 @@ numpy; they are plain functions, callable from Python too:
     stats = load_train_stats(train_stats_file("results/logits/none/baseline/seed1"))
     detection_record(id_path, ood_path, "mahalanobis", stats)
 """
-import logging
 import os
 
 import numpy as np
 
-from lib.common import write_json_atomic
+from lib.common import job_logger, write_json_atomic
 from lib.datasets import load_npz
 from lib.metrics import accuracy, detection_metrics, nll
 from lib.scores import compute_score
@@ -49,16 +48,8 @@ def detection_record(id_path, ood_path, score, train_stats=None):
     return {"score": score, **detection_metrics(id_scores, ood_scores)}
 
 
-def _file_logger(log_path):
-    logger = logging.getLogger(f"mnist_safety.job.{log_path}")
-    logger.handlers[:] = [logging.FileHandler(log_path, mode="w")]
-    logger.propagate = False
-    logger.setLevel(logging.INFO)
-    return logger
-
-
 def score_job(id_path, ood_path, wildcards, out_json, log_path, train_stats_path=None):
-    log = _file_logger(log_path)
+    log = job_logger(log_path)
     train_stats = load_train_stats(train_stats_path) if train_stats_path else None
     record = detection_record(id_path, ood_path, wildcards.score, train_stats)
     record.update(augment=wildcards.augment, oe=wildcards.oe, seed=int(wildcards.seed),
@@ -68,7 +59,7 @@ def score_job(id_path, ood_path, wildcards, out_json, log_path, train_stats_path
 
 
 def accuracy_job(id_path, wildcards, out_json, log_path):
-    log = _file_logger(log_path)
+    log = job_logger(log_path)
     out = load_npz(id_path)
     record = {"augment": wildcards.augment, "oe": wildcards.oe, "seed": int(wildcards.seed),
               "accuracy": accuracy(out["logits"], out["labels"]), "nll": nll(out["logits"], out["labels"]),
