@@ -1,4 +1,8 @@
 # Aggregate (pandas, long-format CSVs) and render the one-file HTML report (Jinja2).
+# The report also reads, undeclared, whatever optional tables and benchmark files exist
+# when it runs (results/tables/*.csv, results/benchmarks/**.tsv).
+
+import glob
 
 
 rule aggregate:
@@ -24,7 +28,11 @@ rule report:
         detection="results/tables/detection.csv",
         accuracy="results/tables/accuracy.csv",
         train_logs=expand_models(f"{MODEL_DIR}/train_log.csv"),
+        # The figures are drawn from the cached logits; the checksums hash the prepared data.
+        logits=[p for name in ("id_test", *OOD_SETS) for p in expand_models(f"{LOGIT_DIR}/{name}.npz")],
+        data=[data_file(name) for name in dict.fromkeys([ID, *OOD_SETS])],
         template=f"{ROOT}/workflow/templates/report.html.j2",
+        partials=glob.glob(f"{ROOT}/workflow/templates/**/*.j2", recursive=True),
     output:
         html="results/report.html",
     params:
@@ -34,7 +42,7 @@ rule report:
     log:
         "results/logs/report.log",
     shell:
-        "{params.py} -m lib.report --tables results/tables --models-dir results/models "
+        "{params.py} -m lib.report --results results "
         "--config-json {params.config_json:q} --template {input.template:q} --repo {params.root:q} "
         "--out {output.html:q} > {log:q} 2>&1"
 
