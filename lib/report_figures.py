@@ -110,7 +110,12 @@ def training_figure(logs, columns=(("loss", "training loss"), ("train_accuracy",
             ax.plot(log["epoch"], log[column], color=colour(models.index(model)), ls=style,
                     marker="o" if len(log) < 3 else None, ms=4, lw=1.4, label=label)
         ax.set(title=title, xlabel="epoch", ylabel=title.split()[-1])
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        last_epoch = max(int(log["epoch"].max()) for log in logs.values())
+        if last_epoch <= 12:
+            ax.set_xticks(range(1, last_epoch + 1))
+            ax.set_xlim(0.5, last_epoch + 0.5)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     fig.tight_layout()
