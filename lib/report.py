@@ -8,8 +8,17 @@
 
 The page is a list of sections (SECTIONS). Each section has a builder, a function of the
 report context that returns the section's data, or None when its inputs are not in this
-run; the template then shows the section's `missing` note instead. A new section is one
-entry in SECTIONS plus one partial under workflow/templates/sections/.
+run; the template then shows the section's `missing` note instead. A topic adds or
+replaces sections from its own module, lib/report_<topic>.py, with a list of section()
+entries named REPORT_SECTIONS, plus a partial under workflow/templates/sections/:
+
+    # lib/report_robustness.py
+    from lib.report import long_table, section
+    def robustness_section(ctx):
+        table = long_table(ctx, "robustness.csv")       # None when the file is absent
+        return None if table is None else {...}
+    REPORT_SECTIONS = [section("robustness", "Accuracy and robustness on MNIST-C", robustness_section,
+                               "sections/robustness.html.j2", "No MNIST-C results in this run.")]
 
 Every number in a table cell carries `data-value` (the exact number), `data-source` (the
 file it came from, relative to the run's working directory), `data-key` (which row of that
@@ -189,7 +198,7 @@ def per_seed(raw, augment, oe, **key):
     rows = raw[(raw["augment"] == augment) & (raw["oe"] == oe)]
     for k, v in key.items():
         rows = rows[rows[k] == v]
-    return rows.groupby("seed")["value"].mean()
+    return rows.groupby("seed")["value"].mean().dropna()
 
 
 def compare(raw, model, other, **key):
@@ -610,9 +619,12 @@ def provenance(ctx):
 # ---- the page ---------------------------------------------------------------------------
 
 
-def section(section_id, title, build, template, missing):
-    """A report section: build(ctx) -> data for `template`, or None to show `missing`."""
-    return {"id": section_id, "title": title, "build": build, "template": template, "missing": missing}
+def section(section_id, title, build, template, missing, after=None):
+    """A report section: build(ctx) -> data for `template`, or None to show `missing`.
+
+    `after`: for a section from a plug-in module, the id of the section it follows."""
+    return {"id": section_id, "title": title, "build": build, "template": template, "missing": missing,
+            "after": after}
 
 
 SECTIONS = [
@@ -635,9 +647,42 @@ SECTIONS = [
 ]
 
 
+def plugin_sections():
+    """The REPORT_SECTIONS lists of the modules lib/report_<topic>.py, in module-name order.
+
+    A topic adds its sections to the page by defining REPORT_SECTIONS (entries made with
+    section()) in its own module, without editing this one."""
+    import importlib
+    import pkgutil
+
+    import lib
+
+    found = []
+    for info in sorted(pkgutil.iter_modules(lib.__path__), key=lambda m: m.name):
+        if info.name.startswith("report_"):
+            found.extend(getattr(importlib.import_module(f"lib.{info.name}"), "REPORT_SECTIONS", []))
+    return found
+
+
+def all_sections(plugins=None):
+    """SECTIONS with the plug-in sections merged in: a plug-in section with the id of a
+    built-in one replaces it; a new one goes after the section named by its `after`, else
+    before provenance."""
+    sections = list(SECTIONS)
+    for extra in plugin_sections() if plugins is None else plugins:
+        ids = [s["id"] for s in sections]
+        if extra["id"] in ids:
+            sections[ids.index(extra["id"])] = extra
+        elif extra.get("after") in ids:
+            sections.insert(ids.index(extra["after"]) + 1, extra)
+        else:
+            sections.insert(ids.index("provenance") if "provenance" in ids else len(sections), extra)
+    return sections
+
+
 def build_sections(ctx, sections=None):
     """[{id, title, template, missing, data}] with data None where a section's inputs are absent."""
-    return [{**s, "data": s["build"](ctx)} for s in (SECTIONS if sections is None else sections)]
+    return [{**s, "data": s["build"](ctx)} for s in (all_sections() if sections is None else sections)]
 
 
 def render(tables_dir, models_dir, cfg, template_path, repo=".", results_dir=None, sections=None):

@@ -119,6 +119,34 @@ def test_figures_are_png_data_uris():
         assert base64.b64decode(uri.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_plugin_sections_replace_or_insert():
+    def build(ctx):
+        return None
+    replacing = report.section("robustness", "MNIST-C, in full", build, "sections/x.html.j2", "none")
+    after_detection = report.section("calibration_plus", "Reliability", build, "sections/y.html.j2", "none",
+                                     after="detection")
+    unplaced = report.section("samples", "Augmentation samples", build, "sections/z.html.j2", "none")
+    sections = report.all_sections([replacing, after_detection, unplaced])
+    ids = [s["id"] for s in sections]
+    assert ids == ["summary", "robustness", "detection", "calibration_plus", "calibration", "training",
+                   "samples", "provenance"]
+    assert sections[1] is replacing
+    assert [s["id"] for s in report.all_sections([])] == [s["id"] for s in report.SECTIONS]
+
+
+def test_plugin_modules_are_found_by_name(monkeypatch, tmp_path):
+    """A module lib/report_<topic>.py with REPORT_SECTIONS joins the page without edits here."""
+    import lib
+    import sys
+    (tmp_path / "report_zz_example.py").write_text(
+        "from lib.report import section\n"
+        "REPORT_SECTIONS = [section('zz', 'Example', lambda ctx: None, 'sections/long_tables.html.j2', 'n/a')]\n")
+    monkeypatch.setattr(lib, "__path__", [*lib.__path__, str(tmp_path)])
+    monkeypatch.delitem(sys.modules, "lib.report_zz_example", raising=False)
+    assert [s["id"] for s in report.plugin_sections()][-1] == "zz"
+    assert "zz" in [s["id"] for s in report.all_sections()]
+
+
 def test_page_parser_rejects_unbalanced_tags():
     with pytest.raises(ValueError, match="closes"):
         parse_page("<table><tr><td>1</tr></table>")
@@ -182,7 +210,7 @@ def test_no_resource_comes_from_the_network(run_dir):
 def test_one_seed_run_renders_with_its_notes(run_dir, cfg):
     page_html = (run_dir / "results" / "report.html").read_text()
     page = parse_page(page_html)
-    assert page.sections == [s["id"] for s in report.SECTIONS]
+    assert page.sections == [s["id"] for s in report.all_sections()]
     assert report.RULE_TEXT["single"] in page_html.replace("&#39;", "'")
     for cell in page.tables["study-auroc"].number_cells():
         assert "±" not in cell.text and cell.attrs["data-n"] == "1"
@@ -229,7 +257,7 @@ def test_missing_inputs_give_notes_not_errors(run_dir, cfg, tmp_path):
     os.remove(work / "results" / "tables" / "detection.csv")
     html = render_run(work, cfg)
     assert "results/tables/detection.csv is absent: run the aggregate rule." in html
-    assert parse_page(html).sections == [s["id"] for s in report.SECTIONS]
+    assert parse_page(html).sections == [s["id"] for s in report.all_sections()]
 
 
 @slow
