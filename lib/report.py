@@ -386,9 +386,17 @@ def summary_section(ctx):
     if acc is None or det is None:
         return None
     cfg = ctx["cfg"]
-    return {"study": study_tables(cfg, acc["summary"], det["summary"], acc["source"], det["source"],
-                                  ctx["leaks"], long_table(ctx, MNIST_C_TABLE)),
-            "reading": summary_reading(cfg, acc, det), "published_shown": cfg["in_distribution"] == "mnist",
+    study = study_tables(cfg, acc["summary"], det["summary"], acc["source"], det["source"],
+                         ctx["leaks"], long_table(ctx, MNIST_C_TABLE))
+    reading = summary_reading(cfg, acc, det)
+    versus = []
+    for what, rows in (("accuracy", study["accuracy_rows"]), ("AUROC", study["auroc_rows"])):
+        deltas = [float(c["delta"]) for row in rows for c in row["cells"] if c["delta"]]
+        if deltas:
+            versus.append(f"{np.mean(deltas):+.2f} points in {what} ({len(deltas)} cells)")
+    if versus:
+        reading["sentences"].append("Against the published study, ours differ on average by " + _join(versus) + ".")
+    return {"study": study, "reading": reading, "published_shown": cfg["in_distribution"] == "mnist",
             "oe_reference": published.OE_REFERENCE}
 
 

@@ -244,7 +244,7 @@ def check_cell(workdir, cell):
     return None
 
 
-def _check_published(where, cell, value, key, scale, in_distribution=None):
+def _check_published(where, cell, value, key, scale):
     if not cell.published:
         return None
     match = re.match(r"^published (\d+\.\d+)(?: Δ ([+-]\d+\.\d+))?$", cell.published)

@@ -297,9 +297,13 @@ def test_published_numbers_and_deltas_on_mnist(run_dir, cfg, tmp_path):
     det["set"] = det["set"].map({"gaussian": "fashion_mnist", "negated": "kmnist"})
     det.to_csv(path, index=False)
     mnist = with_config(cfg, in_distribution="mnist", ood_sets=["fashion_mnist", "kmnist"])
-    page = parse_page(render_run(work, mnist))
+    html = render_run(work, mnist)
+    page = parse_page(html)
     cells = page.tables["study-auroc"].number_cells() + page.tables["study-accuracy"].rows[0][1:]
     assert all(c.published.startswith("published ") and "Δ" in c.published for c in cells)
+    deltas = [float(c.published.split("Δ ")[1]) for c in page.tables["study-auroc"].number_cells()]
+    assert "Against the published study, ours differ on average by" in html
+    assert f"{sum(deltas) / len(deltas):+.2f} points in AUROC ({len(deltas)} cells)" in html
     assert all_problems(work, page) == []
 
 
