@@ -115,7 +115,7 @@ class PageParser(HTMLParser):
             self._text_target = self.styles if tag == "style" else self.scripts
             self._text_target.append("")
         elif tag == "section":
-            self.sections.append(a.get("id", ""))
+            self.sections.append(a.get("data-section", ""))
 
     def handle_endtag(self, tag):
         if tag in VOID:
@@ -216,6 +216,8 @@ def check_cell(workdir, cell):
     source = os.path.join(workdir, a.get("data-source", ""))
     if not a.get("data-source") or not os.path.exists(source):
         return f"{where}: data-source does not exist"
+    if not a.get("data-key"):
+        return _check_keyless(where, source, cell)
     value, scale = float(a["data-value"]), float(a["data-scale"])
     key = report.parse_key(a["data-key"])
     shown = SHOWN.match(cell.text)
@@ -241,6 +243,22 @@ def check_cell(workdir, cell):
         return f"{where}: data-value {value!r} != {expected!r} in the file"
     if not _close(shown.group(1), expected * scale):
         return f"{where}: shown text != {expected * scale}"
+    return None
+
+
+def _check_keyless(where, source, cell):
+    """A cell that names its file but not the row (a plug-in section's own cell): its value must
+    be the mean of some row of that long table, shown as a fraction or a percentage."""
+    value = float(cell.attrs["data-value"])
+    shown = SHOWN.match(cell.text.replace("†", "").strip())
+    if not shown:
+        return f"{where}: shown text is not a number"
+    if source.endswith(".csv"):
+        means = summarize(report.read_long_table(source))["mean"].astype(float)
+        if not (means == value).any():
+            return f"{where}: data-value {value!r} is no summarised mean of the file"
+    if not any(_close(shown.group(1), value * scale) for scale in (1, 100)):
+        return f"{where}: shown text != data-value (as a fraction or a percentage)"
     return None
 
 

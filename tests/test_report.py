@@ -147,6 +147,35 @@ def test_plugin_modules_are_found_by_name(monkeypatch, tmp_path):
     assert "zz" in [s["id"] for s in report.all_sections()]
 
 
+def test_section_templates_see_their_data_by_id_and_may_write_their_heading():
+    import jinja2
+    env = jinja2.Environment(loader=jinja2.DictLoader({
+        "own.html.j2": "<h2 id='extra'>{{ extra.title }} for {{ cfg.name }}</h2>{{ data.title }}",
+        "plain.html.j2": "<p>{{ section_id }}: {{ data }}</p>"}), autoescape=True,
+        undefined=jinja2.StrictUndefined)
+    built = [{**report.section("extra", "Extra", None, "own.html.j2", "n/a", heading=False), "data": {"title": "T"}},
+             {**report.section("cfg", "Named like a common variable", None, "plain.html.j2", "n/a"), "data": 3},
+             {**report.section("gone", "Absent", None, "plain.html.j2", "not here"), "data": None}]
+    html = [s["html"] for s in report.render_sections(env, built, {"cfg": {"name": "run"}})]
+    assert html == ["<h2 id='extra'>T for run</h2>T", "<p>cfg: 3</p>", ""]
+
+
+def test_cells_without_a_key_are_checked_against_the_whole_file(tmp_path):
+    from tests.report_helpers import Cell
+    tables = tmp_path / "results" / "tables"
+    tables.mkdir(parents=True)
+    long_rows({("none", "baseline"): [0.97, 0.95]}).to_csv(tables / "robustness.csv", index=False)
+
+    def cell(value, text):
+        c = Cell("td", [("data-value", value), ("data-source", "results/tables/robustness.csv")])
+        c.text = text
+        return c
+    assert check_cell(tmp_path, cell(repr(0.96), "96.00 ± 1.41 †")) is None
+    assert check_cell(tmp_path, cell(repr(0.96), "0.96")) is None
+    assert "no summarised mean" in check_cell(tmp_path, cell(repr(0.95), "95.00"))
+    assert "shown text" in check_cell(tmp_path, cell(repr(0.96), "97.00"))
+
+
 def test_page_parser_rejects_unbalanced_tags():
     with pytest.raises(ValueError, match="closes"):
         parse_page("<table><tr><td>1</tr></table>")
@@ -218,6 +247,20 @@ def test_one_seed_run_renders_with_its_notes(run_dir, cfg):
     assert "results/tables/calibration.csv is absent" in page_html
     assert 'alt="ROC curves of the MSP score' in page_html
     assert "hardest OOD set" in page_html
+
+
+@slow
+def test_sets_seen_in_training_are_marked(run_dir, cfg, tmp_path):
+    work = copy_run(run_dir, tmp_path)
+    (work / "results" / "tables" / "leaks.json").write_text(
+        '{"seen_in_training": {"negated": "shares its source (digits) with the test"}}')
+    html = render_run(work, cfg)
+    page = parse_page(html)
+    labels = [row[0].text for row in page.tables["study-auroc"].rows]
+    assert "negated †, MSP" in labels and "gaussian, MSP" in labels
+    assert [row[0].text for row in page.tables["detection-fpr95"].rows].count("negated †, MSP") == 1
+    assert html.count("† seen in training: negated shares its source (digits) with the test.") == 2
+    assert all_problems(work, page) == []
 
 
 @slow
