@@ -630,15 +630,16 @@ def provenance(ctx):
 # ---- the page ---------------------------------------------------------------------------
 
 
-def section(section_id, title, build, template, missing, after=None, heading=True):
+def section(section_id, title, build, template, missing, after=None, heading=True, replaces=None):
     """A report section: build(ctx) -> data for `template`, or None to show `missing`.
 
     The template sees the data as `data` and under the section's id (`robustness` for the
-    section "robustness"), besides cfg, leaks and leak_mark. `after`: for a section from a
-    plug-in module, the id of the section it follows. heading=False: the template writes
-    its own <h2 id="..."> heading."""
+    section "robustness"), besides cfg, leaks and leak_mark. For a section from a plug-in
+    module: `after`, the id of the section it follows; `replaces`, the id of a built-in
+    section it takes the place of (a plug-in with a built-in's own id replaces it too).
+    heading=False: the template writes its own <h2 id="..."> heading."""
     return {"id": section_id, "title": title, "build": build, "template": template, "missing": missing,
-            "after": after, "heading": heading}
+            "after": after, "heading": heading, "replaces": replaces}
 
 
 SECTIONS = [
@@ -679,14 +680,14 @@ def plugin_sections():
 
 
 def all_sections(plugins=None):
-    """SECTIONS with the plug-in sections merged in: a plug-in section with the id of a
-    built-in one replaces it; a new one goes after the section named by its `after`, else
-    before provenance."""
+    """SECTIONS with the plug-in sections merged in: a plug-in section that names a built-in
+    one in `replaces`, or has its id, replaces it; a new one goes after the section named
+    by its `after`, else before provenance."""
     sections = list(SECTIONS)
     for extra in plugin_sections() if plugins is None else plugins:
         ids = [s["id"] for s in sections]
-        if extra["id"] in ids:
-            sections[ids.index(extra["id"])] = extra
+        if extra.get("replaces") in ids or extra["id"] in ids:
+            sections[ids.index(extra["replaces"] if extra.get("replaces") in ids else extra["id"])] = extra
         elif extra.get("after") in ids:
             sections.insert(ids.index(extra["after"]) + 1, extra)
         else:

@@ -246,19 +246,33 @@ def check_cell(workdir, cell):
     return None
 
 
+def _file_numbers(path):
+    """Every number a CSV holds, and for a long table also its summarised means and stds."""
+    table = pd.read_csv(path, keep_default_na=False)
+    numbers = [pd.to_numeric(table[c], errors="coerce") for c in table.columns]
+    if {"augment", "oe", "metric", "value"} <= set(table.columns):
+        summary = summarize(report.read_long_table(path))
+        numbers += [summary["mean"], summary["std"]]
+    values = pd.concat(numbers).dropna().astype(float)
+    return set(values.tolist())
+
+
 def _check_keyless(where, source, cell):
-    """A cell that names its file but not the row (a plug-in section's own cell): its value must
-    be the mean of some row of that long table, shown as a fraction or a percentage."""
-    value = float(cell.attrs["data-value"])
-    shown = SHOWN.match(cell.text.replace("†", "").strip())
+    """A cell that names its file but not the row (a plug-in section's own cell): each of its
+    data-values (comma-separated for an interval) must be a number of that file, or a mean
+    of its long table, and be shown, as a fraction or a percentage, to the digits shown."""
+    values = [float(v) for v in cell.attrs["data-value"].split(",")]
+    shown = re.findall(r"[-+]?\d+(?:\.\d+)?", cell.text)
     if not shown:
-        return f"{where}: shown text is not a number"
+        return f"{where}: no number shown"
     if source.endswith(".csv"):
-        means = summarize(report.read_long_table(source))["mean"].astype(float)
-        if not (means == value).any():
-            return f"{where}: data-value {value!r} is no summarised mean of the file"
-    if not any(_close(shown.group(1), value * scale) for scale in (1, 100)):
-        return f"{where}: shown text != data-value (as a fraction or a percentage)"
+        numbers = _file_numbers(source)
+        missing = [v for v in values if not any(math.isclose(v, x, rel_tol=1e-12, abs_tol=1e-15) for x in numbers)]
+        if missing:
+            return f"{where}: data-value {missing} is not a number of the file"
+    for value in values:
+        if not any(_close(text, value * scale) for text in shown for scale in (1, 100)):
+            return f"{where}: {value!r} is not what the cell shows (as a fraction or a percentage)"
     return None
 
 

@@ -126,11 +126,13 @@ def test_plugin_sections_replace_or_insert():
     after_detection = report.section("calibration_plus", "Reliability", build, "sections/y.html.j2", "none",
                                      after="detection")
     unplaced = report.section("samples", "Augmentation samples", build, "sections/z.html.j2", "none")
-    sections = report.all_sections([replacing, after_detection, unplaced])
+    renamed = report.section("evaluation", "Calibration and more", build, "sections/w.html.j2", "none",
+                             replaces="calibration")
+    sections = report.all_sections([replacing, after_detection, unplaced, renamed])
     ids = [s["id"] for s in sections]
-    assert ids == ["summary", "robustness", "detection", "calibration_plus", "calibration", "training",
+    assert ids == ["summary", "robustness", "detection", "calibration_plus", "evaluation", "training",
                    "samples", "provenance"]
-    assert sections[1] is replacing
+    assert sections[1] is replacing and sections[4] is renamed
     assert [s["id"] for s in report.all_sections([])] == [s["id"] for s in report.SECTIONS]
 
 
@@ -172,8 +174,10 @@ def test_cells_without_a_key_are_checked_against_the_whole_file(tmp_path):
         return c
     assert check_cell(tmp_path, cell(repr(0.96), "96.00 ± 1.41 †")) is None
     assert check_cell(tmp_path, cell(repr(0.96), "0.96")) is None
-    assert "no summarised mean" in check_cell(tmp_path, cell(repr(0.95), "95.00"))
-    assert "shown text" in check_cell(tmp_path, cell(repr(0.96), "97.00"))
+    assert check_cell(tmp_path, cell(repr(0.95), "95.00")) is None          # a seed's own value
+    assert check_cell(tmp_path, cell(f"{0.95!r},{0.97!r}", "[95.0, 97.0]")) is None
+    assert "not a number of the file" in check_cell(tmp_path, cell(repr(0.955), "95.50"))
+    assert "not what the cell shows" in check_cell(tmp_path, cell(repr(0.96), "97.00"))
 
 
 def test_page_parser_rejects_unbalanced_tags():
