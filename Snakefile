@@ -5,15 +5,24 @@
 #   snakemake --profile profiles/local --configfile presets/demo.yaml
 #   snakemake --profile profiles/slurm             # on a SLURM cluster
 
+import os
 import sys
 
 sys.path.insert(0, workflow.basedir)  # lib/ lives beside this file, wherever -d points
 
 from snakemake.exceptions import WorkflowError
-from lib.config import ConfigError, validate_config
+from lib.config import ConfigError, load_config_file, validate_config
+
+# Snakemake's own message for a YAML syntax error names neither the file nor the line.
+# (A broken --configfile fails inside Snakemake before this file runs: `python -m lib.config FILE`.)
+if os.path.exists("config.yaml"):
+    try:
+        load_config_file("config.yaml")
+    except ConfigError as error:
+        raise WorkflowError(str(error)) from None
 
 
-configfile: "config.yaml"
+configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
 try:
@@ -24,8 +33,11 @@ except ConfigError as error:
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/pixmix.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/robustness.smk"
+include: "workflow/rules/calibrate.smk"
 include: "workflow/rules/report.smk"
 
 

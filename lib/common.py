@@ -5,6 +5,7 @@
     save_npz_atomic("results/x.npz", logits=arr)          # never leaves a half-written file
     device = pick_device()                                # cuda if present, else cpu + one warning
 """
+import errno
 import hashlib
 import json
 import logging
@@ -39,19 +40,38 @@ def _temporary_beside(path, suffix):
     return tmp
 
 
+# errno values that mean "this folder cannot take the file": say so instead of naming a temporary file.
+_UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+
+
+def _unwritable_error(path, error):
+    folder = os.path.dirname(os.path.abspath(path))
+    return type(error)(error.errno, (
+        f"cannot write {path}: {error.strerror} in {folder} (read-only, no permission, or the disk "
+        f"or quota is full). Make the folder writable or free space, then rerun; nothing was written "
+        f"at {path}."))
+
+
 def replace_atomic(path, write):
     """Call write(tmp_path), then rename tmp onto path; on any error remove tmp.
 
     Renaming within one folder is atomic on POSIX, so a killed job leaves either the
     old file or the new one, never a truncated file that looks finished.
     """
-    tmp = _temporary_beside(path, os.path.splitext(path)[1])
+    try:
+        tmp = _temporary_beside(path, os.path.splitext(path)[1])
+    except OSError as e:
+        if e.errno in _UNWRITABLE:
+            raise _unwritable_error(path, e) from e
+        raise
     try:
         write(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(e, OSError) and e.errno in _UNWRITABLE:
+            raise _unwritable_error(path, e) from e
         raise
 
 
@@ -106,7 +126,12 @@ def pick_device(requested="auto"):
     if requested == "cuda":
         raise RuntimeError("config asks for device 'cuda' but torch sees no GPU "
                            "(check CUDA_VISIBLE_DEVICES and the job's GPU request), or set device: auto")
-    log.warning("no CUDA device found: running on the CPU (slow for the full study)")
+    # What the job was given and what torch was built for tell a GPU the scheduler handed
+    # out but torch cannot use (a CPU-only wheel, a driver too old) from no GPU at all.
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "unset")
+    log.warning("no CUDA device found (CUDA_VISIBLE_DEVICES=%s, torch %s built for CUDA %s): "
+                "running on the CPU (slow for the full study)",
+                visible, torch.__version__, torch.version.cuda or "none")
     return torch.device("cpu")
 
 

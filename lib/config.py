@@ -8,6 +8,7 @@ A ConfigError carries one message per problem, each naming the key, the bad valu
 the allowed values, so a user can fix the file without reading the schema.
 """
 import copy
+import difflib
 import os
 import sys
 
@@ -16,6 +17,9 @@ import yaml
 
 SCHEMA_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                            "workflow", "schemas", "config.schema.yaml")
+
+
+PATH_PATTERN = "^[A-Za-z0-9_./~+-]+$"  # data_dir's pattern in the schema
 
 
 class ConfigError(ValueError):
@@ -34,6 +38,17 @@ def _key(path):
     return out or "(top level)"
 
 
+def _did_you_mean(name, siblings, schema):
+    """A near spelling among the allowed keys, or the section one level down that has this key."""
+    close = difflib.get_close_matches(str(name), siblings, n=1)
+    if close:
+        return f" (did you mean '{close[0]}'?)"
+    for section, sub in schema.get("properties", {}).items():
+        if name in sub.get("properties", {}):
+            return f" (did you mean '{section}.{name}'?)"
+    return ""
+
+
 def _describe(error):
     key = _key(error.absolute_path)
     v, s = error.validator, error.schema
@@ -44,9 +59,12 @@ def _describe(error):
         allowed = ", ".join(sorted(s.get("properties", {})))
         extra = sorted(set(error.instance) - set(s.get("properties", {})))
         where = f"under '{key}'" if error.absolute_path else "at the top level"
-        return f"config key {', '.join(repr(_key([*error.absolute_path, e])) for e in extra)}: unknown key {where}; allowed keys: {allowed}"
+        hints = "".join(_did_you_mean(e, sorted(s.get("properties", {})), s) for e in extra[:1])
+        return (f"config key {', '.join(repr(_key([*error.absolute_path, e])) for e in extra)}: unknown key "
+                f"{where}{hints}; allowed keys: {allowed}")
     if v == "type":
-        return f"config key '{key}': {error.instance!r} has the wrong type; expected {s['type']}"
+        allowed = f", one of: {', '.join(map(str, s['enum']))}" if "enum" in s else ""
+        return f"config key '{key}': {error.instance!r} has the wrong type; expected {s['type']}{allowed}"
     if v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
         bounds = ", ".join(f"{b} {s[b]}" for b in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum") if b in s)
         return f"config key '{key}': {error.instance!r} is out of range; allowed: {bounds}"
@@ -54,9 +72,11 @@ def _describe(error):
         return f"config key '{key}': the list is empty; give at least {s['minItems']} entry"
     if v == "uniqueItems":
         return f"config key '{key}': {error.instance!r} lists an entry twice"
-    if v == "pattern":
+    if v == "pattern" and s["pattern"] == PATH_PATTERN:
         return (f"config key '{key}': {error.instance!r} contains characters that are not allowed "
                 f"(allowed: letters, digits and _ . / ~ + -)")
+    if v == "pattern":
+        return f"config key '{key}': {error.instance!r} does not have the expected form (regular expression {s['pattern']})"
     return f"config key '{key}': {error.message}"
 
 
@@ -78,6 +98,9 @@ def _cross_checks(cfg):
         problems.append("config key 'oe': oe_tune fine-tunes the baseline model, so 'baseline' must be listed too")
     if cfg["in_distribution"] in ood:
         problems.append(f"config key 'ood_sets': {cfg['in_distribution']!r} is the in-distribution set")
+    if cfg["outlier_exposure"].get("source") == cfg["in_distribution"]:
+        problems.append(f"config key 'outlier_exposure.source': {cfg['in_distribution']!r} is the "
+                        "in-distribution set; choose auxiliary outliers from another source")
     mixing = cfg.get("pixmix", {}).get("mixing", {})
     if "pixmix" in cfg["augment"] and mixing.get("source") == "folder":
         folder = mixing.get("folder")
@@ -98,7 +121,14 @@ def validate_config(raw, schema=None):
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
-        raise ConfigError("invalid config:\n  " + "\n  ".join(_describe(e) for e in errors))
+        # One message per key: a value of the wrong type also misses the enum; the type message
+        # lists the allowed values, so it alone is kept.
+        per_key = {}
+        for e in errors:
+            where = tuple(map(str, e.absolute_path))
+            if where not in per_key or (e.validator == "type" and per_key[where].validator != "type"):
+                per_key[where] = e
+        raise ConfigError("invalid config:\n  " + "\n  ".join(_describe(e) for e in per_key.values()))
     _fill_defaults(schema, cfg)
     problems = _cross_checks(cfg)
     if problems:
@@ -111,15 +141,33 @@ def load_config_file(path):
         with open(path) as f:
             return yaml.safe_load(f)
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path} is not valid YAML: {e}") from None
+        raise ConfigError(f"{path} is not valid YAML: {e}\nFix the line shown (mind indentation, "
+                          f"colons and brackets) and rerun.") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+
+
+def merge_configs(base, override):
+    """override merged into a copy of base, nested mappings key by key (as Snakemake merges --configfile)."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_configs(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     merged = {}
-    for path in argv:
-        merged.update(load_config_file(path) or {})
     try:
+        for path in argv:
+            loaded = load_config_file(path)
+            if loaded is not None and not isinstance(loaded, dict):
+                raise ConfigError(f"{path}: the config must be a mapping of keys to values, "
+                                  f"not {type(loaded).__name__}")
+            merged = merge_configs(merged, loaded or {})
         validate_config(merged)
     except ConfigError as e:
         print(e, file=sys.stderr)

@@ -9,15 +9,20 @@ hold x_train/y_train/x_test/y_test; OOD and auxiliary sets hold x_test/y_test
     python -m lib.datasets gaussian --out results/data/gaussian.npz --seed 0 --size 2000
     python -m lib.datasets negated --id results/data/digits.npz --out results/data/negated.npz
 
-    from lib.datasets import make_dataset
+    from lib.datasets import make_dataset, leaked_sets
     arrays = make_dataset("blobs", seed=0, size=100)   # {"x_test": uint8 [100,28,28], "y_test": ...}
+    leaked_sets(cfg)   # {"fashion_mnist": "shares its source ..."}: test sets seen in training
+
+DATASETS names every set the workflow knows, generated and downloaded, with its source
+and licence line; downloaded sets (mnist, fashion_mnist, kmnist, omniglot, cifar10_gray,
+notmnist, emnist_letters, tiny300k) are fetched and converted by lib.real_data.
 """
 import argparse
 
 import numpy as np
 from scipy import ndimage
 
-from lib.common import derive_seed, save_npz_atomic, setup_logging
+from lib.common import derive_seed, save_npz_atomic, setup_logging, write_json_atomic
 
 
 def digits_28(images_8x8):
@@ -118,8 +123,8 @@ def make_jigsaw(id_arrays, seed, size, **_):
     return {"x_train": out, "y_train": np.full(size, -1, dtype=np.int64)}
 
 
-# name -> how to make it, what it needs, where it comes from. Real downloaded sets join
-# this registry in lib.real_data.
+# name -> how to make it, what it needs, where it comes from. Downloaded sets (download=True)
+# have no `make`: lib.real_data fetches and converts them, adding the files and URLs.
 DATASETS = {
     "digits": dict(make=make_digits, role="in_distribution", needs_id=False,
                    source="scikit-learn load_digits (UCI optdigits, 1,797 8x8 images)",
@@ -142,10 +147,92 @@ DATASETS = {
 }
 
 
+def _downloaded(role, splits, origin, title, source, size, licence, citation):
+    """A registry entry of a real data set; `origin` is the image collection it was drawn from."""
+    return dict(make=None, role=role, needs_id=False, download=True, splits=splits, origin=origin, title=title,
+                source=source, size=size, licence=licence, citation=citation)
+
+
+DATASETS.update({
+    "mnist": _downloaded(
+        "in_distribution", ("train", "test"), "MNIST", "MNIST", "torchvision.datasets.MNIST", "11 MiB",
+        "No licence stated by the authors.",
+        "Y. LeCun, C. Cortes, C. J. C. Burges: The MNIST database of handwritten digits (1998)."),
+    "fashion_mnist": _downloaded(
+        "ood", ("train", "test"), "Fashion-MNIST", "Fashion-MNIST", "torchvision.datasets.FashionMNIST",
+        "29 MiB", "MIT (Zalando SE).",
+        "H. Xiao, K. Rasul, R. Vollgraf: Fashion-MNIST, arXiv:1708.07747 (2017)."),
+    "kmnist": _downloaded(
+        "ood", ("train", "test"), "Kuzushiji-MNIST", "Kuzushiji-MNIST", "torchvision.datasets.KMNIST", "20 MiB",
+        "CC BY-SA 4.0 (ROIS-DS CODH).",
+        "T. Clanuwat et al.: Deep Learning for Classical Japanese Literature, arXiv:1812.01718 (2018)."),
+    "omniglot": _downloaded(
+        "ood", ("test",), "Omniglot", "Omniglot (evaluation alphabets)", "torchvision.datasets.Omniglot",
+        "6 MiB", "MIT (brendenlake/omniglot).",
+        "B. M. Lake, R. Salakhutdinov, J. B. Tenenbaum: Human-level concept learning through probabilistic "
+        "program induction, Science 350 (2015)."),
+    # CIFAR-10 is a labelled subset of 80 Million Tiny Images, like the 300K random images
+    # (which had CIFAR's classes removed): OE on tiny300k has seen photos from CIFAR's source.
+    "cifar10_gray": _downloaded(
+        "ood", ("test",), "80 Million Tiny Images", "CIFAR-10 test split, grey", "torchvision.datasets.CIFAR10",
+        "163 MiB", "No licence stated by the authors.",
+        "A. Krizhevsky: Learning Multiple Layers of Features from Tiny Images, tech. report (2009)."),
+    "notmnist": _downloaded(
+        "ood", ("test",), "notMNIST", "notMNIST (small)", "yaroslavvb.com notMNIST archive", "8 MiB",
+        "No licence stated; glyphs rendered from publicly available fonts.",
+        "Y. Bulatov: notMNIST dataset (2011), http://yaroslavvb.blogspot.com/2011/09/notmnist-dataset.html."),
+    "emnist_letters": _downloaded(
+        "ood", ("train", "test"), "EMNIST letters", "EMNIST letters", "torchvision.datasets.EMNIST",
+        "536 MiB (all EMNIST splits in one zip)", "No licence stated; derived from NIST Special Database 19.",
+        "G. Cohen, S. Afshar, J. Tapson, A. van Schaik: EMNIST, arXiv:1702.05373 (2017)."),
+    "tiny300k": _downloaded(
+        "auxiliary", ("train",), "80 Million Tiny Images", "300K Random Images (OE auxiliary set)",
+        "Outlier Exposure release", "879 MiB",
+        "No licence stated; a cleaned subset of 80 Million Tiny Images, which its authors withdrew in 2020.",
+        "D. Hendrycks, M. Mazeika, T. Dietterich: Deep Anomaly Detection with Outlier Exposure, ICLR (2019)."),
+})
+
+
+def is_downloaded(name):
+    """True for real data sets (fetched by lib.real_data), False for generated or bundled ones."""
+    return bool(DATASETS[name].get("download"))
+
+
+def origin(name):
+    """The image collection a set was drawn from; a generated set is its own origin."""
+    return DATASETS[name].get("origin", name)
+
+
+def leaked_sets(cfg):
+    """{test OOD set: why it counts as seen in training} for a validated config.
+
+    A test set is "seen in training" when it shares its origin with the Outlier-Exposure
+    auxiliary set (and an OE variant is trained), or with the pictures of a PixMix mixing
+    folder (`pixmix.mixing.shares_source_with`, when pixmix is trained on a folder).
+    """
+    seen = {}
+    if any(o in ("oe", "oe_tune") for o in cfg["oe"]):
+        aux = cfg["outlier_exposure"]["source"]
+        seen[origin(aux)] = f"shares its source ({origin(aux)}) with the Outlier-Exposure set {aux}"
+    mixing = cfg.get("pixmix", {}).get("mixing", {})
+    if "pixmix" in cfg["augment"] and mixing.get("source") == "folder":
+        for name in mixing.get("shares_source_with") or []:
+            seen.setdefault(origin(name), f"shares its source ({origin(name)}) with the PixMix mixing folder")
+    return {name: seen[origin(name)] for name in cfg["ood_sets"] if origin(name) in seen}
+
+
+def write_leaks(cfg, path):
+    """results/tables/leaks.json: {"seen_in_training": {set: reason}} for the report and readers."""
+    write_json_atomic(path, {"seen_in_training": leaked_sets(cfg)})
+
+
 def make_dataset(name, seed=0, size=2000, id_arrays=None):
     if name not in DATASETS:
         raise ValueError(f"unknown data set {name!r}; known: {', '.join(sorted(DATASETS))}")
     spec = DATASETS[name]
+    if spec["make"] is None:
+        raise ValueError(f"data set {name!r} is downloaded, not generated: prepare it with "
+                         f"`python -m lib.real_data prepare {name} --data-dir DATA_DIR --out OUT.npz`")
     if spec["needs_id"] and id_arrays is None:
         raise ValueError(f"data set {name!r} is made from the in-distribution set: pass id_arrays")
     return spec["make"](seed=derive_seed(seed, "dataset", name), size=size, id_arrays=id_arrays)
@@ -158,7 +245,7 @@ def load_npz(path):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("name", choices=sorted(DATASETS))
+    parser.add_argument("name", choices=sorted(n for n in DATASETS if not is_downloaded(n)))
     parser.add_argument("--out", required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", type=int, default=2000, help="images for generated sets")

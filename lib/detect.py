@@ -7,8 +7,12 @@ numpy; they are plain functions, callable from Python too:
     rec = detection_record("results/logits/none/baseline/seed1/id_test.npz",
                            "results/logits/none/baseline/seed1/gaussian.npz", "msp")
     rec["auroc"], rec["fpr95"], rec["n_id"], rec["n_ood"]
+    # mahalanobis also needs the model's training-feature statistics (saved by lib.evaluate)
+    stats = load_train_stats(train_stats_file("results/logits/none/baseline/seed1"))
+    detection_record(id_path, ood_path, "mahalanobis", stats)
 """
 import logging
+import os
 
 import numpy as np
 
@@ -16,6 +20,25 @@ from lib.common import write_json_atomic
 from lib.datasets import load_npz
 from lib.metrics import accuracy, detection_metrics, nll
 from lib.scores import compute_score
+
+MAHALANOBIS_STATS = "mahalanobis_stats.npz"  # written by lib.evaluate beside the logits
+
+
+def train_stats_file(logit_dir):
+    return os.path.join(logit_dir, MAHALANOBIS_STATS)
+
+
+def load_train_stats(path):
+    """class_means and precision of one model's training features (lib.evaluate wrote them)."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"{path}: the Mahalanobis statistics of this model are missing; rerun its evaluate job "
+            "(snakemake --forcerun evaluate), which fits them on the training split")
+    stats = load_npz(path)
+    missing = {"class_means", "precision"} - set(stats)
+    if missing:
+        raise ValueError(f"{path} lacks {sorted(missing)}; rerun the model's evaluate job to rewrite it")
+    return stats
 
 
 def detection_record(id_path, ood_path, score, train_stats=None):
@@ -34,9 +57,10 @@ def _file_logger(log_path):
     return logger
 
 
-def score_job(id_path, ood_path, wildcards, out_json, log_path):
+def score_job(id_path, ood_path, wildcards, out_json, log_path, train_stats_path=None):
     log = _file_logger(log_path)
-    record = detection_record(id_path, ood_path, wildcards.score)
+    train_stats = load_train_stats(train_stats_path) if train_stats_path else None
+    record = detection_record(id_path, ood_path, wildcards.score, train_stats)
     record.update(augment=wildcards.augment, oe=wildcards.oe, seed=int(wildcards.seed),
                   ood_set=wildcards.ood_set, source=str(ood_path))
     write_json_atomic(out_json, record)

@@ -268,6 +268,23 @@ def record_checksum(data_dir, key, sha256, source):
               file=sys.stderr)
 
 
+def forget_checksums(data_dir, keys):
+    """Remove keys from <data_dir>/CHECKSUMS.json (locked, atomic); a read-only data_dir is left alone."""
+    path = _checksums_path(data_dir)
+    if not path.exists():
+        return
+    try:
+        with open(path.with_name(path.name + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            table = recorded_checksums(data_dir)
+            kept = {k: v for k, v in table.items() if k not in set(keys)}
+            if kept != table:
+                text = json.dumps(kept, indent=2, sort_keys=True) + "\n"
+                write_atomically(path, lambda f: f.write(text.encode()))
+    except PermissionError:
+        print(f"warning: {path.parent} is read-only; entries {sorted(keys)} not removed", file=sys.stderr)
+
+
 def verify_or_record(path, data_dir, key, md5=None, sha256=None, size=None, source="", urls=()):
     """Check a present file against its pins; with no pin, against (or into) CHECKSUMS.json.
 

@@ -8,6 +8,7 @@
     python -m lib.real_data fetch kmnist --data-dir data [--offline] [--sources-json s.json]
         [--record results/data/fetched/kmnist.json]
     python -m lib.real_data prepare kmnist --data-dir data --out results/data/kmnist.npz
+    python -m lib.real_data prepare tiny300k --data-dir data --out results/data/tiny300k.npz --train-count 50000
 
 Files sit under data_dir in torchvision's layout (MNIST/raw/..., omniglot-py/...,
 cifar-10-python.tar.gz), so a folder filled by torchvision's download=True works as is.
@@ -32,10 +33,12 @@ from pathlib import Path
 
 import numpy as np
 
-from lib.download import (ChecksumError, DataError, MissingDataError, ensure_file, file_digests,
-                          stage_hint, verify_or_record, write_atomically)
+from lib.download import (ChecksumError, CorruptFileError, DataError, MissingDataError, ensure_file,
+                          file_digests, forget_checksums, recorded_checksums, stage_hint,
+                          verify_or_record, write_atomically)
+from lib.datasets import DATASETS
 from lib.image_formats import maybe_gunzip
-from lib.real_readers import READERS
+from lib.real_readers import READERS, pick_subset
 
 # Debian's dataset-fashion-mnist re-compresses the upstream files (new gzip headers, so
 # torchvision's md5s no longer match); the decompressed IDX bytes are unchanged and are
@@ -71,64 +74,35 @@ def _idx_resources(tv_class, plain_md5=None):
 
 
 def _registry():
+    """Fetch and conversion details per downloaded set; title, splits, licence and citation
+    come from the one registry of names, lib.datasets.DATASETS."""
     from torchvision import datasets as tv
     omniglot_zip = "images_evaluation.zip"
     cifar_test = dict(tv.CIFAR10.test_list)["test_batch"]
-    return {
-        "mnist": dict(
-            title="MNIST", source="torchvision.datasets.MNIST", splits=("train", "test"),
-            files=_idx_resources(tv.MNIST), reader="idx", polarity="keep", size="11 MiB",
-            licence="No licence stated by the authors.",
-            citation="Y. LeCun, C. Cortes, C. J. C. Burges: The MNIST database of handwritten digits (1998)."),
-        "fashion_mnist": dict(
-            title="Fashion-MNIST", source="torchvision.datasets.FashionMNIST", splits=("train", "test"),
-            files=_idx_resources(tv.FashionMNIST, FASHION_PLAIN_MD5), reader="idx", polarity="keep",
-            system_dir="/usr/share/datasets/fashion-mnist", size="29 MiB", licence="MIT (Zalando SE).",
-            citation="H. Xiao, K. Rasul, R. Vollgraf: Fashion-MNIST, arXiv:1708.07747 (2017)."),
-        "kmnist": dict(
-            title="Kuzushiji-MNIST", source="torchvision.datasets.KMNIST", splits=("train", "test"),
-            files=_idx_resources(tv.KMNIST), reader="idx", polarity="keep", size="20 MiB",
-            licence="CC BY-SA 4.0 (ROIS-DS CODH).",
-            citation="T. Clanuwat et al.: Deep Learning for Classical Japanese Literature, "
-                     "arXiv:1812.01718 (2018)."),
+    how = {
+        "mnist": dict(files=_idx_resources(tv.MNIST), reader="idx", polarity="keep"),
+        "fashion_mnist": dict(files=_idx_resources(tv.FashionMNIST, FASHION_PLAIN_MD5), reader="idx",
+                              polarity="keep", system_dir="/usr/share/datasets/fashion-mnist"),
+        "kmnist": dict(files=_idx_resources(tv.KMNIST), reader="idx", polarity="keep"),
         "omniglot": dict(
-            title="Omniglot (evaluation alphabets)", source="torchvision.datasets.Omniglot",
-            splits=("test",), reader="omniglot", polarity="invert", size="6 MiB",
+            reader="omniglot", polarity="invert",
             files={"zip": _resource(f"{tv.Omniglot.folder}/{omniglot_zip}",
                                     [f"{tv.Omniglot.download_url_prefix}/{omniglot_zip}"],
-                                    tv.Omniglot.zips_md5["images_evaluation"])},
-            licence="MIT (brendenlake/omniglot).",
-            citation="B. M. Lake, R. Salakhutdinov, J. B. Tenenbaum: Human-level concept learning "
-                     "through probabilistic program induction, Science 350 (2015)."),
+                                    tv.Omniglot.zips_md5["images_evaluation"])}),
         "cifar10_gray": dict(
-            title="CIFAR-10 test split, grey", source="torchvision.datasets.CIFAR10", splits=("test",),
-            reader="cifar", polarity="auto", size="163 MiB",
+            reader="cifar", polarity="auto",
             files={"archive": _resource(tv.CIFAR10.filename, [tv.CIFAR10.url], tv.CIFAR10.tgz_md5,
                                         plain=f"{tv.CIFAR10.base_folder}/test_batch",
-                                        plain_md5=cifar_test)},
-            licence="No licence stated by the authors.",
-            citation="A. Krizhevsky: Learning Multiple Layers of Features from Tiny Images, tech. report (2009)."),
-        "notmnist": dict(
-            title="notMNIST (small)", source="yaroslavvb.com notMNIST archive", splits=("test",),
-            reader="notmnist", polarity="auto", size="8 MiB",
-            files={"archive": _resource("notMNIST_small.tar.gz", NOTMNIST_URLS, size=8458043)},
-            licence="No licence stated; glyphs rendered from publicly available fonts.",
-            citation="Y. Bulatov: notMNIST dataset (2011), http://yaroslavvb.blogspot.com/2011/09/notmnist-dataset.html."),
-        "emnist_letters": dict(
-            title="EMNIST letters", source="torchvision.datasets.EMNIST", splits=("train", "test"),
-            reader="emnist_letters", polarity="keep", size="536 MiB (all EMNIST splits in one zip)",
-            files={"zip": _resource("EMNIST/raw/gzip.zip", [tv.EMNIST.url], tv.EMNIST.md5)},
-            licence="No licence stated; derived from NIST Special Database 19.",
-            citation="G. Cohen, S. Afshar, J. Tapson, A. van Schaik: EMNIST, arXiv:1702.05373 (2017)."),
-        "tiny300k": dict(
-            title="300K Random Images (OE auxiliary set)", source="Outlier Exposure release",
-            splits=("train",), reader="tiny300k", polarity="auto", size="879 MiB",
-            files={"array": _resource("300K_random_images.npy", [TINY300K_URL])},
-            licence="No licence stated; a cleaned subset of 80 Million Tiny Images, which its authors "
-                    "withdrew in 2020.",
-            citation="D. Hendrycks, M. Mazeika, T. Dietterich: Deep Anomaly Detection with Outlier "
-                     "Exposure, ICLR (2019)."),
+                                        plain_md5=cifar_test)}),
+        "notmnist": dict(reader="notmnist", polarity="auto",
+                         files={"archive": _resource("notMNIST_small.tar.gz", NOTMNIST_URLS, size=8458043)}),
+        "emnist_letters": dict(reader="emnist_letters", polarity="keep",
+                               files={"zip": _resource("EMNIST/raw/gzip.zip", [tv.EMNIST.url], tv.EMNIST.md5)}),
+        "tiny300k": dict(reader="tiny300k", polarity="auto",
+                         files={"array": _resource("300K_random_images.npy", [TINY300K_URL])}),
     }
+    about = ("title", "source", "splits", "size", "licence", "citation")
+    return {name: {**{k: DATASETS[name][k] for k in about}, **spec} for name, spec in how.items()}
 
 
 REAL_DATASETS = _registry()
@@ -256,14 +230,48 @@ def fetch_dataset(name, data_dir, offline=False, sources=None, retries=3, wait_s
     return found
 
 
-def load_real_dataset(name, data_dir, sources=None, count=None, seed=0):
+def load_real_dataset(name, data_dir, sources=None, count=None, seed=0, train_count=None):
     """{'x_train','y_train','x_test','y_test'} (splits the set has) in MNIST's frame; never downloads.
 
-    count keeps a seeded random subset of that many images per split (e.g. of tiny300k).
+    count keeps a seeded random subset of that many images per split; train_count does so
+    for the training split alone (the Outlier-Exposure subset of tiny300k or of a set
+    whose test split is also an OOD test set, which stays whole).
     """
     spec = dataset_spec(name, sources)
     paths = fetch_dataset(name, data_dir, offline=True, sources=sources)
-    return READERS[spec["reader"]](paths, spec, count, seed)
+    train_only = tuple(spec["splits"]) == ("train",)
+    if train_only and train_count is not None:
+        # Subset while reading: tiny300k converts only the images it keeps.
+        count = train_count if count is None else min(count, train_count)
+    try:
+        arrays = READERS[spec["reader"]](paths, spec, count, seed)
+    except CorruptFileError:
+        _forget_unreadable_records(spec, data_dir, paths)
+        raise
+    if not train_only and train_count is not None and "x_train" in arrays:
+        keep = pick_subset(len(arrays["x_train"]), train_count, seed)
+        arrays["x_train"], arrays["y_train"] = arrays["x_train"][keep], arrays["y_train"][keep]
+    return arrays
+
+
+def _forget_unreadable_records(spec, data_dir, paths):
+    """Drop sha256s recorded on first use from the very bytes a reader just refused.
+
+    Otherwise the error's advice (replace the file with a good copy) would end in a
+    checksum error against the bad copy. Pinned files and older records of other bytes stay.
+    """
+    recorded = recorded_checksums(data_dir)
+    stale = []
+    for key, res in spec["files"].items():
+        if res["md5"] or res["sha256"] or key not in paths:
+            continue
+        names = [res["path"], str(Path(paths[key]).resolve())]
+        known = {recorded[n]["sha256"]: n for n in names if n in recorded}
+        if known:
+            sha = file_digests(paths[key])["sha256"]
+            stale += [n for s, n in known.items() if s == sha]
+    if stale:
+        forget_checksums(data_dir, stale)
 
 
 def save_npz_atomic(path, arrays):
@@ -302,6 +310,8 @@ def main(argv=None):
     sub.choices["fetch"].add_argument("--retries", type=int, default=3)
     sub.choices["prepare"].add_argument("--out", required=True)
     sub.choices["prepare"].add_argument("--count", type=int, help="random subset of this many per split")
+    sub.choices["prepare"].add_argument("--train-count", type=int,
+                                        help="random subset of this many training images (test split kept whole)")
     sub.choices["prepare"].add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     sources = read_sources(args.sources_json)
@@ -314,7 +324,8 @@ def main(argv=None):
             for key, path in paths.items():
                 print(f"{args.name}: {key} ok: {path}")
         else:
-            arrays = load_real_dataset(args.name, args.data_dir, sources, count=args.count, seed=args.seed)
+            arrays = load_real_dataset(args.name, args.data_dir, sources, count=args.count, seed=args.seed,
+                                       train_count=args.train_count)
             save_npz_atomic(args.out, arrays)
             shapes = ", ".join(f"{k} {v.shape}" for k, v in arrays.items())
             print(f"{args.name}: wrote {args.out} ({shapes})")

@@ -10,15 +10,20 @@ The page is a list of sections (SECTIONS). Each section has a builder, a functio
 report context that returns the section's data, or None when its inputs are not in this
 run; the template then shows the section's `missing` note instead. A topic adds or
 replaces sections from its own module, lib/report_<topic>.py, with a list of section()
-entries named REPORT_SECTIONS, plus a partial under workflow/templates/sections/:
+entries named REPORT_SECTIONS, plus a partial under workflow/templates/:
 
-    # lib/report_robustness.py
+    # lib/report_<topic>.py
     from lib.report import long_table, section
-    def robustness_section(ctx):
-        table = long_table(ctx, "robustness.csv")       # None when the file is absent
+    def topic_section(ctx):
+        table = long_table(ctx, "topic.csv")            # None when the file is absent
         return None if table is None else {...}
-    REPORT_SECTIONS = [section("robustness", "Accuracy and robustness on MNIST-C", robustness_section,
-                               "sections/robustness.html.j2", "No MNIST-C results in this run.")]
+    REPORT_SECTIONS = [section("topic", "The topic", topic_section, "sections/topic.html.j2",
+                               "No topic results in this run.", after="detection")]
+
+The plug-ins in use: lib/report_robustness.py (replaces the built-in robustness tables),
+lib/report_evaluation.py (replaces calibration: scores, set sizes, calibration,
+differences) and lib/report_augment.py (augmentation samples, after training). Test sets
+seen in training (read_leaks) carry LEAK_MARK wherever a table row or figure names them.
 
 Every number in a table cell carries `data-value` (the exact number), `data-source` (the
 file it came from, relative to the run's working directory), `data-key` (which row of that
@@ -44,6 +49,7 @@ import pandas as pd
 from lib import published
 from lib.aggregate import summarize
 from lib.common import write_text_atomic
+from lib.datasets import leaked_sets
 from lib.scores import SCORE_INPUTS, compute_score
 from lib.stats import paired_difference_ci
 
@@ -76,12 +82,13 @@ def model_label(augment, oe):
 
 
 def read_leaks(tables_dir, cfg):
-    """{set: reason} of test sets seen in training, from results/tables/leaks.json ({} without it)."""
+    """{set: reason} of test sets seen in training, from results/tables/leaks.json (the
+    leak_marks rule's output), else worked out from the config."""
     path = os.path.join(tables_dir, "leaks.json")
     if os.path.exists(path):
         with open(path) as f:
             return json.load(f)["seen_in_training"]
-    return {}
+    return leaked_sets(cfg)
 
 
 def set_label(name, leaks):
@@ -275,10 +282,11 @@ def _best_and_ties(raw, summary, models, **key):
             "rules": {r["rule"] for r in results.values() if r}}
 
 
-def summary_reading(cfg, acc, det):
+def summary_reading(cfg, acc, det, leaks=()):
     """One paragraph, as a list of sentences, read off the numbers; and the rules it used.
 
-    `acc` and `det` are long_table() results (raw + summary) or None.
+    `acc` and `det` are long_table() results (raw + summary) or None; sets in `leaks` carry
+    the leak mark.
     """
     sentences, rules = [], set()
     models = grid_columns(cfg)
@@ -307,13 +315,13 @@ def summary_reading(cfg, acc, det):
             rules |= r["rules"]
             set_means[ood] = float(np.mean(list(r["means"].values())))
             tie = f", tied within noise with {_join(model_label(*m) for m in r['ties'])}" if r["ties"] else ""
-            per_set.append(f"on {ood} by {model_label(*r['best'])} ({r['mean'] * 100:.2f}%{tie})")
+            per_set.append(f"on {set_label(ood, leaks)} by {model_label(*r['best'])} ({r['mean'] * 100:.2f}%{tie})")
         if per_set:
             sentences.append(f"The best {label} AUROC is reached " + "; ".join(per_set) + ".")
         if len(set_means) > 1:
             hardest, easiest = min(set_means, key=set_means.get), max(set_means, key=set_means.get)
-            sentences.append(f"The hardest OOD set is {hardest} (mean {label} AUROC over the models "
-                             f"{set_means[hardest] * 100:.2f}%), the easiest {easiest} ({set_means[easiest] * 100:.2f}%).")
+            sentences.append(f"The hardest OOD set is {set_label(hardest, leaks)} (mean {label} AUROC over the models "
+                             f"{set_means[hardest] * 100:.2f}%), the easiest {set_label(easiest, leaks)} ({set_means[easiest] * 100:.2f}%).")
         effect = []
         for augment in cfg["augment"]:
             if "baseline" not in cfg["oe"]:
@@ -364,7 +372,9 @@ def study_tables(cfg, acc, det, acc_src, det_src, leaks=(), mnist_c=None):
     official = cfg.get("corruptions", "official") == "official"
     mnist_c_pub = {a: published.ACCURACY.get(("mnist_c", a)) if pub_id and official else None for a in augments}
     if mnist_c is not None:
-        acc_rows.append({"label": "MNIST-C accuracy (mean over the corruptions)", "note": "", "cells": [
+        on = ("the official MNIST-C test sets (Zenodo 3239543)" if official else
+              f"the 15 MNIST-C corruptions generated offline from the {id_name} test set")
+        acc_rows.append({"label": "MNIST-C accuracy (mean over the corruptions)", "note": f"On {on}.", "cells": [
             cell(mnist_c["summary"], mnist_c["source"], published_value=mnist_c_pub[a],
                  augment=a, oe="baseline", metric=MNIST_C_METRIC) for a in augments]})
     else:
@@ -391,7 +401,7 @@ def summary_section(ctx):
     cfg = ctx["cfg"]
     study = study_tables(cfg, acc["summary"], det["summary"], acc["source"], det["source"],
                          ctx["leaks"], long_table(ctx, MNIST_C_TABLE))
-    reading = summary_reading(cfg, acc, det)
+    reading = summary_reading(cfg, acc, det, ctx["leaks"])
     versus = []
     for what, rows in (("accuracy", study["accuracy_rows"]), ("AUROC", study["auroc_rows"])):
         deltas = [float(c["delta"]) for row in rows for c in row["cells"] if c["delta"]]
@@ -458,10 +468,12 @@ def detection_figures(ctx, det_summary):
             mean_auroc[ood] = float(rows["mean"].mean())
     hardest = min(mean_auroc, key=mean_auroc.get) if mean_auroc else cfg["ood_sets"][0]
     label = SCORE_LABELS.get(score, score)
+    # Panel titles and legends name a set seen in training with its mark, as the tables do.
+    leaks = ctx.get("leaks", {})
     return {"score": score, "score_label": label, "seed": seed, "sources": sources, "missing": missing,
-            "hardest": hardest, "hardest_auroc": mean_auroc.get(hardest),
-            "roc": report_figures.roc_figure(curves, label),
-            "histograms": report_figures.score_histograms(curves[hardest], hardest, label)}
+            "hardest": hardest, "hardest_label": set_label(hardest, leaks), "hardest_auroc": mean_auroc.get(hardest),
+            "roc": report_figures.roc_figure({set_label(ood, leaks): c for ood, c in curves.items()}, label),
+            "histograms": report_figures.score_histograms(curves[hardest], set_label(hardest, leaks), label)}
 
 
 def detection_section(ctx):

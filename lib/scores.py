@@ -53,8 +53,6 @@ Scores (z = logits of one example, C classes) and sources:
 
 import numpy as np
 import scipy.linalg
-import torch
-import torch.nn.functional as F
 from scipy.special import logsumexp, softmax
 
 SCORE_NAMES = ("msp", "xent", "energy", "maxlogit", "odin", "mahalanobis")
@@ -181,6 +179,11 @@ def odin_logits(model, x, temperature=ODIN_TEMPERATURE, epsilon=ODIN_EPSILON):
     [B, C] on x's device; odin_score of it (after .cpu().numpy()) is the
     ODIN score. With epsilon = 0 and temperature = 1 it is the plain logits.
     """
+    # torch is imported here, not at the top: the workflow's score and metric rules import
+    # this module in every job (Snakemake re-reads the Snakefile per job) and need numpy only.
+    import torch
+    import torch.nn.functional as F
+
     x = x.detach().clone().requires_grad_(True)
     with torch.enable_grad():
         scaled = model(x) / temperature

@@ -19,10 +19,12 @@ weights as an uninterrupted run (on the CPU).
 """
 import argparse
 import csv
+import hashlib
 import io
 import json
 import math
 import os
+import pickle
 import time
 
 import numpy as np
@@ -30,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from lib.augment import augment_batch
-from lib.common import derive_seed, device_name, pick_device, replace_atomic, setup_logging
+from lib.common import derive_seed, device_name, pick_device, replace_atomic, setup_logging, sha256_file
 from lib.models import build_model
 
 
@@ -96,12 +98,40 @@ def save_torch_atomic(path, obj):
     replace_atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
+class UnsafeFileError(pickle.UnpicklingError):
+    pass
+
+
+def load_weights_only(path, device="cpu"):
+    """torch.load(path, weights_only=True), with a message that does not invite turning that off."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise UnsafeFileError(
+            f"{path}: refusing to load: it holds pickled objects other than tensors and plain values "
+            f"({first}). This project's model and checkpoint files never do; the file was written "
+            f"by other code or tampered with. Delete it and rerun the training job.") from None
+
+
 def load_model_file(path, device="cpu"):
     """Load a model.pt written by this module; refuses pickled code (weights_only=True)."""
-    blob = torch.load(path, map_location=device, weights_only=True)
+    blob = load_weights_only(path, device)
     model = build_model(blob["model_name"], int(blob["num_classes"]))
     model.load_state_dict(blob["state_dict"])
     return model.to(device).eval(), blob
+
+
+def run_fingerprint(cfg, augment, oe, seed, data, aux=None, mixing=None, init=None):
+    """sha256 of everything that shapes a training run; a checkpoint resumes only a run with the same one."""
+    digest = hashlib.sha256(json.dumps([cfg, augment, oe, int(seed)], sort_keys=True).encode())
+    for arrays in (data, aux, mixing):
+        for key in sorted(arrays or {}):
+            digest.update(key.encode())
+            digest.update(np.ascontiguousarray(arrays[key]).tobytes())
+    if init:
+        digest.update(sha256_file(init).encode())
+    return digest.hexdigest()
 
 
 def train(data, augment, oe, seed, cfg, out_model, out_log, checkpoint, aux=None, mixing=None,
@@ -141,14 +171,23 @@ def train(data, augment, oe, seed, cfg, out_model, out_log, checkpoint, aux=None
     nan_step = int(os.environ.get("MNIST_SAFETY_INJECT_NAN_STEP", "-1"))  # test-only fault injection
 
     rows, start_epoch = [], 0
-    if checkpoint and os.path.exists(checkpoint):
-        state = torch.load(checkpoint, map_location=device, weights_only=True)
+    fingerprint = run_fingerprint(cfg, augment, oe, seed, data, aux if use_oe else None, mixing, init)
+    state = load_weights_only(checkpoint, device) if checkpoint and os.path.exists(checkpoint) else None
+    if state is not None and state.get("fingerprint") != fingerprint:
+        # Resuming would splice two different trainings into one model.
+        log.warning("ignoring checkpoint %s: it was written for other settings or data; "
+                    "training from epoch 1", checkpoint)
+        state = None
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         _set_rng_state(generator, state["rng"])
         rows, start_epoch = json.loads(state["rows"]), int(state["epoch"])
-        log.info("resuming from %s at epoch %d of %d", checkpoint, start_epoch + 1, epochs)
+        if start_epoch < epochs:
+            log.info("resuming from %s at epoch %d of %d", checkpoint, start_epoch + 1, epochs)
+        else:
+            log.info("resuming from %s: all %d epochs done, writing the model", checkpoint, epochs)
 
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _NoAutocast()
     log.info("training %s/%s/seed%s: model %s, %d images, %d epochs, batch %d, device %s",
@@ -196,7 +235,7 @@ def train(data, augment, oe, seed, cfg, out_model, out_log, checkpoint, aux=None
             save_torch_atomic(checkpoint, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "schedule": schedule.state_dict(), "rng": _rng_state(generator),
-                "epoch": epoch + 1, "rows": json.dumps(rows)})
+                "epoch": epoch + 1, "rows": json.dumps(rows), "fingerprint": fingerprint})
 
     _write_log_csv(out_log, rows, device_name(device))
     save_torch_atomic(out_model, {
@@ -243,11 +282,13 @@ def main(argv=None):
     p.add_argument("--out-model", required=True)
     p.add_argument("--out-log", required=True)
     p.add_argument("--checkpoint")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads (Snakemake's {threads})")
     p.add_argument("--log")
     a = p.parse_args(argv)
     log = setup_logging(a.log)
     cfg = json.loads(a.config_json)
-    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1))))
+    # One thread per job: on a few cores, parallel jobs beat one job's threads fighting them.
+    torch.set_num_threads(a.threads)
     train(load_npz(a.data), a.augment, a.oe, a.seed, cfg, a.out_model, a.out_log, a.checkpoint,
           aux=load_npz(a.aux) if a.aux else None, mixing=load_npz(a.mixing) if a.mixing else None,
           init=a.init, log=log)

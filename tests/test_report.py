@@ -180,6 +180,15 @@ def test_cells_without_a_key_are_checked_against_the_whole_file(tmp_path):
     assert "not what the cell shows" in check_cell(tmp_path, cell(repr(0.96), "97.00"))
 
 
+def test_leaks_come_from_leaks_json_else_from_the_config(tmp_path):
+    cfg = {"augment": ["none"], "oe": ["baseline", "oe"], "ood_sets": ["gaussian", "fashion_mnist"],
+           "outlier_exposure": {"source": "fashion_mnist"}}
+    assert list(report.read_leaks(str(tmp_path), cfg)) == ["fashion_mnist"]
+    assert report.read_leaks(str(tmp_path), {**cfg, "oe": ["baseline"]}) == {}
+    (tmp_path / "leaks.json").write_text('{"seen_in_training": {"gaussian": "why"}}')
+    assert report.read_leaks(str(tmp_path), cfg) == {"gaussian": "why"}
+
+
 def test_page_parser_rejects_unbalanced_tags():
     with pytest.raises(ValueError, match="closes"):
         parse_page("<table><tr><td>1</tr></table>")
@@ -265,7 +274,14 @@ def test_sets_seen_in_training_are_marked(run_dir, cfg, tmp_path):
     labels = [row[0].text for row in page.tables["study-auroc"].rows]
     assert "negated †, MSP" in labels and "gaussian, MSP" in labels
     assert [row[0].text for row in page.tables["detection-fpr95"].rows].count("negated †, MSP") == 1
-    assert html.count("† seen in training: negated shares its source (digits) with the test.") == 2
+    note = "† seen in training: negated shares its source (digits) with the test."
+    # Every cell that names the set, in built-in and plug-in tables alike, carries the mark ...
+    named = [c.text for t in page.tables.values() for row in t.rows for c in row if re.match(r"negated\b", c.text)]
+    assert len(named) > 8 and all(text.startswith("negated †") for text in named)
+    # ... and every section that shows the mark explains it: the study, detection and evaluation sections.
+    marked = [part for part in html.split("<section data-section=")[1:] if "negated †" in part]
+    assert len(marked) == 3 and all(note in part for part in marked)
+    assert html.count(note) == 3
     assert all_problems(work, page) == []
 
 

@@ -104,6 +104,24 @@ def test_clicking_a_header_sorts_that_table(loaded_page):
     assert page.errors() == []
 
 
+def test_plugin_tables_sort_and_summary_rows_stay_below(loaded_page):
+    """The robustness plug-in's table sorts its corruptions; its mean and mCE rows (the
+    footer) stay below them. The evaluation plug-in's set sizes sort too."""
+    page = loaded_page
+    footer = "Array.from(document.querySelectorAll('#robustness-table tfoot tr')).map(function (tr) { return tr.cells[0].textContent; })"
+    summary_rows = page.evaluate(footer)
+    before = column_values(page, "robustness-table", 1)
+    assert len(before) == 15 and len(summary_rows) == 3 and before != sorted(before)
+    click_header(page, "robustness-table", 1)
+    assert column_values(page, "robustness-table", 1) == sorted(before)
+    assert page.evaluate(footer) == summary_rows
+    sizes = column_values(page, "detection-sizes", 0)
+    click_header(page, "detection-sizes", 0)
+    click_header(page, "detection-sizes", 0)
+    assert column_values(page, "detection-sizes", 0) == sorted(sizes, key=str.casefold, reverse=True)
+    assert page.errors() == []
+
+
 def test_reads_the_same_without_javascript(browser, report_url, loaded_page):
     page = browser.new_page()
     page.call("Emulation.setScriptExecutionDisabled", value=True)

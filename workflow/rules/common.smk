@@ -7,6 +7,7 @@ import shlex
 import lib.datasets as lib_datasets
 import lib.aggregate as lib_aggregate
 import lib.detect as lib_detect
+from lib.mnist_c import CORRUPTIONS  # the 15 MNIST-C corruptions (numpy-only import, fast to parse)
 
 ROOT = workflow.basedir
 # Jobs run `python -m lib.<module>` with the interpreter that runs Snakemake (the
@@ -47,13 +48,19 @@ def data_file(name):
     return f"results/data/{name}.npz"
 
 
+def corruption_file(corruption):
+    return f"results/data/corruptions/{corruption}.npz"
+
+
 def train_cfg_json(wildcards):
     """Only the settings that shape this model, so unrelated edits do not retrain it."""
     sub = {"seed": config["seed"], "train": config["train"], "outlier_exposure": config["outlier_exposure"]}
     if wildcards.augment == "saltpepper":
         sub["saltpepper"] = config["saltpepper"]
     if wildcards.augment == "pixmix":
-        sub["pixmix"] = config["pixmix"]
+        # The mixing set reaches the job as a file (an input), and its marks as seen in
+        # training touch only the report: its config does not retrain a model.
+        sub["pixmix"] = {k: v for k, v in config["pixmix"].items() if k != "mixing"}
     return json.dumps(sub, sort_keys=True)
 
 

@@ -1,9 +1,87 @@
 # Data: every data set becomes results/data/<name>.npz (uint8 [N,28,28] + labels).
+# Generated and bundled sets: prepare_dataset. Downloaded sets: fetch_real_dataset (local
+# rule on the submit host, the only step that touches the network) then
+# prepare_real_dataset (reads only data_dir; runs anywhere, no GPU).
+
+import os
+
+REAL_SETS = [n for n in lib_datasets.DATASETS if lib_datasets.is_downloaded(n)]
+GENERATED_SETS = [n for n in lib_datasets.DATASETS if not lib_datasets.is_downloaded(n)]
+# Passed to the jobs through the shell command rather than params, so that switching
+# offline on, moving data_dir or adding a mirror does not mark the converted sets (and
+# every model trained on them) out of date: the files are checksum-verified either way.
+DATA_DIR = shlex.quote(os.path.expanduser(config["data_dir"]))  # quoted, so the shell would not expand ~
+OFFLINE_ARG = "--offline" if config["offline"] else ""
+DATA_SOURCES_ARG = ("--sources-json " + shlex.quote(json.dumps(config["data_sources"], sort_keys=True))
+                    if config["data_sources"] else "")
+
+
+def real_conversion_args(wildcards):
+    """What shapes the converted arrays besides the raw files: the OE subset size."""
+    count = config["outlier_exposure"]["count"]
+    if wildcards.dataset == OE_SOURCE and count is not None:
+        return f"--train-count {count} --seed {config['seed']}"
+    return ""
+
+
+rule fetch_real_dataset:
+    output:
+        record="results/data/fetched/{dataset}.json",
+    params:
+        py=PY,
+    log:
+        "results/logs/data/fetch_{dataset}.log",
+    wildcard_constraints:
+        dataset="|".join(REAL_SETS),
+    # Downloads retry per mirror inside lib.download; the log is shown when the step fails
+    # so that an offline run's list of files to stage reaches the terminal.
+    shell:
+        "{params.py} -m lib.real_data fetch {wildcards.dataset} --data-dir {DATA_DIR} {OFFLINE_ARG} "
+        "{DATA_SOURCES_ARG} --record {output.record:q} > {log:q} 2>&1 || {{ cat {log:q} >&2; exit 1; }}"
+
+
+rule prepare_real_dataset:
+    input:
+        record="results/data/fetched/{dataset}.json",
+    output:
+        npz="results/data/{dataset}.npz",
+    params:
+        py=PY,
+        conversion=real_conversion_args,
+        # Tracked so that a changed polarity re-converts; the job reads it from data_sources.
+        polarity=lambda wc: config["data_sources"].get(wc.dataset, {}).get("polarity", "default"),
+    log:
+        "results/logs/data/{dataset}.log",
+    benchmark:
+        "results/benchmarks/data/{dataset}.tsv"
+    wildcard_constraints:
+        dataset="|".join(REAL_SETS),
+    shell:
+        "{params.py} -m lib.real_data prepare {wildcards.dataset} --data-dir {DATA_DIR} {DATA_SOURCES_ARG} "
+        "{params.conversion} --out {output.npz:q} > {log:q} 2>&1 || {{ cat {log:q} >&2; exit 1; }}"
+
+
+rule leak_marks:
+    output:
+        json="results/tables/leaks.json",
+    params:
+        # The sets, OE source and mixing folder that decide the marks: a change rewrites the file.
+        decides=json.dumps({k: config[k] for k in ("ood_sets", "oe", "augment")} | {
+            "oe_source": OE_SOURCE, "mixing": config["pixmix"]["mixing"]}, sort_keys=True),
+    run:
+        lib_datasets.write_leaks(config, output.json)
+
+
+localrules:
+    fetch_real_dataset,
+    leak_marks,
 
 
 rule prepare_dataset:
     output:
         npz="results/data/{dataset}.npz",
+    wildcard_constraints:
+        dataset="|".join(GENERATED_SETS),
     params:
         py=PY,
         seed=config["seed"],
@@ -18,3 +96,10 @@ rule prepare_dataset:
     shell:
         "{params.py} -m lib.datasets {wildcards.dataset:q} --out {output.npz:q} --seed {params.seed} "
         "--size {params.size} {params.id_arg} > {log:q} 2>&1"
+
+
+# Local (runs where Snakemake runs, not as a SLURM job): each set is seconds of numpy
+# on the CPU, less than a SLURM job's queue wait and start-up; a job per set would also
+# fill the queue with tiny jobs (six of them in the tiny preset alone).
+localrules:
+    prepare_dataset,

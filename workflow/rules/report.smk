@@ -27,12 +27,20 @@ rule report:
     input:
         detection="results/tables/detection.csv",
         accuracy="results/tables/accuracy.csv",
+        leaks="results/tables/leaks.json",
         train_logs=expand_models(f"{MODEL_DIR}/train_log.csv"),
         # The figures are drawn from the cached logits; the checksums hash the prepared data.
         logits=[p for name in ("id_test", *OOD_SETS) for p in expand_models(f"{LOGIT_DIR}/{name}.npz")],
         data=[data_file(name) for name in dict.fromkeys([ID, *OOD_SETS])],
         template=f"{ROOT}/workflow/templates/report.html.j2",
         partials=glob.glob(f"{ROOT}/workflow/templates/**/*.j2", recursive=True),
+        robustness="results/tables/robustness.csv",
+        robustness_summary="results/tables/robustness_summary.csv",
+        corrupted=[corruption_file(c) for c in CORRUPTIONS],  # the example digit under each corruption
+        calibration="results/tables/calibration.csv",
+        reliability="results/tables/reliability.csv",
+        differences="results/tables/differences.csv",
+        mixing=mixing_inputs(),  # the samples figure reads results/data/mixing.npz when pixmix trains
     output:
         html="results/report.html",
     params:

@@ -36,4 +36,4 @@ rule train:
         "{params.py} -m lib.train --data {input.data:q} --augment {wildcards.augment} --oe {wildcards.oe} "
         "--seed {wildcards.seed} --config-json {params.cfg:q} {params.optional} "
         "--out-model {output.model:q} --out-log {output.train_log:q} --checkpoint {params.checkpoint:q} "
-        "> {log:q} 2>&1"
+        "--threads {threads} > {log:q} 2>&1"

@@ -1,0 +1,136 @@
+"""Speed of the batched PixMix against the per-sample PIL reference, in one process.
+
+    from benchmarks.bench_pixmix import bench_pixmix, format_table
+    result = bench_pixmix(n_images=16384, batch_size=4096)
+    result["ratio"]                     # batched images/s divided by reference images/s
+    print(format_table(result))
+
+    python -m benchmarks.bench_pixmix [--n-images N] [--batch-size B] [--threads T]
+
+Both versions see the same images (scikit-learn's bundled 8x8 digits, resampled into
+MNIST's 28x28 frame) and the same fractal mixing set, with the defaults k=4, beta=3,
+severity=3. They run alternately `repeats` times and each keeps its best time, which
+discounts interference from other processes on a shared machine. The reference is
+timed on the first n_reference images and scaled to images per second.
+
+Large CPU batches page-fault their freed buffers back in on every call unless glibc
+keeps them: run it as `make bench` does (the MALLOC_* variables of JOB_ENV) for the
+numbers a training job sees. With CUDA available it also times one 60,000-image epoch
+of augmentation on the GPU (`gpu_epoch_s`).
+"""
+import argparse
+import os
+import time
+
+import numpy as np
+import torch
+from PIL import Image
+
+from lib.mixing import fractal_images
+from lib.pixmix import pixmix_batch
+from lib.pixmix_reference import pixmix_reference_batch
+
+EPOCH_IMAGES = 60_000
+
+
+def digit_images(n, seed):
+    """n uint8 [28,28] digits: scikit-learn's 8x8 digits scaled to 20x20, centred as in MNIST."""
+    from sklearn.datasets import load_digits
+
+    small = load_digits().images  # values 0..16
+    big = np.zeros((len(small), 28, 28), dtype=np.uint8)
+    for i, digit in enumerate(small):
+        picture = Image.fromarray((digit * (255 / 16)).astype(np.uint8)).resize((20, 20), Image.BILINEAR)
+        big[i, 4:24, 4:24] = np.asarray(picture)
+    return big[np.random.default_rng(seed).integers(len(big), size=n)]
+
+
+def _seconds(run):
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+def _gpu_epoch_seconds(images, mixing, batch_size, seed):
+    device = torch.device("cuda")
+    tiles = -(-EPOCH_IMAGES // len(images))
+    x = torch.from_numpy(np.tile(images, (tiles, 1, 1))[:EPOCH_IMAGES]).to(device).float().div_(255)[:, None]
+    pictures = torch.from_numpy(mixing).to(device).float().div_(255)[:, None]
+    generator = torch.Generator(device=device).manual_seed(seed)
+    pixmix_batch(x[:batch_size], pictures, generator)  # warm-up: kernels, allocator
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for first in range(0, EPOCH_IMAGES, batch_size):
+        pixmix_batch(x[first:first + batch_size], pictures, generator)
+    torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def bench_pixmix(n_images=16384, batch_size=4096, n_reference=2000, repeats=3, n_mixing=1000,
+                 threads=None, seed=0):
+    """Images per second of pixmix_batch (CPU) and of the per-sample reference, and their ratio."""
+    images = digit_images(n_images, seed)
+    mixing = fractal_images(n_mixing, seed)
+    reference_images = images[:min(n_reference, n_images)]
+    x = torch.from_numpy(images).float().div_(255)[:, None]
+    pictures = torch.from_numpy(mixing).float().div_(255)[:, None]
+    generator = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+
+    def run_batched():
+        for first in range(0, n_images, batch_size):
+            pixmix_batch(x[first:first + batch_size], pictures, generator)
+
+    def run_reference():
+        pixmix_reference_batch(reference_images, mixing, rng)
+
+    previous_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        pixmix_batch(x[:batch_size], pictures, generator)  # warm-up
+        batched_times, reference_times = [], []
+        for _ in range(repeats):
+            reference_times.append(_seconds(run_reference))
+            batched_times.append(_seconds(run_batched))
+        used_threads = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(previous_threads)
+
+    batched = n_images / min(batched_times)
+    reference = len(reference_images) / min(reference_times)
+    gpu_epoch = _gpu_epoch_seconds(images, mixing, batch_size, seed) if torch.cuda.is_available() else None
+    return {
+        "n_images": n_images, "batch_size": batch_size, "threads": used_threads,
+        "reference_images_per_s": reference, "batched_images_per_s": batched,
+        "ratio": batched / reference, "gpu_epoch_s": gpu_epoch,
+        "malloc_tuned": "MALLOC_TRIM_THRESHOLD_" in os.environ,
+    }
+
+
+def format_table(result):
+    gpu = "n/a" if result["gpu_epoch_s"] is None else f"{result['gpu_epoch_s']:.2f} s"
+    return (f"pixmix | reference {result['reference_images_per_s']:,.0f} img/s"
+            f" | batched {result['batched_images_per_s']:,.0f} img/s | ratio {result['ratio']:.1f}x"
+            f" | batch {result['batch_size']}, {result['threads']} threads"
+            f"{'' if result['malloc_tuned'] else ', glibc malloc untuned'}"
+            f" | GPU 60k-image epoch {gpu}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_pixmix", description=__doc__.split("\n")[0])
+    parser.add_argument("--n-images", type=int, default=16384)
+    parser.add_argument("--batch-size", type=int, default=4096)
+    parser.add_argument("--n-reference", type=int, default=2000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--n-mixing", type=int, default=1000, help="fractal mixing pictures")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    args = parser.parse_args(argv)
+    result = bench_pixmix(n_images=args.n_images, batch_size=args.batch_size, n_reference=args.n_reference,
+                          repeats=args.repeats, n_mixing=args.n_mixing, threads=args.threads)
+    print(format_table(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,534 @@
+"""PixMix (Hendrycks et al., 2022) batched over a whole batch on the device.
+
+    import torch
+    from lib.pixmix import pixmix_batch
+    g = torch.Generator(device=x.device).manual_seed(0)
+    mixed = pixmix_batch(x, mixing, g)                 # x [B,1,28,28], mixing [M,1,28,28], both in [0, 1]
+    mixed, trace = pixmix_batch(x, mixing, g, return_trace=True)
+    trace["n_plain"], trace["op_counts"]               # samples left as plain x; how often each op ran
+
+The algorithm follows the reference implementation (andyzoujm/pixmix) step by step;
+lib/pixmix_reference.py is the literal one-image-at-a-time version with PIL. Every
+random choice (operation, level, sign, number of rounds, partner, mixing operation,
+weights, mixing picture) is drawn per sample as a tensor from `generator`; the only
+Python loops run over the k rounds and over the small fixed groups of operations.
+
+Image operations work like PIL on 8-bit images, because the reference applies them
+to PIL images: the point operations (autocontrast, equalize, posterize, solarize,
+color, contrast, brightness) are per-sample 256-entry lookup tables built with PIL's
+integer arithmetic; the geometric ones are inverse affine maps in PIL's pixel
+convention sampled bilinearly with zero fill (rotate with grid_sample; shears and
+translations move each row or column by its own amount, a 1-D interpolation that is
+cheaper and gives the same values); every augmented picture is rounded to the 1/255
+grid, as the reference's uint8 PIL image is. At the border PIL's bilinear filter
+extends the edge pixel where grid_sample blends with black; MNIST borders are black.
+`color` is the identity here: PIL's Color enhancement blends an image with its own
+greyscale version, which for a grey image is the image itself. It still counts as a
+drawn operation, as in the reference.
+
+Speed (CPU): call it on thousands of images at once where possible (about 1 ms fixed
+cost per call), and let glibc keep freed memory (the MALLOC_* variables of the
+Makefile's JOB_ENV), or every call page-faults its buffers back in. Two steps go
+through numpy on CPU tensors (log2, row assignment): same values, several times
+faster there. benchmarks/bench_pixmix.py measures it against the reference.
+"""
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+IMAGE_SIZE = 28
+
+OPS = ("autocontrast", "equalize", "posterize", "rotate", "solarize",
+       "shear_x", "shear_y", "translate_x", "translate_y")
+ALL_OPS = OPS + ("color", "contrast", "brightness", "sharpness")
+
+_POINT_OPS = ("autocontrast", "equalize", "posterize", "solarize", "color", "contrast", "brightness")
+# the reference flips the sign of these with probability 1/2
+_SIGNED_OPS = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")
+# the order augmentation requests are processed in: each op, and each group of ops
+# computed together, is one contiguous slice once the requests are sorted by it
+_GROUP_ORDER = _POINT_OPS + ("rotate", "shear_x", "translate_x", "shear_y", "translate_y", "sharpness")
+
+
+# ---------------------------------------------------------------- 8-bit helpers
+
+def _to_levels(x):
+    """[n,1,H,W] floats in [0,1] -> int64 grey levels 0..255, flattened to [n, H*W]."""
+    return x.mul(255).add_(0.5).clamp_(0, 255.5).long().flatten(1)
+
+
+def _apply_lut(x, lut):
+    """Map each sample's grey levels through its own 256-entry table lut [n,256]."""
+    return lut.gather(1, _to_levels(x)).to(x.dtype).div_(255).view_as(x)
+
+
+def _identity_lut(n, device):
+    return torch.arange(256, device=device).expand(n, 256).clone()
+
+
+def _truncate_to_u8(values):
+    """PIL's blend: values <= 0 -> 0, >= 255 -> 255, else cast (truncation)."""
+    return values.clamp(0, 255).floor().long()
+
+
+def _blend_lut(degenerate, factor):
+    """Table of PIL's Image.blend(degenerate_constant, image, factor) for every level.
+
+    degenerate [n] (a constant grey level), factor [n]; PIL computes in float32.
+    """
+    levels = torch.arange(256, device=factor.device, dtype=torch.float32)
+    degenerate = degenerate.to(torch.float32)[:, None]
+    return _truncate_to_u8(degenerate + factor.to(torch.float32)[:, None] * (levels - degenerate))
+
+
+def _autocontrast_lut(levels):
+    # PIL (cutoff 0) stretches [lo, hi] to [0, 255] with int(i*scale + offset) in double
+    # precision; doing the same in float64 gives PIL's table exactly.
+    lo, hi = torch.aminmax(levels, dim=1)
+    lo, hi = lo.double()[:, None], hi.double()[:, None]
+    i = torch.arange(256, device=levels.device, dtype=torch.float64)
+    span = (hi - lo).clamp_min(1)
+    # a true division (255.0 / tensor multiplies by a reciprocal and is off by an ulp)
+    scale = torch.full_like(span, 255.0) / span
+    offset = -lo * scale
+    lut = (i * scale + offset).clamp_(0, 255).floor_().long()
+    return torch.where(hi > lo, lut, i.long().expand_as(lut))
+
+
+def _equalize_lut(levels):
+    n, pixels = levels.shape
+    histogram = torch.zeros(n, 256, dtype=torch.long, device=levels.device)
+    histogram.scatter_add_(1, levels, torch.ones_like(levels))
+    count_at_max = histogram.gather(1, levels.amax(1, keepdim=True))
+    # PIL: step = (pixels - count of the brightest level present) // 255; the table
+    # starts at step // 2 and climbs by the histogram, integer-divided by step.
+    # Counts stay far below 2^53, so float64 division then floor is exact.
+    step = ((pixels - count_at_max) // 255).double()
+    below = (histogram.cumsum(1) - histogram).double()
+    safe_step = step.clamp_min(1)
+    lut = below.add_((safe_step / 2).floor_()).div_(safe_step).floor_().clamp_(0, 255).long()
+    return torch.where(step > 0, lut, _identity_lut(n, levels.device))
+
+
+def _posterize_lut(bits, device):
+    keep_mask = (255 << (8 - bits.long())) & 255
+    return torch.arange(256, device=device)[None, :] & keep_mask[:, None]
+
+
+def _solarize_lut(threshold, device):
+    i = torch.arange(256, device=device)[None, :]
+    return torch.where(i >= threshold.long()[:, None], 255 - i, i)
+
+
+def _contrast_lut(levels, factor):
+    # PIL's Contrast blends with a flat image at int(mean + 0.5)
+    mean_level = (levels.double().mean(1) + 0.5).floor()
+    return _blend_lut(mean_level, factor)
+
+
+def _brightness_lut(factor):
+    return _blend_lut(torch.zeros_like(factor), factor)
+
+
+# ---------------------------------------------------------------- geometric ops
+
+def _affine(x, matrix, shift):
+    """Sample x through inverse maps input = matrix @ output + shift (PIL pixel coords).
+
+    matrix [n,2,2], shift [n,2]; coordinates run over pixel edges, 0..W, as in PIL's
+    transform and in grid_sample with align_corners=False. Outside pixels are 0 (black).
+    """
+    n, _, h, w = x.shape
+    # normalised u = 2 p / size - 1  =>  input_u = A u + (A half + t) / half - 1
+    half = torch.tensor([w / 2, h / 2], dtype=x.dtype, device=x.device)
+    a = matrix * half[None, None, :] / half[None, :, None]
+    b = (matrix @ half + shift) / half - 1
+    # the grid affine_grid would build, by broadcasting (affine_grid is slow on the CPU)
+    u = (torch.arange(w, dtype=x.dtype, device=x.device) * 2 + 1) / w - 1
+    v = (torch.arange(h, dtype=x.dtype, device=x.device) * 2 + 1) / h - 1
+    # grid[n, i, j, c] = a[n, c, 0] u[j] + a[n, c, 1] v[i] + b[n, c], built channel-first so
+    # the broadcast runs along contiguous rows, then viewed channel-last for grid_sample
+    grid = a[:, :, 0, None, None] * u + (a[:, :, 1, None, None] * v[:, None] + b[:, :, None, None])
+    grid = grid.permute(0, 2, 3, 1)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def _rotation_map(degrees, size_hw):
+    """PIL's rotate(degrees): inverse map about the centre with phi = -radians(degrees)."""
+    phi = -degrees.to(torch.float32) * (math.pi / 180)
+    cos, sin = torch.cos(phi), torch.sin(phi)
+    matrix = torch.stack([torch.stack([cos, sin], 1), torch.stack([-sin, cos], 1)], 1)
+    centre = torch.tensor([size_hw[1] / 2, size_hw[0] / 2], dtype=torch.float32, device=degrees.device)
+    return matrix, centre - matrix @ centre
+
+
+def _shift_lines(x, shift, pad=None):
+    """out[..., l, j] = x[..., l, j + shift[n, l]], linearly interpolated, 0 outside.
+
+    x [n,1,L,W], shift [n,L] pixels. PIL's shears and translations move every row (or
+    every column) by its own amount, so they need only this one-dimensional bilinear
+    sampling: same values as grid_sample with zero padding, at a fraction of its cost.
+    pad must exceed max |shift|; without it, it is read off the shifts.
+    """
+    n, channels, lines, width = x.shape
+    if pad is None:
+        pad = int(shift.abs().max().ceil()) + 1 if shift.numel() else 1
+    whole = shift.floor()
+    fraction = (shift - whole).to(x.dtype)[:, None, :, None]
+    # every window of width + 1 along the padded lines is a view; pick one per line
+    windows = F.pad(x, (pad, pad)).unfold(3, width + 1, 1)  # [n, c, lines, 2 pad, width + 1]
+    # the clamp only guards the index range; |whole| <= pad - 1 by the choice of pad
+    start = whole.long().clamp_(1 - pad, pad - 1) + pad
+    samples = torch.arange(n, device=x.device)[:, None, None]
+    line = torch.arange(lines, device=x.device)[None, None, :]
+    picked = windows[samples, torch.arange(channels, device=x.device)[None, :, None], line, start[:, None, :]]
+    return picked[..., :width].lerp(picked[..., 1:], fraction)
+
+
+def _shift_pad(severity, image_shape):
+    """A pad above every shift the level scheme can draw at this severity."""
+    lines = max(image_shape[-2:])
+    level = max(severity, 0.1)
+    largest = level / 10 * max(0.3 * lines, image_shape[-1] / 3)
+    return int(math.ceil(largest)) + 1
+
+
+def _line_shifts(magnitude, is_shear, lines):
+    """Per-line shifts [n, lines]: a shear s moves line l by s (l + 1/2), a translation t by t."""
+    centres = torch.arange(lines, device=magnitude.device, dtype=torch.float32) + 0.5
+    factor = torch.where(is_shear[:, None], centres, torch.ones_like(centres))
+    return magnitude.to(torch.float32)[:, None] * factor
+
+
+def _per_sample_value(value, x):
+    return torch.as_tensor(value, dtype=torch.float32, device=x.device).expand(x.shape[0])
+
+
+# ---------------------------------------------------------------- public per-op functions
+# x: float [n,1,H,W] in [0,1]; magnitudes: a number or one value per sample, in the
+# units PIL's call takes (degrees, shear factor, pixels, bits, 0..256 threshold, factor).
+
+def autocontrast(x):
+    return _apply_lut(x, _autocontrast_lut(_to_levels(x)))
+
+
+def equalize(x):
+    return _apply_lut(x, _equalize_lut(_to_levels(x)))
+
+
+def posterize(x, bits):
+    bits = torch.as_tensor(bits, device=x.device).expand(x.shape[0])
+    return _apply_lut(x, _posterize_lut(bits, x.device))
+
+
+def solarize(x, threshold):
+    threshold = torch.as_tensor(threshold, device=x.device).expand(x.shape[0])
+    return _apply_lut(x, _solarize_lut(threshold, x.device))
+
+
+def color(x, factor):
+    """Identity on grey images (see the module docstring)."""
+    return x.clone()
+
+
+def contrast(x, factor):
+    factor = torch.as_tensor(factor, dtype=torch.float32, device=x.device).expand(x.shape[0])
+    return _apply_lut(x, _contrast_lut(_to_levels(x), factor))
+
+
+def brightness(x, factor):
+    factor = torch.as_tensor(factor, dtype=torch.float32, device=x.device).expand(x.shape[0])
+    return _apply_lut(x, _brightness_lut(factor))
+
+
+def sharpness(x, factor):
+    """PIL's Sharpness: blend with the SMOOTH-filtered image (3x3, centre 5, border kept)."""
+    factor = torch.as_tensor(factor, dtype=torch.float32, device=x.device).expand(x.shape[0])
+    levels = _to_levels(x).to(torch.float32).view_as(x)
+    kernel = torch.ones(1, 1, 3, 3, dtype=torch.float32, device=x.device)
+    kernel[0, 0, 1, 1] = 5
+    smooth = (F.conv2d(levels, kernel / 13) + 0.5).floor().clamp(0, 255)
+    degenerate = levels.clone()
+    degenerate[:, :, 1:-1, 1:-1] = smooth
+    out = _truncate_to_u8(degenerate + factor[:, None, None, None] * (levels - degenerate))
+    return out.to(x.dtype) / 255
+
+
+def rotate(x, degrees):
+    return _affine(x, *_rotation_map(_per_sample_value(degrees, x), x.shape[-2:]))
+
+
+def shear_x(x, shear):
+    """PIL transform (1, s, 0, 0, 1, 0): input x = x + s y, a shear about the top-left corner."""
+    shear = _per_sample_value(shear, x)
+    return _shift_lines(x, _line_shifts(shear, torch.ones_like(shear, dtype=torch.bool), x.shape[-2]))
+
+
+def shear_y(x, shear):
+    """PIL transform (1, 0, 0, s, 1, 0): input y = s x + y."""
+    shear = _per_sample_value(shear, x)
+    shifts = _line_shifts(shear, torch.ones_like(shear, dtype=torch.bool), x.shape[-1])
+    return _shift_lines(x.transpose(-1, -2), shifts).transpose(-1, -2)
+
+
+def translate_x(x, pixels):
+    """PIL transform (1, 0, t, 0, 1, 0): input x = x + t, so the picture moves by -t."""
+    pixels = _per_sample_value(pixels, x)
+    return _shift_lines(x, _line_shifts(pixels, torch.zeros_like(pixels, dtype=torch.bool), x.shape[-2]))
+
+
+def translate_y(x, pixels):
+    pixels = _per_sample_value(pixels, x)
+    shifts = _line_shifts(pixels, torch.zeros_like(pixels, dtype=torch.bool), x.shape[-1])
+    return _shift_lines(x.transpose(-1, -2), shifts).transpose(-1, -2)
+
+
+# ---------------------------------------------------------------- the random augmentation
+
+# op -> (offset, direction, scale, truncated): magnitude = offset + direction * scaled,
+# scaled = level/10 * scale, truncated to an integer where the reference uses int_parameter
+def _magnitude_rules(image_size):
+    enhance = (0.1, 1, 1.8, False)
+    return {
+        "autocontrast": (0, 1, 0, False), "equalize": (0, 1, 0, False),
+        "posterize": (4, -1, 4, True), "rotate": (0, 1, 30, True), "solarize": (256, -1, 256, True),
+        "shear_x": (0, 1, 0.3, False), "shear_y": (0, 1, 0.3, False),
+        "translate_x": (0, 1, image_size / 3, True), "translate_y": (0, 1, image_size / 3, True),
+        "color": enhance, "contrast": enhance, "brightness": enhance, "sharpness": enhance,
+    }
+
+
+def op_magnitudes(op_ids, level, negate, image_size=IMAGE_SIZE):
+    """The reference's level scheme, vectorised: level ~ U(0.1, severity) per sample.
+
+    op_ids index ALL_OPS; returns the magnitude in each op's own unit (see the per-op
+    functions), negated where `negate` for the ops the reference flips. int() in the
+    reference truncates; levels are positive, so floor is the same.
+    """
+    rules = _magnitude_rules(image_size)
+    offset, direction, scale, truncated = (
+        torch.tensor([rules[name][i] for name in ALL_OPS], device=level.device)
+        for i in range(4))
+    signed = torch.tensor([name in _SIGNED_OPS for name in ALL_OPS], device=level.device)
+    scaled = level / 10 * scale[op_ids].to(level.dtype)
+    scaled = torch.where(truncated[op_ids], scaled.floor(), scaled)
+    magnitude = offset[op_ids].to(level.dtype) + direction[op_ids].to(level.dtype) * scaled
+    return torch.where(signed[op_ids] & negate, -magnitude, magnitude)
+
+
+_POINT_LUTS = {
+    "autocontrast": lambda levels, magnitude: _autocontrast_lut(levels),
+    "equalize": lambda levels, magnitude: _equalize_lut(levels),
+    "posterize": lambda levels, magnitude: _posterize_lut(magnitude.clamp(0, 8), levels.device),
+    "solarize": lambda levels, magnitude: _solarize_lut(magnitude, levels.device),
+    "color": lambda levels, magnitude: _identity_lut(levels.shape[0], levels.device),
+    "contrast": _contrast_lut,
+    "brightness": lambda levels, magnitude: _brightness_lut(magnitude),
+}
+
+
+def _augment_requests(x, sample_index, generator, severity, all_ops):
+    """aug(x[sample_index[r]]) for every request r, each with its own drawn op and level.
+
+    Returns (augmented pictures in processing order, order, op_ids in request order):
+    augmented[j] belongs to request order[j]. Requests are sorted by op so that every op
+    works on a contiguous slice: one gather in, no scatter out.
+    """
+    n, device = sample_index.numel(), x.device
+    n_ops = len(ALL_OPS) if all_ops else len(OPS)
+    op_ids = torch.randint(0, n_ops, (n,), generator=generator, device=device)
+    level = 0.1 + (severity - 0.1) * torch.rand(n, generator=generator, device=device)
+    negate = torch.rand(n, generator=generator, device=device) > 0.5
+    magnitude = op_magnitudes(op_ids, level, negate, x.shape[-1])
+
+    rank = torch.tensor([_GROUP_ORDER.index(name) for name in ALL_OPS], device=device)[op_ids]
+    order = torch.argsort(rank, stable=True)
+    ends = torch.bincount(rank, minlength=len(_GROUP_ORDER)).cumsum(0).tolist()
+    span = {name: (end - count, end) for name, end, count in
+            zip(_GROUP_ORDER, ends, [ends[0]] + [b - a for a, b in zip(ends, ends[1:])])}
+    source = x.index_select(0, sample_index[order])
+    magnitude = magnitude[order]
+    out = torch.empty_like(source)
+
+    start, end = span[_POINT_OPS[0]][0], span[_POINT_OPS[-1]][1]
+    if end > start:
+        levels = _to_levels(source[start:end])
+        lut = torch.empty(end - start, 256, dtype=torch.long, device=device)
+        for name in _POINT_OPS:
+            a, b = span[name]
+            if b > a:
+                lut[a - start:b - start] = _POINT_LUTS[name](levels[a - start:b - start], magnitude[a:b])
+        # a float table already divided by 255 saves converting every pixel afterwards
+        lut = lut.to(x.dtype).div_(255)
+        torch.gather(lut, 1, levels, out=out[start:end].view(end - start, -1))
+
+    a, b = span["rotate"]
+    if b > a:
+        turned = _affine(source[a:b], *_rotation_map(magnitude[a:b], x.shape[-2:]))
+        torch.round(turned.mul_(255), out=out[a:b]).div_(255)
+
+    pad = _shift_pad(severity, x.shape)
+    for shear, translate, transposed in (("shear_x", "translate_x", False), ("shear_y", "translate_y", True)):
+        start, end = span[shear][0], span[translate][1]
+        if end > start:
+            lines = source[start:end].transpose(-1, -2) if transposed else source[start:end]
+            is_shear = torch.arange(start, end, device=device) < span[shear][1]
+            shifts = _line_shifts(magnitude[start:end], is_shear, lines.shape[-2])
+            shifted = _shift_lines(lines, shifts, pad).mul_(255).round_().div_(255)
+            out[start:end] = shifted.transpose(-1, -2) if transposed else shifted
+
+    a, b = span["sharpness"]
+    if b > a:
+        out[a:b] = sharpness(source[a:b], magnitude[a:b])
+    return out, order, op_ids
+
+
+def augment_batch(x, generator, severity=3.0, all_ops=False):
+    """One randomly drawn operation per sample, as the reference's augment_input.
+
+    Returns (augmented images on the 1/255 grid, op index per sample into ALL_OPS).
+    """
+    everyone = torch.arange(x.shape[0], device=x.device)
+    augmented, order, op_ids = _augment_requests(x, everyone, generator, severity, all_ops)
+    return torch.empty_like(augmented).index_copy_(0, order, augmented), op_ids
+
+
+# ---------------------------------------------------------------- mixing
+
+def _per_sample(value, like):
+    value = torch.as_tensor(value, dtype=like.dtype, device=like.device)
+    return value.view(-1, *([1] * (like.dim() - 1))) if value.dim() == 1 else value
+
+
+def _add_into(x1, x2, a, b):
+    """x1 <- a x1 + b x2 + (1 - a - b) / 2, the additive mixing rewritten, in place."""
+    return x1.mul_(a).addcmul_(x2, b).add_((1 - a - b) / 2)
+
+
+def _log2_(t):
+    """In-place log2. On the CPU numpy's SIMD log2 is about 5x faster than torch's
+    (measured on this project's machines), and the logs are most of a multiply."""
+    if t.device.type == "cpu" and t.is_contiguous() and not t.requires_grad:
+        values = t.numpy()
+        np.log2(values, out=values)
+        return t
+    return t.log2_()
+
+
+def _copy_rows_(dest, index, rows):
+    """dest[index] = rows along dim 0 (index_copy_); numpy's row assignment is about
+    3x faster than torch's index_copy_ on the CPU, and these copies run every round."""
+    if dest.device.type == "cpu" and dest.is_contiguous() and rows.is_contiguous():
+        dest.numpy()[index.numpy()] = rows.numpy()
+        return dest
+    return dest.index_copy_(0, index, rows)
+
+
+def _multiply_into(x1, x2, a, b):
+    """x1 <- (2 x1)^a max(2 x2, 1e-37)^b / 2 in the log domain, in place (x2 is spoiled).
+
+    = 2^(a log2 x1 + b log2 max(x2, 5e-38) + a + b - 1): two logs and one exp2 cost
+    less than two general powers (exp2 is 4x cheaper than exp on the CPU). log(0) and
+    underflowing exponents take slow paths (10x), so zeros are clamped to a tiny normal
+    float and the exponent kept above -125; 0^a = 0 (a > 0) is restored at the end by
+    multiplying with sign(x1).
+    """
+    nonzero = torch.sign(x1)
+    _log2_(x1.clamp_min_(5e-38)).mul_(a)
+    x1.addcmul_(_log2_(x2.clamp_min_(5e-38)), b)
+    return x1.add_(a + b - 1).clamp_(min=-125).exp2_().mul_(nonzero)
+
+
+def mix_add(x1, x2, a, b):
+    """The reference's additive mixing, unclipped: (a (2 x1 - 1) + b (2 x2 - 1) + 1) / 2.
+
+    x1, x2 in [0, 1]; a, b numbers or one weight per sample.
+    """
+    a, b = _per_sample(a, x1), _per_sample(b, x1)
+    return _add_into(x1.clone(), x2, a, b)
+
+
+def mix_multiply(x1, x2, a, b):
+    """The reference's geometric mixing, unclipped: (2 x1)^a max(2 x2, 1e-37)^b / 2.
+
+    x1, x2 in [0, 1]; a > 0 and b numbers or one weight per sample.
+    """
+    a, b = _per_sample(a, x1), _per_sample(b, x1)
+    return _multiply_into(x1.clone(), x2.clone(), a, b)
+
+
+def _mixing_weights(shape, beta, generator, device):
+    """Per-sample (a, b) of the reference's get_ab by inverse-CDF sampling.
+
+    U^(1/beta) ~ Beta(beta, 1) and 1 - U^(1/beta) ~ Beta(1, beta); half the time
+    a ~ Beta(beta, 1), b ~ Beta(1, beta), else a = 1 + Beta(1, beta), b = -Beta(1, beta).
+    U is taken in (0, 1] so that a > 0, as the log-domain multiply needs.
+    """
+    first_kind = torch.rand(shape, generator=generator, device=device) < 0.5
+    root_a = (1 - torch.rand(shape, generator=generator, device=device)).pow(1 / beta)
+    beta_b = 1 - torch.rand(shape, generator=generator, device=device).pow(1 / beta)
+    a = torch.where(first_kind, root_a, 2 - root_a)
+    b = torch.where(first_kind, beta_b, -beta_b)
+    return a, b
+
+
+def pixmix_batch(x, mixing, generator, k=4, beta=3.0, severity=3.0, all_ops=False,
+                 return_trace=False):
+    """PixMix every sample of x with one mixing picture drawn per sample.
+
+    x [B,1,H,W] and mixing [M,1,H,W]: floats in [0, 1] on generator's device.
+    Returns the mixed batch (same shape and dtype, values in [0, 1]); with
+    return_trace also {"n_samples", "n_plain", "op_counts": {op name: count}}.
+    On the CPU, larger batches (thousands) amortise the fixed cost per call.
+    """
+    if x.dim() != 4 or mixing.dim() != 4 or x.shape[1:] != mixing.shape[1:]:
+        raise ValueError(f"pixmix_batch needs x [B,1,H,W] and mixing [M,1,H,W] of the same "
+                         f"picture size; got {tuple(x.shape)} and {tuple(mixing.shape)}")
+    n, device = x.shape[0], x.device
+
+    def uniform(*shape):
+        return torch.rand(shape, generator=generator, device=device)
+
+    picks = torch.randint(0, mixing.shape[0], (n,), generator=generator, device=device)
+    start_augmented = uniform(n) < 0.5
+    rounds = torch.randint(0, k + 1, (n,), generator=generator, device=device)
+    partner_augmented = uniform(k, n) < 0.5
+    use_multiply = uniform(k, n) < 0.5
+    a, b = _mixing_weights((k, n), beta, generator, device)
+
+    # Every aug(x) is an independent draw on the original x, so all of them (the start
+    # picture, slot 0, and the partners of rounds 0..k-1, slots 1..k) go through one call.
+    active = torch.arange(k, device=device)[:, None] < rounds[None, :]
+    wants_aug = torch.cat([start_augmented[None], partner_augmented & active])
+    slot_index, sample_index = wants_aug.nonzero(as_tuple=True)
+    augmented, order, op_ids = _augment_requests(x, sample_index, generator, severity, all_ops)
+    row_of = torch.full((k + 1, n), -1, dtype=torch.long, device=device)
+    row_of[slot_index[order], sample_index[order]] = torch.arange(order.numel(), device=device)
+
+    mixed = x.clone()
+    starts = start_augmented.nonzero().squeeze(1)
+    _copy_rows_(mixed, starts, augmented.index_select(0, row_of[0, starts]))
+    for i in range(k):
+        for multiply in (False, True):
+            index = (active[i] & (use_multiply[i] == multiply)).nonzero().squeeze(1)
+            if not index.numel():
+                continue
+            partner = mixing.index_select(0, picks[index])
+            rows = row_of[i + 1, index]
+            with_aug = (rows >= 0).nonzero().squeeze(1)
+            _copy_rows_(partner, with_aug, augmented.index_select(0, rows[with_aug]))
+            current = mixed.index_select(0, index)
+            weights = a[i, index, None, None, None], b[i, index, None, None, None]
+            (_multiply_into if multiply else _add_into)(current, partner, *weights)
+            _copy_rows_(mixed, index, current.clamp_(0, 1))
+
+    if not return_trace:
+        return mixed
+    n_ops = len(ALL_OPS) if all_ops else len(OPS)
+    counts = torch.bincount(op_ids, minlength=n_ops).tolist()
+    trace = {"n_samples": n,
+             "n_plain": int((~start_augmented & (rounds == 0)).sum()),
+             "op_counts": dict(zip(ALL_OPS[:n_ops], counts))}
+    return mixed, trace

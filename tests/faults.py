@@ -1,0 +1,140 @@
+"""Helpers of the fault-injection suite (tests/test_faults_*.py): folders that refuse writes,
+file listings, a reduced study config, and exact comparisons of two workflow runs.
+
+    from tests.faults import read_only_folder, files_under, write_study_config, same_logits
+    with read_only_folder(tmp_path / "results/models"):
+        ...                                   # creating a file there fails, even for root
+    assert files_under(tmp_path / "results") == []
+"""
+import contextlib
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from lib.config import merge_configs
+from tests.workflow import ROOT
+
+# A one-model study: an augmentation and OE (both draw from the job's generator), two
+# epochs (so a checkpoint exists mid-run), one OOD set and one score. About a minute.
+REDUCED_STUDY = {
+    "in_distribution": "digits",
+    "augment": ["saltpepper"],
+    "oe": ["oe"],
+    "seeds": [1],
+    "ood_sets": ["gaussian"],
+    "scores": ["msp"],
+    "synthetic_size": 100,
+    "train": {"model": "small_convnet", "epochs": 2, "batch_size": 64, "device": "cpu"},
+    "outlier_exposure": {"source": "jigsaw", "size": 200},
+    "corruptions": "generated",
+}
+
+
+def write_study_config(folder, **overrides):
+    """REDUCED_STUDY with overrides merged in (sections key by key), as <folder>/study.yaml."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "study.yaml"
+    path.write_text(yaml.safe_dump(merge_configs(REDUCED_STUDY, overrides), sort_keys=False))
+    return path
+
+
+def files_under(folder):
+    """Sorted relative paths of every file under folder ([] when it does not exist)."""
+    folder = Path(folder)
+    if not folder.exists():
+        return []
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if not p.is_dir())
+
+
+def finished_looking(files):
+    """The files of a listing whose names do not mark them as temporary (.tmp-*, .*.tmp, .*.part)."""
+    return [f for f in files if not os.path.basename(f).startswith((".tmp-", "."))]
+
+
+@contextlib.contextmanager
+def read_only_folder(folder):
+    """Make folder refuse new files for the duration; as root (which ignores modes) via chattr +i."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    mode = stat.S_IMODE(folder.stat().st_mode)
+    immutable = False
+    folder.chmod(0o555)
+    try:
+        if os.geteuid() == 0:
+            done = subprocess.run(["chattr", "+i", str(folder)], capture_output=True)
+            if done.returncode != 0:
+                pytest.skip(f"running as root and chattr +i failed ({done.stderr.decode().strip()}): "
+                            "no way to make a folder read-only here")
+            immutable = True
+        probe = folder / ".probe"
+        try:
+            probe.write_text("x")
+        except OSError:
+            pass
+        else:
+            probe.unlink()
+            pytest.skip(f"{folder} stays writable on this file system")
+        yield folder
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(folder)], check=True)
+        folder.chmod(mode)
+
+
+def npz_arrays(path):
+    with np.load(path) as f:
+        return {k: f[k] for k in f.files}
+
+
+def assert_same_arrays(a, b, what):
+    """Bit-identical: same keys, dtypes, shapes and bytes."""
+    assert sorted(a) == sorted(b), what
+    for key in a:
+        assert a[key].dtype == b[key].dtype and a[key].shape == b[key].shape, f"{what}: {key}"
+        assert a[key].tobytes() == b[key].tobytes(), f"{what}: {key} differs"
+
+
+def assert_same_logits(run_a, run_b):
+    """Every results/logits/**.npz of two runs holds bit-identical arrays (zip timestamps aside)."""
+    names_a = [f for f in files_under(Path(run_a) / "results/logits") if f.endswith(".npz")]
+    names_b = [f for f in files_under(Path(run_b) / "results/logits") if f.endswith(".npz")]
+    assert names_a and names_a == names_b
+    for name in names_a:
+        assert_same_arrays(npz_arrays(Path(run_a) / "results/logits" / name),
+                           npz_arrays(Path(run_b) / "results/logits" / name), name)
+
+
+def read_table(path, run_dir):
+    """A results/tables CSV with run_dir stripped from absolute `source` paths."""
+    table = pd.read_csv(path, keep_default_na=False, dtype=str)
+    prefix = str(Path(run_dir).resolve()) + os.sep
+    if "source" in table:
+        table["source"] = table["source"].str.replace(prefix, "", regex=False)
+    return table
+
+
+def assert_same_tables(run_a, run_b):
+    names = files_under(Path(run_a) / "results/tables")
+    assert names and names == files_under(Path(run_b) / "results/tables")
+    for name in names:
+        a = read_table(Path(run_a) / "results/tables" / name, run_a)
+        b = read_table(Path(run_b) / "results/tables" / name, run_b)
+        pd.testing.assert_frame_equal(a, b, check_exact=True, obj=name)
+
+
+def model_state(path):
+    import torch
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    return {k: v.numpy() for k, v in blob["state_dict"].items()}
+
+
+def python_env(**extra):
+    """Environment for `python -m lib.*` subprocesses: lib/ importable, one thread (same sums every run)."""
+    return {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1", **extra}

@@ -1,0 +1,29 @@
+"""The PixMix benchmark runs end to end at a tiny size (no timing assertions)."""
+import math
+
+import numpy as np
+
+from benchmarks.bench_pixmix import bench_pixmix, digit_images, format_table, main
+
+
+def test_digit_images_are_mnist_like():
+    images = digit_images(50, seed=0)
+    assert images.shape == (50, 28, 28) and images.dtype == np.uint8
+    assert images[:, :4].max() == 0 and images[:, :, -4:].max() == 0  # black frame
+    assert images.max() == 255 and np.array_equal(images, digit_images(50, seed=0))
+
+
+def test_bench_pixmix_reports_speeds_and_their_ratio():
+    result = bench_pixmix(n_images=64, batch_size=32, n_reference=16, repeats=1, n_mixing=8, threads=1)
+    for key in ("reference_images_per_s", "batched_images_per_s", "ratio"):
+        assert math.isfinite(result[key]) and result[key] > 0
+    assert result["ratio"] == result["batched_images_per_s"] / result["reference_images_per_s"]
+    assert result["n_images"] == 64 and result["batch_size"] == 32 and result["threads"] == 1
+    line = format_table(result)
+    assert "\n" not in line and "ratio" in line and "img/s" in line
+
+
+def test_command_line_prints_one_line(capsys):
+    main(["--n-images", "32", "--batch-size", "16", "--n-reference", "8", "--repeats", "1", "--n-mixing", "8"])
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert len(printed) == 1 and printed[0].startswith("pixmix |")

@@ -1,0 +1,106 @@
+# Robustness on MNIST-C: the 15 corrupted test sets (the official zip, or generated from the
+# in-distribution test set), accuracy per corruption per model, and the robustness tables.
+# The evaluate rule (evaluate.smk) writes the logits results/logits/.../mnistc_<corruption>.npz.
+
+import lib.robustness_tables as lib_robustness_tables
+
+CORRUPTION_DIR = "results/data/corruptions"
+
+
+def mnist_c_sources_json():
+    # Only the mnist_c entry: editing another set's source must not refetch MNIST-C.
+    sources = config.get("data_sources") or {}
+    return json.dumps({"mnist_c": sources["mnist_c"]} if "mnist_c" in sources else {}, sort_keys=True)
+
+
+# On failure, print the error from the log on the console: it names the file, the md5 and
+# how to stage the zip by hand (the log's last lines when there is no "error:" line).
+SHOW_ERROR = "|| {{ sed -n '/^error: /,$p' {log:q} | grep . >&2 || tail -n 20 {log:q} >&2; exit 1; }}"
+
+
+if config["corruptions"] == "official":
+
+    rule fetch_mnist_c:
+        # Login node: the only step that touches the network. The zip stays in data_dir
+        # (not an output: a failed run must not delete a 235 MiB download).
+        output:
+            record="results/data/fetched/mnist_c.json",
+        params:
+            py=PY,
+            data_dir=config["data_dir"],
+            sources=mnist_c_sources_json(),
+            offline="--offline" if config.get("offline") else "",
+        log:
+            "results/logs/data/fetch_mnist_c.log",
+        shell:
+            "{params.py} -m lib.mnist_c fetch --data-dir {params.data_dir:q} --sources-json {params.sources:q} "
+            "{params.offline} --record {output.record:q} > {log:q} 2>&1 " + SHOW_ERROR
+
+    rule extract_mnist_c:
+        input:
+            record="results/data/fetched/mnist_c.json",
+        output:
+            npz=[corruption_file(c) for c in CORRUPTIONS],
+        params:
+            py=PY,
+            data_dir=config["data_dir"],
+            sources=mnist_c_sources_json(),
+            out_dir=CORRUPTION_DIR,
+        log:
+            "results/logs/data/extract_mnist_c.log",
+        shell:
+            "{params.py} -m lib.mnist_c extract --data-dir {params.data_dir:q} --sources-json {params.sources:q} "
+            "--out-dir {params.out_dir:q} > {log:q} 2>&1 " + SHOW_ERROR
+
+    localrules:
+        fetch_mnist_c,
+        extract_mnist_c,
+
+else:
+
+    rule generate_corruptions:
+        # Deterministic per (seed, corruption): lib.corruptions seeds each one from both.
+        input:
+            id_data=data_file(ID),
+        output:
+            npz=[corruption_file(c) for c in CORRUPTIONS],
+        params:
+            py=PY,
+            seed=config["seed"],
+            out_dir=CORRUPTION_DIR,
+        log:
+            "results/logs/data/generate_corruptions.log",
+        benchmark:
+            "results/benchmarks/data/generate_corruptions.tsv"
+        shell:
+            "{params.py} -m lib.corruptions --in {input.id_data:q} --seed {params.seed} "
+            "--out-dir {params.out_dir:q} > {log:q} 2>&1"
+
+
+rule robustness_metrics:
+    input:
+        logits=[f"{LOGIT_DIR}/mnistc_{c}.npz" for c in CORRUPTIONS],
+    output:
+        json="results/metrics/{augment}/{oe}/seed{seed}/robustness.json",
+    log:
+        "results/logs/metrics/{augment}/{oe}/seed{seed}/robustness.log",
+    run:
+        # In-process: 15 argmaxes over cached logits, milliseconds.
+        lib_robustness_tables.robustness_job(dict(zip(CORRUPTIONS, input.logits)), wildcards, output.json, log[0])
+
+
+rule aggregate_robustness:
+    input:
+        records=expand_models("results/metrics/{augment}/{oe}/seed{seed}/robustness.json"),
+    output:
+        long="results/tables/robustness.csv",
+        summary="results/tables/robustness_summary.csv",
+    log:
+        "results/logs/aggregate_robustness.log",
+    run:
+        lib_robustness_tables.robustness_tables_job(input.records, output.long, output.summary, log[0])
+
+
+localrules:
+    robustness_metrics,
+    aggregate_robustness,
