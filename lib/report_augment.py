@@ -12,6 +12,9 @@ mixing_set rule writes it), only when pixmix is in cfg["augment"]. Each row runs
 lib.augment.augment_batch, the function the training jobs call, on the CPU with a
 generator seeded from the config's seed: the figure is the same at every rendering, and
 a row does not depend on which other augmentations are listed.
+
+The report shows it through REPORT_SECTIONS (lib.report's plug-in sections), after the
+training section, when the grid trains an augmentation besides none.
 """
 import base64
 import io
@@ -25,6 +28,7 @@ from matplotlib.figure import Figure
 
 from lib.augment import augment_batch
 from lib.common import derive_seed
+from lib.report import section
 from lib.train import to_device_images
 
 N_DIGITS = 10     # columns: one training digit per class where labels exist
@@ -105,3 +109,22 @@ def augment_samples_section(cfg, id_data_path, tables_dir):
     shown_mixing = mixing[:len(digits)] if mixing is not None else None
     return {"png": samples_figure(rows, shown_mixing), "augments": list(rows), "mixing": mixing_info,
             "n_digits": len(digits)}
+
+
+def _report_section(ctx):
+    """The section's data, or None (its note instead) without an augmentation to show or
+    without the files the figure is drawn from."""
+    cfg = ctx["cfg"]
+    if all(a == "none" for a in cfg["augment"]):
+        return None
+    id_path = os.path.join(ctx["data"], f"{cfg['in_distribution']}.npz")
+    mixing_path = os.path.join(os.path.dirname(ctx["tables"]), MIXING_FILE)
+    if not os.path.exists(id_path) or ("pixmix" in cfg["augment"] and not os.path.exists(mixing_path)):
+        return None
+    return augment_samples_section(cfg, id_path, ctx["tables"])
+
+
+REPORT_SECTIONS = [section("augment_samples", "Augmentation samples", _report_section, "augment_samples.html.j2",
+                           "No augmentation samples: the grid trains no augmentation besides none, or the "
+                           "in-distribution set (results/data/<set>.npz) or, for PixMix, its mixing set "
+                           "(results/data/mixing.npz) is not in this run.", after="training")]

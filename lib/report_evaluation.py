@@ -8,6 +8,10 @@
 Reads only the CSVs under results/tables (detection, calibration, reliability,
 differences); a table that is missing leaves its part out (None or []). Every cell carries
 its exact value and the CSV it came from (`data-value`, `data-source` in the template).
+Test sets seen in training (`leaks`, {set: why}) carry lib.report's leak mark.
+
+The report shows it through REPORT_SECTIONS (lib.report's plug-in sections), in the place
+of the built-in calibration section.
 """
 import base64
 import io
@@ -18,6 +22,7 @@ import pandas as pd
 from markupsafe import Markup
 
 from lib.aggregate import summarize
+from lib.report import LEAK_MARK, model_label, section, set_label, shown_path
 
 SCORES = [
     dict(name="msp", label="MSP", needs="logits", formula="−max<sub>c</sub> softmax(z)<sub>c</sub>",
@@ -41,18 +46,12 @@ SCORES = [
                 "Samples and Adversarial Attacks” (penultimate layer only, no input preprocessing)"),
 ]
 SCORE_LABELS = {s["name"]: s["label"] for s in SCORES}
-AUGMENT_LABELS = {"none": "Base", "saltpepper": "S&P", "pixmix": "PixMix"}
-OE_LABELS = {"baseline": "", "oe": "+OE", "oe_tune": "+OE tune"}
 SET_LABELS = {"id_test": "ID test", "mnist_c": "MNIST-C (mean over corruptions)"}
 VARIANT_LABELS = {"uncalibrated": "uncalibrated", "temperature_scaled": "temperature-scaled"}
 # (metric, column title, shown in percent)
 CALIBRATION_COLUMNS = [("accuracy", "accuracy (%)", True), ("ece", "ECE (%)", True), ("rms", "RMS (%)", True),
                        ("brier", "Brier", False), ("nll", "NLL", False)]
 METRIC_LABELS = {"accuracy": "accuracy", "auroc": "AUROC", "ece": "ECE"}
-
-
-def model_label(augment, oe):
-    return (AUGMENT_LABELS.get(augment, augment) + " " + OE_LABELS.get(oe, oe)).strip()
 
 
 def _read(tables_dir, name):
@@ -92,7 +91,7 @@ def score_table(cfg):
     return [{**s, "formula": Markup(s["formula"])} for s in SCORES if s["name"] in cfg["scores"]]
 
 
-def set_sizes(det, source):
+def set_sizes(det, source, leaks=()):
     """n_id and n_ood per OOD set, flagged where they differ (AUPR depends on the ratio)."""
     if det is None:
         return []
@@ -104,8 +103,8 @@ def set_sizes(det, source):
         if n_id.empty or n_ood.empty:
             continue
         a, b = int(n_id.iloc[0]), int(n_ood.iloc[0])
-        rows.append({"set": ood_set, "n_id": a, "n_ood": b, "differ": a != b, "source": source,
-                     "ratio": f"{b / a:.2f}"})
+        rows.append({"set": ood_set, "label": set_label(ood_set, leaks), "n_id": a, "n_ood": b, "differ": a != b,
+                     "source": source, "ratio": f"{b / a:.2f}"})
     return rows
 
 
@@ -126,7 +125,7 @@ def calibration_table(cal, source):
                 t = _summary_cell(summary, source, False, augment=augment, oe=oe, metric="temperature",
                                   set="id_val", score=variant)
             else:
-                t = {"text": "1", "value": "1.0", "source": source}
+                t = {"text": "1 (unscaled)", "value": "", "source": ""}  # by definition, not a number of the file
             rows.append({"label": f"{model_label(augment, oe)}, {VARIANT_LABELS[variant]}", "temperature": t,
                          "cells": cells})
     return {"sets": [SET_LABELS[s] for s in sets], "columns": [title for _, title, _ in CALIBRATION_COLUMNS],
@@ -192,31 +191,48 @@ def reliability_figures(rel, source):
     return figures
 
 
-def differences_table(diff, source):
+def differences_table(diff, source, leaks=()):
     """Rows of differences.csv, in percentage points, with the interval and its method."""
     if diff is None or diff.empty:
         return None
     rows = []
     for r in diff.itertuples(index=False):
         scale = 100.0
-        set_label = SET_LABELS.get(r.set, r.set)
+        shown_set = SET_LABELS.get(r.set, set_label(r.set, leaks))
         score = SCORE_LABELS.get(r.score, VARIANT_LABELS.get(r.score, r.score))
         low_high = "—" if not np.isfinite(r.low) else f"[{r.low * scale:+.2f}, {r.high * scale:+.2f}]"
         rows.append({"model": model_label(r.augment, r.oe), "metric": METRIC_LABELS.get(r.metric, r.metric),
-                     "set": set_label, "score": score or "",
+                     "set": shown_set, "score": score or "",
                      "diff": {"text": f"{r.diff * scale:+.2f}", "value": repr(float(r.diff)), "source": source},
-                     "interval": {"text": low_high, "value": f"{r.low!r},{r.high!r}", "source": source},
-                     "method": r.method, "n": int(r.n), "origin": r.source})
+                     "interval": {"text": low_high, "value": f"{r.low!r},{r.high!r}" if np.isfinite(r.low) else "",
+                                  "source": source},
+                     "method": r.method, "n": {"text": str(int(r.n)), "value": str(int(r.n)), "source": source},
+                     "origin": r.source})
     methods = sorted(diff["method"].unique())
     return {"rows": rows, "methods": methods}
 
 
-def evaluation_section(tables_dir, cfg):
-    """Everything the template's evaluation section shows, from the CSVs in `tables_dir`."""
-    det, det_src = _read(tables_dir, "detection")
-    cal, cal_src = _read(tables_dir, "calibration")
-    rel, rel_src = _read(tables_dir, "reliability")
-    diff, diff_src = _read(tables_dir, "differences")
-    return {"scores": score_table(cfg), "sizes": set_sizes(det, det_src),
-            "calibration": calibration_table(cal, cal_src), "reliability": reliability_figures(rel, rel_src),
-            "differences": differences_table(diff, diff_src)}
+def evaluation_section(tables_dir, cfg, leaks=None, shown_tables=None):
+    """Everything the template's evaluation section shows, from the CSVs in `tables_dir`.
+
+    `shown_tables`: the folder as the page names it in data-source (default `tables_dir`)."""
+    leaks = leaks or {}
+    frames = {name: _read(tables_dir, name)[0] for name in ("detection", "calibration", "reliability", "differences")}
+    src = {name: os.path.join(shown_tables or tables_dir, f"{name}.csv") for name in frames}
+    sizes = set_sizes(frames["detection"], src["detection"], leaks)
+    differences = differences_table(frames["differences"], src["differences"], leaks)
+    shown_sets = {r["set"] for r in sizes} | (set(frames["differences"]["set"]) if differences else set())
+    return {"scores": score_table(cfg), "sizes": sizes,
+            "calibration": calibration_table(frames["calibration"], src["calibration"]),
+            "reliability": reliability_figures(frames["reliability"], src["reliability"]),
+            "differences": differences,
+            "leaks": {name: why for name, why in leaks.items() if name in shown_sets}, "leak_mark": LEAK_MARK}
+
+
+def _report_section(ctx):
+    return evaluation_section(ctx["tables"], ctx["cfg"], ctx["leaks"], shown_path(ctx, ctx["tables"]))
+
+
+REPORT_SECTIONS = [section("evaluation", "Scores, calibration and differences to Base", _report_section,
+                           "evaluation_section.html.j2", "No calibration results in this run.", heading=False,
+                           replaces="calibration")]

@@ -3,7 +3,6 @@
     from lib.report_robustness import robustness_report
     section = robustness_report(cfg, "results/tables", "results/data/corruptions",
                                 "results/data/digits.npz")
-    section["study_row"]             # the study table's "MNIST-C accuracy" row (models without OE)
     section["header"], section["rows"]   # corruptions (+ mean, non-overlap mean, mCE) x models
     section["chart_png"]             # base64 PNG: accuracy per corruption, one bar per model
     section["examples_png"]          # base64 PNG: one test digit under all 15 corruptions
@@ -13,6 +12,10 @@ MNIST-C). Cells are dicts with `text`, `value` (the exact mean over seeds, for t
 cell's data-value) and `source` (the CSV it came from), like lib/report.py's cells;
 `overlap` marks a corruption the model's training augmentation already shows it
 (lib.robustness.OVERLAP). Figures are base64 PNGs so the report stays one offline file.
+
+The report shows it through REPORT_SECTIONS (lib.report's plug-in sections), in the place
+of the built-in robustness section; the study table's MNIST-C row is lib.report's own
+(it reads robustness_summary.csv).
 """
 import base64
 import io
@@ -23,20 +26,14 @@ import pandas as pd
 # Figure without pyplot: no global state and no display needed (savefig uses Agg).
 from matplotlib.figure import Figure
 
-from lib import published
 from lib.aggregate import summarize
 from lib.mnist_c import CORRUPTIONS
+from lib.report import model_label, section, shown_path
 from lib.robustness import OVERLAP
 
-AUGMENT_LABELS = {"none": "Base", "saltpepper": "S&P", "pixmix": "PixMix"}
-OE_LABELS = {"baseline": "", "oe": "+OE", "oe_tune": "+OE tune"}
 SUMMARY_LABELS = {"mean_accuracy": "mean of the 15 corruptions",
                   "non_overlap_mean": "mean without overlapping corruptions (†)",
                   "mce": "mCE vs Base (100 = Base; lower is better)"}
-
-
-def model_label(augment, oe):
-    return (AUGMENT_LABELS.get(augment, augment) + " " + OE_LABELS.get(oe, oe)).strip()
 
 
 def read_long_csv(path):
@@ -67,26 +64,6 @@ def summary_cell(summary, source, overlap=False, **key):
 
 def grid_models(cfg):
     return [(a, o) for a in cfg["augment"] for o in cfg["oe"]]
-
-
-def study_row(cfg, summary, summary_src):
-    """The study table's MNIST-C row: mean accuracy over the 15 corruptions, models without OE."""
-    official = cfg.get("corruptions", "official") == "official"
-    # The published numbers are MNIST models on the official MNIST-C; other runs show ours alone.
-    comparable = cfg["in_distribution"] == "mnist" and official
-    cells = []
-    for augment in cfg["augment"]:
-        cell = summary_cell(summary, summary_src, augment=augment, oe="baseline", metric="mean_accuracy",
-                            set="mnist_c")
-        if cell["n"]:
-            cell["text"] += f" (n={cell['n']})"
-        pub = published.ACCURACY.get(("mnist_c", augment)) if comparable else None
-        cell["published"] = f"{pub * 100:.2f}" if pub is not None else ""
-        cell["delta"] = (f"{(float(cell['value']) - pub) * 100:+.2f}" if pub is not None and cell["value"] else "")
-        cells.append(cell)
-    source = ("official MNIST-C test sets (Zenodo 3239543)" if official else
-              f"the 15 MNIST-C corruptions generated offline from the {cfg['in_distribution']} test set")
-    return {"label": "MNIST-C accuracy (mean of 15 corruptions)", "cells": cells, "note": f"On {source}."}
 
 
 def per_corruption_rows(cfg, long_summary, long_src, summary, summary_src):
@@ -169,17 +146,20 @@ def examples_figure(images):
     return png_base64(fig)
 
 
-def robustness_report(cfg, tables_dir, corruptions_dir=None, id_data_path=None):
-    """All the section needs, or None when tables_dir has no robustness_summary.csv."""
-    long_src = os.path.join(tables_dir, "robustness.csv")
-    summary_src = os.path.join(tables_dir, "robustness_summary.csv")
-    if not (os.path.exists(long_src) and os.path.exists(summary_src)):
+def robustness_report(cfg, tables_dir, corruptions_dir=None, id_data_path=None, shown_tables=None):
+    """All the section needs, or None when tables_dir has no robustness_summary.csv.
+
+    `shown_tables`: the folder as the page names it in data-source (default `tables_dir`)."""
+    long_path = os.path.join(tables_dir, "robustness.csv")
+    summary_path = os.path.join(tables_dir, "robustness_summary.csv")
+    if not (os.path.exists(long_path) and os.path.exists(summary_path)):
         return None
-    long_summary = summarize(read_long_csv(long_src))
-    summary = summarize(read_long_csv(summary_src))
+    long_src = os.path.join(shown_tables or tables_dir, "robustness.csv")
+    summary_src = os.path.join(shown_tables or tables_dir, "robustness_summary.csv")
+    long_summary = summarize(read_long_csv(long_path))
+    summary = summarize(read_long_csv(summary_path))
     models = grid_models(cfg)
-    section = {
-        "study_row": study_row(cfg, summary, summary_src),
+    data = {
         "header": [model_label(a, o) for a, o in models],
         "rows": per_corruption_rows(cfg, long_summary, long_src, summary, summary_src),
         "overlaps": {model_label(a, o): sorted(OVERLAP.get(a, ())) for a, o in models if OVERLAP.get(a)},
@@ -189,5 +169,16 @@ def robustness_report(cfg, tables_dir, corruptions_dir=None, id_data_path=None):
         "examples_png": "",
     }
     if corruptions_dir and all(os.path.exists(os.path.join(corruptions_dir, f"{c}.npz")) for c in CORRUPTIONS):
-        section["examples_png"] = examples_figure(example_images(corruptions_dir, id_data_path))
-    return section
+        data["examples_png"] = examples_figure(example_images(corruptions_dir, id_data_path))
+    return data
+
+
+def _report_section(ctx):
+    cfg = ctx["cfg"]
+    return robustness_report(cfg, ctx["tables"], os.path.join(ctx["data"], "corruptions"),
+                             os.path.join(ctx["data"], f"{cfg['in_distribution']}.npz"), shown_path(ctx, ctx["tables"]))
+
+
+REPORT_SECTIONS = [section("robustness", "Robustness", _report_section, "robustness.html.j2",
+                           "No robustness results in this run (results/tables/robustness_summary.csv is absent).",
+                           heading=False)]

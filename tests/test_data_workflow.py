@@ -302,11 +302,15 @@ def test_end_to_end_with_a_served_real_set_as_oe_source_and_ood_set(http_server,
     leaks = json.loads((workdir / "results/tables/leaks.json").read_text())["seen_in_training"]
     assert list(leaks) == ["fashion_mnist"]
     html = (workdir / "results/report.html").read_text()
-    marked = re.findall(r"<td>fashion_mnist \u2020, [^<]+</td>", html)
-    rows = re.findall(r"<tr><td>fashion_mnist[^<]*</td>", html)
-    assert marked and len(marked) == len(rows)  # every fashion_mnist row carries the mark
-    assert not re.search(r"<td>gaussian \u2020", html)
-    assert html.count('class="note leak-note"') == 1 + 4  # the study's AUROC table + four detection tables
+    # Every result row of the set carries the mark (provenance lists its files, unmarked). Row
+    # labels are <th scope="row"> in the report's own tables, <td> in plug-in sections' tables.
+    results_part = html.split('data-section="provenance"')[0]
+    labels = re.findall(r"<tr><t[dh][^>]*>((?:fashion_mnist|gaussian)\b[^<]*)</t[dh]>", results_part)
+    marked = [label for label in labels if label.startswith("fashion_mnist \u2020")]
+    assert len(marked) > 4 and all(label.startswith(("fashion_mnist \u2020", "gaussian")) for label in labels)
+    assert not any("\u2020" in label for label in labels if label.startswith("gaussian"))
+    # The study's AUROC table, the detection tables and the evaluation section each explain the mark once.
+    assert html.count('class="note leak-note"') == 3
     detection = json.load(open(next((workdir / "results/scores").rglob("fashion_mnist/msp.json"))))
     assert detection["n_ood"] == len(expect["x_test"])
 

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lib import report
 from lib.aggregate import COLUMNS
 from lib.mnist_c import CORRUPTIONS
 from lib.report_robustness import example_images, percent_text, robustness_report
@@ -129,7 +130,15 @@ def test_tables_job_writes_both_csvs(grid, tmp_path):
 
 def cfg(**over):
     return {"in_distribution": "digits", "augment": ["none", "saltpepper"], "oe": ["baseline", "oe"],
-            "seeds": [1, 2], "corruptions": "generated", **over}
+            "seeds": [1, 2], "corruptions": "generated", "ood_sets": [], "scores": [], **over}
+
+
+def study_mnist_c_row(config, tables):
+    """The study table's MNIST-C row, as lib.report builds it from robustness_summary.csv."""
+    ctx = report.make_context(config, tables.parent, tables)
+    nothing = pd.DataFrame(columns=["augment", "oe", "metric", "set", "score", "mean", "std", "n"])
+    study = report.study_tables(config, nothing, nothing, "", "", mnist_c=report.long_table(ctx, "robustness_summary.csv"))
+    return study["accuracy_rows"][1]
 
 
 def corruption_files(folder, labels):
@@ -164,7 +173,7 @@ def test_report_section_cells_carry_exact_means_and_mark_overlaps(grid, tmp_path
     assert float(mce[0]["value"]) == pytest.approx(1.0) and mce[0]["source"] == str(tables / "robustness_summary.csv")
     assert section["overlaps"] == {"S&P": ["impulse_noise"], "S&P +OE": ["impulse_noise"]}
 
-    study = section["study_row"]
+    study = study_mnist_c_row(cfg(), tables)
     assert [c["text"].endswith("(n=2)") for c in study["cells"]] == [True, True]
     base_mean = np.mean([np.mean(list(accuracies(0.01 * s).values())) for s in (1, 2)])
     assert float(study["cells"][0]["value"]) == pytest.approx(base_mean)
@@ -178,7 +187,7 @@ def test_published_number_only_for_mnist_on_the_official_set(grid, tmp_path):
     tables = tmp_path / "tables"
     tables.mkdir()
     write_tables(grid, tables)
-    study = robustness_report(cfg(in_distribution="mnist", corruptions="official"), str(tables))["study_row"]
+    study = study_mnist_c_row(cfg(in_distribution="mnist", corruptions="official"), tables)
     assert [c["published"] for c in study["cells"]] == ["82.00", "73.00"]
     assert float(study["cells"][0]["delta"]) == pytest.approx((float(study["cells"][0]["value"]) - 0.82) * 100,
                                                               abs=0.006)

@@ -138,24 +138,29 @@ def test_offline_uses_only_a_zip_staged_by_hand(http_server, tmp_path, official)
 
 
 class CellsByTable(HTMLParser):
-    """(attributes, text) of every <td>, per table id; row labels (first cells) per table."""
+    """(attributes, text) of every body cell, per table id; row labels (first cells, <td> or
+    <th scope="row">) per table."""
 
     def __init__(self):
         super().__init__()
         self.cells, self.labels = {}, {}
-        self._table, self._cell, self._first = None, None, False
+        self._table, self._cell, self._first, self._head = None, None, False, False
 
     def handle_starttag(self, tag, attrs):
         if tag == "table":
             self._table = dict(attrs).get("id")
             self.cells[self._table], self.labels[self._table] = [], []
+        elif tag == "thead":
+            self._head = True
         elif tag == "tr":
             self._first = True
-        elif tag == "td":
+        elif tag == "td" or (tag == "th" and not self._head):
             self._cell = (dict(attrs), "")
 
     def handle_endtag(self, tag):
-        if tag == "td" and self._cell is not None:
+        if tag == "thead":
+            self._head = False
+        elif tag in ("td", "th") and self._cell is not None:
             attrs, text = self._cell
             if self._first:
                 self.labels[self._table].append(text.strip())

@@ -1,4 +1,8 @@
 # Aggregate (pandas, long-format CSVs) and render the one-file HTML report (Jinja2).
+# The report also reads, undeclared, whatever optional tables and benchmark files exist
+# when it runs (results/tables/*.csv, results/benchmarks/**.tsv).
+
+import glob
 
 
 rule aggregate:
@@ -25,18 +29,18 @@ rule report:
         accuracy="results/tables/accuracy.csv",
         leaks="results/tables/leaks.json",
         train_logs=expand_models(f"{MODEL_DIR}/train_log.csv"),
+        # The figures are drawn from the cached logits; the checksums hash the prepared data.
+        logits=[p for name in ("id_test", *OOD_SETS) for p in expand_models(f"{LOGIT_DIR}/{name}.npz")],
+        data=[data_file(name) for name in dict.fromkeys([ID, *OOD_SETS])],
         template=f"{ROOT}/workflow/templates/report.html.j2",
+        partials=glob.glob(f"{ROOT}/workflow/templates/**/*.j2", recursive=True),
         robustness="results/tables/robustness.csv",
         robustness_summary="results/tables/robustness_summary.csv",
-        robustness_template=f"{ROOT}/workflow/templates/robustness.html.j2",
-        corrupted=[corruption_file(c) for c in CORRUPTIONS],
-        id_data=data_file(ID),
+        corrupted=[corruption_file(c) for c in CORRUPTIONS],  # the example digit under each corruption
         calibration="results/tables/calibration.csv",
         reliability="results/tables/reliability.csv",
         differences="results/tables/differences.csv",
-        evaluation_template=f"{ROOT}/workflow/templates/evaluation_section.html.j2",
         mixing=mixing_inputs(),  # the samples figure reads results/data/mixing.npz when pixmix trains
-        augment_template=f"{ROOT}/workflow/templates/augment_samples.html.j2",
     output:
         html="results/report.html",
     params:
@@ -46,9 +50,9 @@ rule report:
     log:
         "results/logs/report.log",
     shell:
-        "{params.py} -m lib.report --tables results/tables --models-dir results/models "
+        "{params.py} -m lib.report --results results "
         "--config-json {params.config_json:q} --template {input.template:q} --repo {params.root:q} "
-        "--out {output.html:q} --corruptions-dir results/data/corruptions --id-data {input.id_data:q} > {log:q} 2>&1"
+        "--out {output.html:q} > {log:q} 2>&1"
 
 
 localrules:
