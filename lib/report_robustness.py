@@ -32,7 +32,7 @@ from lib.report import model_label, section, shown_path
 from lib.robustness import OVERLAP
 
 SUMMARY_LABELS = {"mean_accuracy": "mean of the 15 corruptions",
-                  "non_overlap_mean": "mean without overlapping corruptions (†)",
+                  "non_overlap_mean": "mean without overlapping corruptions (‡)",
                   "mce": "mCE vs Base (100 = Base; lower is better)"}
 
 

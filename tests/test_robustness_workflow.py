@@ -214,8 +214,8 @@ def test_tiny_generated_study_reports_robustness_per_corruption(tmp_path):
 
     assert parser.labels["robustness-table"][:15] == list(CORRUPTIONS)
     cells = parser.cells["robustness-table"]
-    assert len(cells) == 18 * 2 and all(re.match(r"^\d+\.\d\d( †)?$", text) for _, text in cells)
+    assert len(cells) == 18 * 2 and all(re.match(r"^\d+\.\d\d( ‡)?$", text) for _, text in cells)
     impulse = cells[2 * CORRUPTIONS.index("impulse_noise"): 2 * CORRUPTIONS.index("impulse_noise") + 2]
-    assert [a.get("class") for a, _ in impulse] == [None, "overlap"] and impulse[1][1].endswith("†")
+    assert [a.get("class") for a, _ in impulse] == [None, "overlap"] and impulse[1][1].endswith("‡")
     section = html.split('<h2 id="robustness">')[1].split("<h2")[0]
     assert section.count('src="data:image/png;base64,') == 2 and "http" not in section
