@@ -21,7 +21,7 @@ Three lines (dicts with name, ours, reference, unit, ratio, goal, detail):
   so that loop normalises twice: one elementwise pass per picture, kept for fidelity.)
 - OE step cost: seconds per step with OE (3B pictures) divided by seconds per plain step
   (B pictures), both without augmentation. Goal: about 3, the ratio of the work; met
-  when within 5% of max(3, the same ratio for the arithmetic alone on resident data),
+  when within 10% of max(3, the same ratio for the arithmetic alone on resident data),
   since on the CPU a 3x larger batch does not run at the same speed per picture.
 
 Loops alternate `repeats` times and each keeps its best time (a shared machine's other
@@ -171,7 +171,7 @@ def _bench(n_train, n_aux, steps, model_name, batch, repeats, n_mixing, workers,
         {"name": "OE step cost (OE step / plain step, no augmentation)",
          "ours": seconds["oe_step"] / steps * 1e3, "reference": seconds["plain_step"] / steps * 1e3, "unit": "ms/step",
          "ratio": oe_ratio, "goal": f"about 3 (arithmetic alone: {arithmetic_ratio:.2f})",
-         "met": oe_ratio <= 1.05 * max(3.0, arithmetic_ratio),
+         "met": oe_ratio <= 1.1 * max(3.0, arithmetic_ratio),
          "detail": (f"{setting}; the same steps on resident data (arithmetic alone) take {arithmetic_ratio:.2f}x: "
                     "a 3x batch runs at a different speed per picture (cache)")},
     ]

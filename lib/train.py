@@ -189,7 +189,7 @@ def training_chunks(x_train, y_train, order, batch, steps, augment, cfg, generat
         inputs = torch.empty((s, batch + aux_batch, *images.shape[1:]), dtype=images.dtype,
                              device=images.device)
         inputs[:, :batch] = images.view(s, batch, *images.shape[1:])
-        inputs[:, batch:] = aux.index_select(0, picks).view(s, aux_batch, *aux.shape[1:])
+        inputs[:, batch:] = aux[picks.view(s, aux_batch)]
         yield inputs, labels
 
 
