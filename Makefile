@@ -22,5 +22,7 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
 
+# make bench BENCH_DEMO=1: also time the whole demo; BENCH_MALLOC=off: without JOB_ENV;
+# BENCH_ARGS: more options of benchmarks/run.py (--tiny, --out DIR)
 bench: $(VENV)/.installed
-	$(JOB_ENV) $(PY) -m benchmarks.run
+	$(if $(filter off,$(BENCH_MALLOC)),,$(JOB_ENV)) $(PY) -m benchmarks.run $(if $(BENCH_DEMO),--demo) $(BENCH_ARGS)

@@ -83,18 +83,32 @@ def _blend_lut(degenerate, factor):
     return _truncate_to_u8(degenerate + factor.to(torch.float32)[:, None] * (levels - degenerate))
 
 
-def _autocontrast_lut(levels):
-    # PIL (cutoff 0) stretches [lo, hi] to [0, 255] with int(i*scale + offset) in double
-    # precision; doing the same in float64 gives PIL's table exactly.
-    lo, hi = torch.aminmax(levels, dim=1)
+def _autocontrast_table(lo, hi):
+    """PIL's autocontrast table (cutoff 0) for darkest/brightest levels lo, hi [n] -> [n, 256].
+
+    PIL stretches [lo, hi] to [0, 255] with int(i*scale + offset) in double precision;
+    doing the same in float64 gives PIL's table exactly.
+    """
     lo, hi = lo.double()[:, None], hi.double()[:, None]
-    i = torch.arange(256, device=levels.device, dtype=torch.float64)
+    i = torch.arange(256, device=lo.device, dtype=torch.float64)
     span = (hi - lo).clamp_min(1)
     # a true division (255.0 / tensor multiplies by a reciprocal and is off by an ulp)
     scale = torch.full_like(span, 255.0) / span
     offset = -lo * scale
     lut = (i * scale + offset).clamp_(0, 255).floor_().long()
     return torch.where(hi > lo, lut, i.long().expand_as(lut))
+
+
+def _autocontrast_lut(levels, lo=None, hi=None):
+    """Per-sample autocontrast tables [n, 256]; lo, hi (darkest, brightest level) if known.
+
+    The table depends on (lo, hi) alone, and a batch holds few distinct pairs: build
+    one table per pair, then hand each sample its pair's table.
+    """
+    if lo is None:
+        lo, hi = levels.amin(1), levels.amax(1)
+    pairs, which = torch.unique(lo * 256 + hi, return_inverse=True)
+    return _autocontrast_table(pairs // 256, pairs % 256).index_select(0, which)
 
 
 def _equalize_lut(levels):
@@ -329,12 +343,34 @@ _POINT_LUTS = {
 }
 
 
+def _levels_of_values(values):
+    """Grey levels of float values in [0, 1], the rounding _to_levels uses, as int64."""
+    return values.mul(255).add_(0.5).clamp_(0, 255.5).long()
+
+
+def _translate_lines_(out, source, pixels, dim):
+    """out <- source moved by whole pixels along dim (-1: x, -2: y) as PIL reads it,
+    out[..., j] = source[..., j + pixels], black where that falls outside."""
+    size = source.shape[dim]
+    if abs(pixels) >= size:
+        return out.zero_()
+    if pixels >= 0:
+        out.narrow(dim, 0, size - pixels).copy_(source.narrow(dim, pixels, size - pixels))
+        out.narrow(dim, size - pixels, pixels).zero_()
+    else:
+        out.narrow(dim, -pixels, size + pixels).copy_(source.narrow(dim, 0, size + pixels))
+        out.narrow(dim, 0, -pixels).zero_()
+    return out
+
+
 def _augment_requests(x, sample_index, generator, severity, all_ops):
     """aug(x[sample_index[r]]) for every request r, each with its own drawn op and level.
 
     Returns (augmented pictures in processing order, order, op_ids in request order):
     augmented[j] belongs to request order[j]. Requests are sorted by op so that every op
-    works on a contiguous slice: one gather in, no scatter out.
+    works on a contiguous slice: one gather in, no scatter out. Translations are further
+    sorted by their (whole-pixel) distance: each distance is one slice copy, exact on
+    8-bit pictures, with no interpolation to compute.
     """
     n, device = sample_index.numel(), x.device
     n_ops = len(ALL_OPS) if all_ops else len(OPS)
@@ -343,9 +379,16 @@ def _augment_requests(x, sample_index, generator, severity, all_ops):
     negate = torch.rand(n, generator=generator, device=device) > 0.5
     magnitude = op_magnitudes(op_ids, level, negate, x.shape[-1])
 
+    # sort key: op group, then (translations only) the distance, offset by pad to be >= 0
+    pad = _shift_pad(severity, x.shape)
+    width = 2 * pad + 1
     rank = torch.tensor([_GROUP_ORDER.index(name) for name in ALL_OPS], device=device)[op_ids]
-    order = torch.argsort(rank, stable=True)
-    ends = torch.bincount(rank, minlength=len(_GROUP_ORDER)).cumsum(0).tolist()
+    is_translation = (op_ids == ALL_OPS.index("translate_x")) | (op_ids == ALL_OPS.index("translate_y"))
+    distance = torch.where(is_translation, magnitude.round().long().clamp(-pad, pad), 0)
+    key = rank * width + distance + pad
+    order = torch.argsort(key, stable=True)
+    bin_ends = torch.bincount(key, minlength=len(_GROUP_ORDER) * width).cumsum(0).tolist()
+    ends = bin_ends[width - 1::width]
     span = {name: (end - count, end) for name, end, count in
             zip(_GROUP_ORDER, ends, [ends[0]] + [b - a for a, b in zip(ends, ends[1:])])}
     source = x.index_select(0, sample_index[order])
@@ -358,7 +401,13 @@ def _augment_requests(x, sample_index, generator, severity, all_ops):
         lut = torch.empty(end - start, 256, dtype=torch.long, device=device)
         for name in _POINT_OPS:
             a, b = span[name]
-            if b > a:
+            if b > a and name == "autocontrast":
+                # darkest and brightest level from the float pictures (a float min/max is
+                # much cheaper than an integer one; the rounding to levels is monotone)
+                flat = source[a:b].flatten(1)
+                lut[a - start:b - start] = _autocontrast_lut(
+                    None, _levels_of_values(flat.amin(1)), _levels_of_values(flat.amax(1)))
+            elif b > a:
                 lut[a - start:b - start] = _POINT_LUTS[name](levels[a - start:b - start], magnitude[a:b])
         # a float table already divided by 255 saves converting every pixel afterwards
         lut = lut.to(x.dtype).div_(255)
@@ -369,15 +418,26 @@ def _augment_requests(x, sample_index, generator, severity, all_ops):
         turned = _affine(source[a:b], *_rotation_map(magnitude[a:b], x.shape[-2:]))
         torch.round(turned.mul_(255), out=out[a:b]).div_(255)
 
-    pad = _shift_pad(severity, x.shape)
-    for shear, translate, transposed in (("shear_x", "translate_x", False), ("shear_y", "translate_y", True)):
-        start, end = span[shear][0], span[translate][1]
-        if end > start:
-            lines = source[start:end].transpose(-1, -2) if transposed else source[start:end]
-            is_shear = torch.arange(start, end, device=device) < span[shear][1]
-            shifts = _line_shifts(magnitude[start:end], is_shear, lines.shape[-2])
+    for shear, transposed in (("shear_x", False), ("shear_y", True)):
+        a, b = span[shear]
+        if b > a:
+            lines = source[a:b].transpose(-1, -2) if transposed else source[a:b]
+            shifts = _line_shifts(magnitude[a:b], torch.ones(b - a, dtype=torch.bool, device=device),
+                                  lines.shape[-2])
             shifted = _shift_lines(lines, shifts, pad).mul_(255).round_().div_(255)
-            out[start:end] = shifted.transpose(-1, -2) if transposed else shifted
+            out[a:b] = shifted.transpose(-1, -2) if transposed else shifted
+
+    for translate, dim in (("translate_x", -1), ("translate_y", -2)):
+        first_bin = _GROUP_ORDER.index(translate) * width
+        for distance in range(-pad, pad + 1):
+            b = bin_ends[first_bin + distance + pad]
+            a = bin_ends[first_bin + distance + pad - 1]
+            if b > a:
+                _translate_lines_(out[a:b], source[a:b], distance, dim)
+        a, b = span[translate]
+        if b > a:
+            # pictures off the 1/255 grid get onto it, as every augmented picture does
+            out[a:b].mul_(255).round_().div_(255)
 
     a, b = span["sharpness"]
     if b > a:
@@ -507,22 +567,50 @@ def pixmix_batch(x, mixing, generator, k=4, beta=3.0, severity=3.0, all_ops=Fals
     row_of = torch.full((k + 1, n), -1, dtype=torch.long, device=device)
     row_of[slot_index[order], sample_index[order]] = torch.arange(order.numel(), device=device)
 
-    mixed = x.clone()
-    starts = start_augmented.nonzero().squeeze(1)
-    _copy_rows_(mixed, starts, augmented.index_select(0, row_of[0, starts]))
+    def start_values(samples):
+        # x, or the sample's slot-0 augmentation where it starts augmented
+        values = x.index_select(0, samples)
+        augmented_start = start_augmented[samples].nonzero().squeeze(1)
+        _copy_rows_(values, augmented_start,
+                    augmented.index_select(0, row_of[0, samples[augmented_start]]))
+        return values
+
+    # Round i works on the samples with more than i rounds, ordered by (mixing op, whether
+    # they mix again, partner kind): each op, each partner source and the samples that
+    # finish are contiguous slices, so the running pictures move only once per round.
+    continues = torch.arange(1, k + 1, device=device)[:, None] < rounds[None, :]
+    key = torch.where(active, use_multiply.long() * 4 + continues.long() * 2 + partner_augmented.long(), 8)
+    samples_by_round = torch.argsort(key, dim=1, stable=True)
+    blocks = torch.bincount((key + 9 * torch.arange(k, device=device)[:, None]).flatten(),
+                            minlength=9 * k).view(k, 9)[:, :8].cumsum(1).tolist()
+
+    mixed = torch.empty_like(x)
+    no_rounds = (rounds == 0).nonzero().squeeze(1)
+    _copy_rows_(mixed, no_rounds, start_values(no_rounds))
+    current = start_values(samples_by_round[0, :blocks[0][-1]]) if k else None
     for i in range(k):
-        for multiply in (False, True):
-            index = (active[i] & (use_multiply[i] == multiply)).nonzero().squeeze(1)
-            if not index.numel():
-                continue
-            partner = mixing.index_select(0, picks[index])
-            rows = row_of[i + 1, index]
-            with_aug = (rows >= 0).nonzero().squeeze(1)
-            _copy_rows_(partner, with_aug, augmented.index_select(0, rows[with_aug]))
-            current = mixed.index_select(0, index)
-            weights = a[i, index, None, None, None], b[i, index, None, None, None]
-            (_multiply_into if multiply else _add_into)(current, partner, *weights)
-            _copy_rows_(mixed, index, current.clamp_(0, 1))
+        ends = blocks[i]
+        if not ends[-1]:
+            break
+        samples = samples_by_round[i, :ends[-1]]
+        partner = torch.empty_like(current)
+        for block in range(8):
+            first, last = (ends[block - 1] if block else 0), ends[block]
+            if last > first:
+                source, rows = ((augmented, row_of[i + 1, samples[first:last]]) if block % 2 else
+                                (mixing, picks[samples[first:last]]))
+                torch.index_select(source, 0, rows, out=partner[first:last])
+        weights_a, weights_b = a[i, samples, None, None, None], b[i, samples, None, None, None]
+        n_add = ends[3]
+        _add_into(current[:n_add], partner[:n_add], weights_a[:n_add], weights_b[:n_add])
+        _multiply_into(current[n_add:], partner[n_add:], weights_a[n_add:], weights_b[n_add:])
+        current.clamp_(0, 1)
+        for first, last in ((0, ends[1]), (ends[3], ends[5])):  # (add, mult) x done after this round
+            _copy_rows_(mixed, samples[first:last], current[first:last])
+        if i + 1 < k and blocks[i + 1][-1]:
+            position = torch.empty(n, dtype=torch.long, device=device)
+            position[samples] = torch.arange(ends[-1], device=device)
+            current = current.index_select(0, position[samples_by_round[i + 1, :blocks[i + 1][-1]]])
 
     if not return_trace:
         return mixed

@@ -1,0 +1,102 @@
+"""Workflow wall times: `snakemake -n` of a large grid, and (optionally) the whole offline demo.
+
+    from benchmarks.bench_workflow import bench_dry_run, bench_demo
+    line = bench_dry_run()            # 3 augments x 2 OE variants x 10 seeds, 10 OOD sets, 6 scores
+    line = bench_demo()               # snakemake --profile profiles/local --configfile presets/demo.yaml
+
+    python -m benchmarks.bench_workflow [--tiny] [--demo]
+
+Both run Snakemake as a user does, in a fresh temporary working folder, and time the
+whole command. The dry-run line also times `snakemake --version`: the start-up every
+Snakemake command pays (imports, executor plugins), so the detail separates it from the
+time spent building the DAG. The grid uses every augmentation the config schema accepts
+(none, saltpepper and, once merged, pixmix) and offline data sets where it can; planned
+downloads cost nothing in a dry run. Ratios are goal / measured: above 1 means the goal
+holds with that much to spare.
+"""
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+import yaml
+
+from lib.config import load_schema
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SNAKEMAKE = os.path.join(os.path.dirname(sys.executable), "snakemake")
+GRID_OOD_SETS = ["gaussian", "bernoulli", "blobs", "uniform", "negated", "photos",
+                 "fashion_mnist", "kmnist", "notmnist", "omniglot"]
+SCORES = ["msp", "xent", "energy", "maxlogit", "odin", "mahalanobis"]
+
+
+def grid_config(seeds=10, ood_sets=GRID_OOD_SETS, scores=SCORES):
+    """The benchmark grid as a config mapping (offline in-distribution set and OE source)."""
+    allowed = load_schema()["properties"]["augment"]["items"]["enum"]
+    return {"in_distribution": "digits", "augment": [a for a in ("none", "saltpepper", "pixmix") if a in allowed],
+            "oe": ["baseline", "oe"], "seeds": list(range(1, seeds + 1)), "ood_sets": list(ood_sets),
+            "scores": list(scores), "corruptions": "generated", "outlier_exposure": {"source": "jigsaw"}}
+
+
+def _timed(command, cwd):
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}):\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+    return seconds, done.stdout + done.stderr
+
+
+def _snakemake(folder, *args):
+    return [SNAKEMAKE, "--snakefile", os.path.join(ROOT, "Snakefile"), "-d", folder,
+            "--profile", os.path.join(ROOT, "profiles", "local"), *args]
+
+
+def bench_dry_run(seeds=10, ood_sets=GRID_OOD_SETS, scores=SCORES, repeats=2, goal_s=15.0, start_up=True):
+    cfg = grid_config(seeds, ood_sets, scores)
+    with tempfile.TemporaryDirectory(prefix="bench-dry-run-") as folder:
+        config_path = os.path.join(folder, "grid.yaml")
+        with open(config_path, "w") as f:
+            yaml.safe_dump(cfg, f)
+        runs = [_timed(_snakemake(folder, "-n", "--configfile", config_path), folder) for _ in range(repeats)]
+        start_up_s = min(_timed([SNAKEMAKE, "--version"], folder)[0] for _ in range(repeats)) if start_up else None
+    seconds = min(s for s, _ in runs)
+    jobs = re.search(r"^total\s+(\d+)", runs[0][1], re.MULTILINE)
+    grid = f"{len(cfg['augment'])} x {len(cfg['oe'])} x {seeds}-seed grid, {len(ood_sets)} OOD sets, {len(scores)} scores"
+    return {"name": f"snakemake -n, {grid}", "ours": seconds, "reference": goal_s, "unit": "s",
+            "ratio": goal_s / seconds, "goal": f"<= {goal_s:.0f} s", "met": seconds <= goal_s,
+            "detail": (f"{jobs.group(1) if jobs else '?'} jobs planned; "
+                       + (f"Snakemake start-up alone (snakemake --version) {start_up_s:.1f} s; " if start_up else "")
+                       + f"best of {repeats}")}
+
+
+def bench_demo(goal_s=180.0, configfile="presets/demo.yaml"):
+    with tempfile.TemporaryDirectory(prefix="bench-demo-") as folder:
+        seconds, output = _timed(_snakemake(folder, "--configfile", os.path.join(ROOT, configfile)), folder)
+    jobs = re.search(r"(\d+) of \1 steps \(100%\) done", output)
+    return {"name": f"whole demo ({configfile}, fresh folder)", "ours": seconds, "reference": goal_s, "unit": "s",
+            "ratio": goal_s / seconds, "goal": f"<= {goal_s:.0f} s", "met": seconds <= goal_s,
+            "detail": f"{jobs.group(1) if jobs else '?'} jobs, cores: all ({os.cpu_count()}), one run"}
+
+
+TINY_DRY_RUN = dict(seeds=1, ood_sets=["gaussian", "negated"], scores=["msp"], repeats=1, start_up=False)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_workflow", description=__doc__.split("\n")[0])
+    parser.add_argument("--tiny", action="store_true", help="a one-seed grid (checks the code, not the speed)")
+    parser.add_argument("--demo", action="store_true", help="also run the whole demo (minutes)")
+    args = parser.parse_args(argv)
+    lines = [bench_dry_run(**(TINY_DRY_RUN if args.tiny else {}))]
+    if args.demo:
+        lines.append(bench_demo(configfile="presets/tiny.yaml" if args.tiny else "presets/demo.yaml"))
+    for line in lines:
+        print(f"{line['name']}: {line['ours']:.1f} s (goal {line['goal']}); {line['detail']}")
+    return lines
+
+
+if __name__ == "__main__":
+    main()

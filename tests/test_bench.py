@@ -1,0 +1,89 @@
+"""`make bench` runs end to end at tiny size; the benchmark helpers keep their contracts.
+
+No test here times anything: the numbers of a tiny run mean nothing, only their presence.
+"""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from benchmarks.bench_workflow import grid_config
+from benchmarks.data import auxiliary_images, jittered_digits
+from benchmarks.run import COLUMNS, format_table
+from lib.config import load_schema, validate_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def one_thread_env():
+    # one OpenMP thread: on a shared machine spinning threads make tiny runs slow
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
+
+
+def test_jittered_digits_are_mnist_sized_labelled_and_reproducible():
+    images, labels = jittered_digits(300, seed=3)
+    assert images.shape == (300, 28, 28) and images.dtype == np.uint8
+    assert labels.shape == (300,) and set(np.unique(labels)) <= set(range(10)) and len(np.unique(labels)) == 10
+    again, _ = jittered_digits(300, seed=3)
+    other, _ = jittered_digits(300, seed=4)
+    assert np.array_equal(images, again) and not np.array_equal(images, other)
+    assert images[:, :2].mean() < 5 and images.max() > 200  # ink on a black frame
+    assert len({picture.tobytes() for picture in images}) == 300  # the jitter makes every copy distinct
+    aux = auxiliary_images(images, 50, seed=1)
+    assert aux.shape == (50, 28, 28) and aux.dtype == np.uint8
+
+
+def test_grid_config_validates_and_uses_every_allowed_augmentation():
+    cfg = grid_config(seeds=10)
+    validate_config(cfg)
+    allowed = load_schema()["properties"]["augment"]["items"]["enum"]
+    assert cfg["augment"] == [a for a in ("none", "saltpepper", "pixmix") if a in allowed]
+    assert cfg["seeds"] == list(range(1, 11)) and len(cfg["ood_sets"]) == 10 and len(cfg["scores"]) == 6
+
+
+def test_table_has_one_row_per_line_and_names_the_machine():
+    lines = [{"name": "a", "ours": 1234.5, "reference": 10.0, "unit": "img/s", "ratio": 123.45, "goal": ">= 20",
+              "met": True, "detail": "batch 4"},
+             {"name": "b", "ours": 3.0, "reference": 15.0, "unit": "s", "ratio": 5.0, "goal": "<= 15 s",
+              "met": False, "detail": "x"}]
+    about = {"cpu": "CPU: test", "cores": 2, "gpu": None, "torch": "t", "malloc": {"MALLOC_TOP_PAD_": None},
+             "load_before": "1.0", "load_after": "2.0", "date": "today"}
+    text = format_table(lines, about).splitlines()
+    assert text[0].split(" | ")[0].strip() == "benchmark" and set(text[1]) <= {"-", "+"}
+    assert "1,234" in text[2] and "123.45" in text[2] and text[2].rstrip().endswith("yes")
+    assert text[3].rstrip().endswith("NO")
+    assert "MALLOC_* not set" in text[-1] and "load average 1.0" in text[-1]
+
+
+def test_make_bench_runs_at_tiny_size_and_writes_csv_and_json(tmp_path):
+    done = subprocess.run(["make", "-s", "bench", f"PY={sys.executable}", f"BENCH_ARGS=--tiny --out {tmp_path}"],
+                          cwd=ROOT, env=one_thread_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    table = done.stdout.splitlines()
+    names = ["pixmix batched", "augmentation overhead", "vs the usual setup", "OE step cost", "evaluation",
+             "snakemake -n"]
+    for name in names:
+        assert any(row.startswith(name) and " | " in row for row in table), name
+    assert "glibc MALLOC_* set (JOB_ENV)" in table[-1]
+    saved = json.loads((tmp_path / "bench-tiny.json").read_text())
+    assert len(saved["lines"]) == len(names)
+    assert all(line["name"].startswith(name) for line, name in zip(saved["lines"], names))
+    for line in saved["lines"]:
+        assert set(COLUMNS) <= set(line) and math.isfinite(line["ratio"]) and line["ratio"] > 0
+    assert saved["machine"]["malloc"]["MALLOC_TOP_PAD_"] == "536870912" and saved["machine"]["cores"] >= 1
+    csv_rows = (tmp_path / "bench-tiny.csv").read_text().splitlines()
+    assert csv_rows[0] == ",".join(COLUMNS) and len(csv_rows) == 1 + len(names)
+
+
+@pytest.mark.parametrize("flag, expected", [("BENCH_DEMO=1", "--demo"), ("BENCH_MALLOC=off", None)])
+def test_make_bench_flags(flag, expected):
+    command = subprocess.run(["make", "-n", "bench", flag], cwd=ROOT, capture_output=True, text=True).stdout
+    run_line = [line for line in command.splitlines() if "benchmarks.run" in line][0]
+    if expected:
+        assert expected in run_line and "MALLOC_TOP_PAD_=536870912" in run_line
+    else:
+        assert "MALLOC" not in run_line
