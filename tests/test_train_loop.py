@@ -1,4 +1,9 @@
-"""The training loop's pieces: chunks laid out as contiguous step batches, one step, one epoch."""
+"""The training loop's pieces: chunks laid out as contiguous step batches, one step, one epoch,
+and the job's own glibc setting that keeps freed memory."""
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -6,6 +11,8 @@ from lib.config import validate_config
 from lib.models import build_model
 from lib.train import (NonFiniteLoss, _NoAutocast, chunk_steps, make_optimizer, make_schedule, run_epoch,
                        to_fast_layout, train_step, training_chunks)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def tensors(n=96, n_aux=40):
@@ -83,3 +90,33 @@ def test_run_epoch_reports_loss_and_accuracy_and_names_the_first_bad_batch():
     with pytest.raises(NonFiniteLoss, match="epoch 3, batch 2"):
         run_epoch(model, optimizer, schedule, *args[3:], first_step=6, nan_step=7, steps_per_chunk=6,
                   describe=lambda number, value: f"loss is {value} at epoch 3, batch {number}")
+
+
+KEEP_MEMORY_PROBE = """
+import resource, sys, torch
+from lib.train import keep_freed_memory
+kept = keep_freed_memory()
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(3):
+    torch.empty(40_000, 784).fill_(1)   # 125 MB, allocated and freed
+before = faults()
+for _ in range(5):
+    torch.empty(40_000, 784).fill_(1)
+print(kept, (faults() - before) // 5)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+@pytest.mark.parametrize("preset", [False, True])
+def test_keep_freed_memory_stops_page_faults_unless_the_environment_decides(preset):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    if preset:
+        env["MALLOC_TOP_PAD_"] = "0"  # the user's own setting wins; the probe then faults as by default
+    done = subprocess.run([sys.executable, "-c", KEEP_MEMORY_PROBE], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    kept, faults_per_cycle = done.stdout.split()
+    if preset:
+        assert kept == "False" and int(faults_per_cycle) > 10_000  # 125 MB = 30,000 pages back from the OS
+    else:
+        assert kept == "True" and int(faults_per_cycle) < 100
