@@ -24,8 +24,6 @@ from lib.image_formats import read_idx
 from lib.models import MODELS, build_model, model_mflops
 from lib.train import train
 
-torch.set_num_threads(1)
-
 
 def _idx(folder, stem):
     for name in (stem, stem + ".gz"):
@@ -42,7 +40,16 @@ def load_idx_folder(folder):
             "y_test": _idx(folder, "t10k-labels-idx1-ubyte").astype(np.int64)}
 
 
-def bench_models(data, epochs=3, models=tuple(MODELS), seed=1):
+def bench_models(data, epochs=3, models=tuple(MODELS), seed=1, threads=1):
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _train_each(data, epochs, models, seed)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _train_each(data, epochs, models, seed):
     rows = []
     log = logging.getLogger("benchmarks.models")
     for name in models:

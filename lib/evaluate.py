@@ -27,7 +27,7 @@ from lib.common import pick_device, save_npz_atomic, setup_logging
 from lib.datasets import load_npz
 from lib.detect import train_stats_file
 from lib.scores import fit_mahalanobis, odin_logits
-from lib.train import load_model_file, to_device_images, validation_split
+from lib.train import keep_freed_memory, load_model_file, to_device_images, validation_split
 
 
 def forward_in_batches(model, x_uint8, device, batch_size=2048):
@@ -114,6 +114,7 @@ def main(argv=None):
     p.add_argument("--log")
     a = p.parse_args(argv)
     log = setup_logging(a.log)
+    keep_freed_memory()
     torch.set_num_threads(a.threads)
     extra = [tuple(s.split("=", 1)) for s in a.set]
     logits_only = [tuple(s.split("=", 1)) for s in a.logits_set]

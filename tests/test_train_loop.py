@@ -1,4 +1,9 @@
-"""The training loop's pieces: chunks laid out as contiguous step batches, one step, one epoch."""
+"""The training loop's pieces: chunks laid out as contiguous step batches, one step, one epoch,
+and the job's own glibc setting that keeps freed memory."""
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -6,6 +11,8 @@ from lib.config import validate_config
 from lib.models import build_model
 from lib.train import (NonFiniteLoss, _NoAutocast, chunk_steps, make_optimizer, make_schedule, run_epoch,
                        to_fast_layout, train_step, training_chunks)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def tensors(n=96, n_aux=40):
@@ -83,3 +90,53 @@ def test_run_epoch_reports_loss_and_accuracy_and_names_the_first_bad_batch():
     with pytest.raises(NonFiniteLoss, match="epoch 3, batch 2"):
         run_epoch(model, optimizer, schedule, *args[3:], first_step=6, nan_step=7, steps_per_chunk=6,
                   describe=lambda number, value: f"loss is {value} at epoch 3, batch {number}")
+
+
+KEEP_MEMORY_PROBE = """
+import resource, torch
+from lib.train import keep_freed_memory
+kept = keep_freed_memory()
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+per_cycle = []
+for _ in range(12):
+    before = faults()
+    torch.empty(40_000, 784).fill_(1)   # 125 MB, allocated, touched and freed
+    per_cycle.append(faults() - before)
+# the heap grows for the first few cycles (torch's aligned allocations do not fit the
+# chunk just freed until neighbours merge); after that the same memory comes back
+print(kept, max(per_cycle[-4:]))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+@pytest.mark.parametrize("preset", [False, True])
+def test_keep_freed_memory_stops_page_faults_unless_the_environment_decides(preset):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    if preset:
+        env["MALLOC_TOP_PAD_"] = "0"  # the user's own setting wins; the probe then faults as by default
+    done = subprocess.run([sys.executable, "-c", KEEP_MEMORY_PROBE], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    kept, faults_per_cycle = done.stdout.split()  # page faults of the worst of the last cycles
+    if preset:
+        assert kept == "False" and int(faults_per_cycle) > 10_000  # 125 MB = 30,000 pages back from the OS
+    else:
+        assert kept == "True" and int(faults_per_cycle) < 100
+
+
+@pytest.mark.parametrize("compile_flag", [False, True])
+def test_train_compile_flag_wraps_the_model_for_training_only(tmp_path, monkeypatch, compile_flag):
+    from lib.datasets import make_dataset
+    from lib.train import train
+    wrapped = []
+
+    def fake_compile(model):
+        # stands in for torch.compile (seconds of compiling): records the call, runs the model as is
+        wrapped.append(model)
+        return model
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    data = {k: v[:200] if k.endswith("train") else v for k, v in make_dataset("digits").items()}
+    cfg = validate_config({"train": {"model": "small_convnet", "epochs": 1, "batch_size": 32, "compile": compile_flag}})
+    model, rows = train(data, "none", "baseline", 1, cfg, str(tmp_path / "m.pt"), str(tmp_path / "log.csv"), None)
+    assert len(rows) == 1 and (tmp_path / "m.pt").exists()
+    assert wrapped == ([model] if compile_flag else [])
