@@ -8,7 +8,7 @@ KMNIST), trains every model of lib.models.MODELS through lib.train.train (the co
 defaults: SGD with Nesterov momentum, cosine schedule, batch 128, no augmentation) and
 prints per model: MFLOPs per image (forward), parameters, test accuracy, training
 images/s on this machine. Not part of `make bench` (minutes per model on a CPU); its
-figures back the choice of default model in docs/performance.md.
+figures back the choice of default model in README.md ("Performance").
 """
 import argparse
 import logging

@@ -18,7 +18,7 @@ elif [[ -x .venv/bin/python ]]; then
 else
     python=python3
 fi
-# glibc keeps freed memory instead of returning it to the OS (see docs/performance.md)
+# glibc keeps freed memory instead of returning it to the OS (see README.md ("Performance"))
 export MALLOC_MMAP_THRESHOLD_=17179869184 MALLOC_TRIM_THRESHOLD_=17179869184 MALLOC_TOP_PAD_=536870912
 "$python" -c "import torch; print('torch', torch.__version__, '| CUDA:', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none')"
 command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
