@@ -34,7 +34,6 @@ import argparse
 import datetime
 import functools
 import glob
-import hashlib
 import importlib.metadata
 import json
 import os
@@ -48,7 +47,7 @@ import pandas as pd
 
 from lib import published
 from lib.aggregate import summarize
-from lib.common import write_text_atomic
+from lib.common import sha256_file, write_text_atomic
 from lib.datasets import leaked_sets
 from lib.scores import SCORE_INPUTS, compute_score
 from lib.stats import paired_difference_ci
@@ -595,14 +594,6 @@ def benchmark_table(ctx):
                                                 "key": "", "source": source, "published": "", "delta": ""})
         rows.append({"rule": rule, "cells": cells})
     return rows
-
-
-def sha256_file(path, chunk=1 << 20):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def data_checksums(ctx):
