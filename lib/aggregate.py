@@ -8,11 +8,10 @@ Long format, one row per number: augment, oe, seed, metric, set, score, value, s
     summarize(df)   # mean, std (ddof=1), n over seeds per (augment, oe, metric, set, score)
 """
 import json
-import logging
 
 import pandas as pd
 
-from lib.common import replace_atomic
+from lib.common import job_logger, replace_atomic
 
 COLUMNS = ["augment", "oe", "seed", "metric", "set", "score", "value", "source"]
 DETECTION_METRICS = ("auroc", "aupr_in", "aupr_out", "fpr95", "n_id", "n_ood")
@@ -55,6 +54,10 @@ def summarize(df):
 
 
 def aggregate_job(inputs, outputs, log_path):
-    logging.basicConfig(filename=log_path, level=logging.INFO, force=False)
-    write_csv_atomic(long_table(detection_rows(inputs.scores)), outputs.detection)
-    write_csv_atomic(long_table(accuracy_rows(inputs.accuracy)), outputs.accuracy)
+    # Runs inside Snakemake's process: log to this job's file only, never the root logger.
+    log = job_logger(log_path)
+    detection = long_table(detection_rows(inputs.scores))
+    accuracy = long_table(accuracy_rows(inputs.accuracy))
+    write_csv_atomic(detection, outputs.detection)
+    write_csv_atomic(accuracy, outputs.accuracy)
+    log.info("%s: %d rows; %s: %d rows", outputs.detection, len(detection), outputs.accuracy, len(accuracy))
