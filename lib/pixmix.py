@@ -6,6 +6,7 @@
     mixed = pixmix_batch(x, mixing, g)                 # x [B,1,28,28], mixing [M,1,28,28], both in [0, 1]
     mixed, trace = pixmix_batch(x, mixing, g, return_trace=True)
     trace["n_plain"], trace["op_counts"]               # samples left as plain x; how often each op ran
+    trace["mix_counts"], trace["partner_counts"]       # rounds by mixing op and by partner kind
 
 The algorithm follows the reference implementation (andyzoujm/pixmix) step by step;
 lib/pixmix_reference.py is the literal one-image-at-a-time version with PIL. Every
@@ -32,6 +33,7 @@ Makefile's JOB_ENV), or every call page-faults its buffers back in. Two steps go
 through numpy on CPU tensors (log2, row assignment): same values, several times
 faster there. benchmarks/bench_pixmix.py measures it against the reference.
 """
+import functools
 import math
 
 import numpy as np
@@ -44,12 +46,25 @@ OPS = ("autocontrast", "equalize", "posterize", "rotate", "solarize",
        "shear_x", "shear_y", "translate_x", "translate_y")
 ALL_OPS = OPS + ("color", "contrast", "brightness", "sharpness")
 
-_POINT_OPS = ("autocontrast", "equalize", "posterize", "solarize", "color", "contrast", "brightness")
+# point operations computed through a per-sample 256-entry table (posterize and solarize
+# are cheaper as arithmetic on the floats)
+_LUT_OPS = ("autocontrast", "equalize", "color", "contrast", "brightness")
 # the reference flips the sign of these with probability 1/2
 _SIGNED_OPS = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y")
 # the order augmentation requests are processed in: each op, and each group of ops
 # computed together, is one contiguous slice once the requests are sorted by it
-_GROUP_ORDER = _POINT_OPS + ("rotate", "shear_x", "translate_x", "shear_y", "translate_y", "sharpness")
+_GROUP_ORDER = _LUT_OPS + ("posterize", "solarize", "rotate", "shear_x", "translate_x", "shear_y",
+                           "translate_y", "sharpness")
+# ops whose requests are further sorted by their whole-number magnitude
+_BINNED_OPS = ("rotate", "translate_x", "translate_y")
+
+
+@functools.lru_cache(maxsize=None)
+def _op_tables(device):
+    """(rank in _GROUP_ORDER, whether binned) for each op of ALL_OPS, on the device."""
+    rank = torch.tensor([_GROUP_ORDER.index(name) for name in ALL_OPS], device=device)
+    binned = torch.tensor([name in _BINNED_OPS for name in ALL_OPS], device=device)
+    return rank, binned
 
 
 # ---------------------------------------------------------------- 8-bit helpers
@@ -126,14 +141,29 @@ def _equalize_lut(levels):
     return torch.where(step > 0, lut, _identity_lut(n, levels.device))
 
 
-def _posterize_lut(bits, device):
-    keep_mask = (255 << (8 - bits.long())) & 255
-    return torch.arange(256, device=device)[None, :] & keep_mask[:, None]
+def _posterize_into(out, x, bits):
+    """out <- x with each grey level L = floor(255 x + 1/2) cut to its top `bits` bits.
+
+    With step = 2^(8 - bits), the kept value is floor(L / step) step = floor((255 x + 1/2)
+    / step) step (a floor of a floor divided by a whole number). For pictures on the 1/255
+    grid (255 x + 1/2) / step is at least 1/(2 step) from a whole number, so float error
+    cannot move the floor; dividing the whole level by 255 last gives the exact ToTensor
+    value. Five passes, no integer levels or table lookups.
+    """
+    step = torch.exp2(8 - bits.clamp(0, 8).to(x.dtype)).view(-1, 1, 1, 1)
+    return torch.addcmul(0.5 / step, x, 255 / step, out=out).floor_().mul_(step).div_(255)
 
 
-def _solarize_lut(threshold, device):
-    i = torch.arange(256, device=device)[None, :]
-    return torch.where(i >= threshold.long()[:, None], 255 - i, i)
+def _solarize_into(out, x, threshold):
+    """out <- x with the levels L >= threshold inverted to 255 - L (L = floor(255 x + 1/2)).
+
+    sign = clamp(2 (threshold - L) - 1, -1, 1) is exactly +1 below the threshold and -1 at
+    or above it (whole numbers), and the output level is sign (L - 127.5) + 127.5.
+    """
+    threshold = threshold.to(x.dtype).view(-1, 1, 1, 1)
+    levels = torch.mul(x, 255, out=out).add_(0.5).floor_()
+    sign = torch.mul(levels, -2).add_(2 * threshold - 1).clamp_(-1, 1)
+    return levels.sub_(127.5).mul_(sign).add_(127.5).div_(255)
 
 
 def _contrast_lut(levels, factor):
@@ -176,6 +206,48 @@ def _rotation_map(degrees, size_hw):
     matrix = torch.stack([torch.stack([cos, sin], 1), torch.stack([-sin, cos], 1)], 1)
     centre = torch.tensor([size_hw[1] / 2, size_hw[0] / 2], dtype=torch.float32, device=degrees.device)
     return matrix, centre - matrix @ centre
+
+
+@functools.lru_cache(maxsize=256)
+def _rotation_taps(degrees, height, width, device):
+    """The bilinear taps of PIL's rotate(degrees) for one whole-degree angle, cached.
+
+    Returns (index [4 H W], weights [4, H W]): output pixel p is the sum over the four
+    taps t of weights[t, p] * picture[index[t H W + p]], where picture is flattened and
+    extended by one black pixel (index H W) that every tap outside the frame reads. The
+    map is the one rotate() hands grid_sample, computed once in float64.
+    """
+    phi = -math.radians(degrees)
+    cos, sin = math.cos(phi), math.sin(phi)
+    row = torch.arange(height, dtype=torch.float64)[:, None] + 0.5 - height / 2
+    col = torch.arange(width, dtype=torch.float64)[None, :] + 0.5 - width / 2
+    # input pixel coordinates of each output pixel centre, shifted so taps sit on whole numbers
+    u = cos * col + sin * row + width / 2 - 0.5
+    v = -sin * col + cos * row + height / 2 - 0.5
+    u0, v0 = u.floor(), v.floor()
+    fu, fv = u - u0, v - v0
+    index, weights = [], []
+    for du, dv, weight in ((0, 0, (1 - fu) * (1 - fv)), (1, 0, fu * (1 - fv)),
+                           (0, 1, (1 - fu) * fv), (1, 1, fu * fv)):
+        uu, vv = u0 + du, v0 + dv
+        inside = (uu >= 0) & (uu < width) & (vv >= 0) & (vv < height)
+        index.append(torch.where(inside, vv * width + uu, height * width).long().flatten())
+        weights.append(torch.where(inside, weight, 0.0).flatten())
+    return (torch.cat(index).to(device),
+            torch.stack(weights).to(device=device, dtype=torch.float32))
+
+
+def _rotate_whole_degrees_into(out, x, degrees):
+    """out <- rotate(x, degrees) for one whole-degree angle shared by every sample of x.
+
+    Same values as rotate() (grid_sample) up to float rounding; a quarter of the cost,
+    because the taps of a whole-degree angle are computed once and reused.
+    """
+    n, _, height, width = x.shape
+    index, weights = _rotation_taps(int(degrees), height, width, x.device)
+    padded = F.pad(x.reshape(n, height * width), (0, 1))
+    picked = padded.index_select(1, index).view(n, 4, height * width).mul_(weights.to(x.dtype))
+    return torch.sum(picked, 1, out=out.view(n, height * width))
 
 
 def _shift_lines(x, shift, pad=None):
@@ -234,12 +306,12 @@ def equalize(x):
 
 def posterize(x, bits):
     bits = torch.as_tensor(bits, device=x.device).expand(x.shape[0])
-    return _apply_lut(x, _posterize_lut(bits, x.device))
+    return _posterize_into(torch.empty_like(x), x, bits)
 
 
 def solarize(x, threshold):
     threshold = torch.as_tensor(threshold, device=x.device).expand(x.shape[0])
-    return _apply_lut(x, _solarize_lut(threshold, x.device))
+    return _solarize_into(torch.empty_like(x), x, threshold)
 
 
 def color(x, factor):
@@ -332,11 +404,9 @@ def op_magnitudes(op_ids, level, negate, image_size=IMAGE_SIZE):
     return torch.where(signed[op_ids] & negate, -magnitude, magnitude)
 
 
-_POINT_LUTS = {
+_LUTS = {
     "autocontrast": lambda levels, magnitude: _autocontrast_lut(levels),
     "equalize": lambda levels, magnitude: _equalize_lut(levels),
-    "posterize": lambda levels, magnitude: _posterize_lut(magnitude.clamp(0, 8), levels.device),
-    "solarize": lambda levels, magnitude: _solarize_lut(magnitude, levels.device),
     "color": lambda levels, magnitude: _identity_lut(levels.shape[0], levels.device),
     "contrast": _contrast_lut,
     "brightness": lambda levels, magnitude: _brightness_lut(magnitude),
@@ -363,14 +433,20 @@ def _translate_lines_(out, source, pixels, dim):
     return out
 
 
+def _max_rotation(severity):
+    """Above every whole-degree angle the level scheme can draw: int(level 30 / 10), level < severity."""
+    return int(math.floor(3 * max(severity, 0.1))) + 1
+
+
 def _augment_requests(x, sample_index, generator, severity, all_ops):
     """aug(x[sample_index[r]]) for every request r, each with its own drawn op and level.
 
     Returns (augmented pictures in processing order, order, op_ids in request order):
     augmented[j] belongs to request order[j]. Requests are sorted by op so that every op
     works on a contiguous slice: one gather in, no scatter out. Translations are further
-    sorted by their (whole-pixel) distance: each distance is one slice copy, exact on
-    8-bit pictures, with no interpolation to compute.
+    sorted by their (whole-pixel) distance and rotations by their (whole-degree) angle:
+    each distance is one slice copy, exact on 8-bit pictures, and each angle reuses one
+    set of interpolation taps.
     """
     n, device = sample_index.numel(), x.device
     n_ops = len(ALL_OPS) if all_ops else len(OPS)
@@ -379,27 +455,36 @@ def _augment_requests(x, sample_index, generator, severity, all_ops):
     negate = torch.rand(n, generator=generator, device=device) > 0.5
     magnitude = op_magnitudes(op_ids, level, negate, x.shape[-1])
 
-    # sort key: op group, then (translations only) the distance, offset by pad to be >= 0
+    # sort key: op group, then the distance of a translation or the angle of a rotation,
+    # offset by `centre` to be >= 0
     pad = _shift_pad(severity, x.shape)
-    width = 2 * pad + 1
-    rank = torch.tensor([_GROUP_ORDER.index(name) for name in ALL_OPS], device=device)[op_ids]
-    is_translation = (op_ids == ALL_OPS.index("translate_x")) | (op_ids == ALL_OPS.index("translate_y"))
-    distance = torch.where(is_translation, magnitude.round().long().clamp(-pad, pad), 0)
-    key = rank * width + distance + pad
+    centre = max(pad, _max_rotation(severity))
+    width = 2 * centre + 1
+    rank, binned = _op_tables(device)
+    amount = torch.where(binned[op_ids], magnitude.round().long().clamp(-centre, centre), 0)
+    key = rank[op_ids] * width + amount + centre
     order = torch.argsort(key, stable=True)
     bin_ends = torch.bincount(key, minlength=len(_GROUP_ORDER) * width).cumsum(0).tolist()
-    ends = bin_ends[width - 1::width]
-    span = {name: (end - count, end) for name, end, count in
-            zip(_GROUP_ORDER, ends, [ends[0]] + [b - a for a, b in zip(ends, ends[1:])])}
+    span = {name: (bin_ends[i * width - 1] if i else 0, bin_ends[(i + 1) * width - 1])
+            for i, name in enumerate(_GROUP_ORDER)}
+
+    def bins(name):
+        """(amount, first, last) of every non-empty (op, amount) slice of a binned op."""
+        first_bin = _GROUP_ORDER.index(name) * width
+        for b in range(first_bin, first_bin + width):
+            first, last = (bin_ends[b - 1] if b else 0), bin_ends[b]
+            if last > first:
+                yield b - first_bin - centre, first, last
+
     source = x.index_select(0, sample_index[order])
     magnitude = magnitude[order]
     out = torch.empty_like(source)
 
-    start, end = span[_POINT_OPS[0]][0], span[_POINT_OPS[-1]][1]
+    start, end = span[_LUT_OPS[0]][0], span[_LUT_OPS[-1]][1]
     if end > start:
         levels = _to_levels(source[start:end])
         lut = torch.empty(end - start, 256, dtype=torch.long, device=device)
-        for name in _POINT_OPS:
+        for name in _LUT_OPS:
             a, b = span[name]
             if b > a and name == "autocontrast":
                 # darkest and brightest level from the float pictures (a float min/max is
@@ -408,15 +493,23 @@ def _augment_requests(x, sample_index, generator, severity, all_ops):
                 lut[a - start:b - start] = _autocontrast_lut(
                     None, _levels_of_values(flat.amin(1)), _levels_of_values(flat.amax(1)))
             elif b > a:
-                lut[a - start:b - start] = _POINT_LUTS[name](levels[a - start:b - start], magnitude[a:b])
+                lut[a - start:b - start] = _LUTS[name](levels[a - start:b - start], magnitude[a:b])
         # a float table already divided by 255 saves converting every pixel afterwards
         lut = lut.to(x.dtype).div_(255)
         torch.gather(lut, 1, levels, out=out[start:end].view(end - start, -1))
 
+    a, b = span["posterize"]
+    if b > a:
+        _posterize_into(out[a:b], source[a:b], magnitude[a:b])
+    a, b = span["solarize"]
+    if b > a:
+        _solarize_into(out[a:b], source[a:b], magnitude[a:b])
+
+    for degrees, a, b in bins("rotate"):
+        _rotate_whole_degrees_into(out[a:b], source[a:b], degrees)
     a, b = span["rotate"]
     if b > a:
-        turned = _affine(source[a:b], *_rotation_map(magnitude[a:b], x.shape[-2:]))
-        torch.round(turned.mul_(255), out=out[a:b]).div_(255)
+        out[a:b].mul_(255).round_().div_(255)
 
     for shear, transposed in (("shear_x", False), ("shear_y", True)):
         a, b = span[shear]
@@ -428,12 +521,8 @@ def _augment_requests(x, sample_index, generator, severity, all_ops):
             out[a:b] = shifted.transpose(-1, -2) if transposed else shifted
 
     for translate, dim in (("translate_x", -1), ("translate_y", -2)):
-        first_bin = _GROUP_ORDER.index(translate) * width
-        for distance in range(-pad, pad + 1):
-            b = bin_ends[first_bin + distance + pad]
-            a = bin_ends[first_bin + distance + pad - 1]
-            if b > a:
-                _translate_lines_(out[a:b], source[a:b], distance, dim)
+        for distance, a, b in bins(translate):
+            _translate_lines_(out[a:b], source[a:b], distance, dim)
         a, b = span[translate]
         if b > a:
             # pictures off the 1/255 grid get onto it, as every augmented picture does
@@ -519,19 +608,25 @@ def mix_multiply(x1, x2, a, b):
     return _multiply_into(x1.clone(), x2.clone(), a, b)
 
 
-def _mixing_weights(shape, beta, generator, device):
-    """Per-sample (a, b) of the reference's get_ab by inverse-CDF sampling.
+def _weights_from_uniforms(kind, u_a, u_b, beta):
+    """Per-sample (a, b) of the reference's get_ab by inverse-CDF sampling of uniforms.
 
-    U^(1/beta) ~ Beta(beta, 1) and 1 - U^(1/beta) ~ Beta(1, beta); half the time
-    a ~ Beta(beta, 1), b ~ Beta(1, beta), else a = 1 + Beta(1, beta), b = -Beta(1, beta).
-    U is taken in (0, 1] so that a > 0, as the log-domain multiply needs.
+    U^(1/beta) ~ Beta(beta, 1) and 1 - U^(1/beta) ~ Beta(1, beta); half the time (kind
+    < 1/2) a ~ Beta(beta, 1), b ~ Beta(1, beta), else a = 1 + Beta(1, beta), b = -Beta(1,
+    beta). 1 - u_a is in (0, 1], so a > 0, as the log-domain multiply needs.
     """
-    first_kind = torch.rand(shape, generator=generator, device=device) < 0.5
-    root_a = (1 - torch.rand(shape, generator=generator, device=device)).pow(1 / beta)
-    beta_b = 1 - torch.rand(shape, generator=generator, device=device).pow(1 / beta)
+    first_kind = kind < 0.5
+    root_a = (1 - u_a).pow_(1 / beta)
+    beta_b = 1 - u_b.pow(1 / beta)
     a = torch.where(first_kind, root_a, 2 - root_a)
     b = torch.where(first_kind, beta_b, -beta_b)
     return a, b
+
+
+def _mixing_weights(shape, beta, generator, device):
+    """Per-sample (a, b) of the reference's get_ab (see _weights_from_uniforms)."""
+    u = torch.rand((3, *shape), generator=generator, device=device)
+    return _weights_from_uniforms(u[0], u[1], u[2], beta)
 
 
 def pixmix_batch(x, mixing, generator, k=4, beta=3.0, severity=3.0, all_ops=False,
@@ -540,7 +635,8 @@ def pixmix_batch(x, mixing, generator, k=4, beta=3.0, severity=3.0, all_ops=Fals
 
     x [B,1,H,W] and mixing [M,1,H,W]: floats in [0, 1] on generator's device.
     Returns the mixed batch (same shape and dtype, values in [0, 1]); with
-    return_trace also {"n_samples", "n_plain", "op_counts": {op name: count}}.
+    return_trace also {"n_samples", "n_plain", "op_counts": {op name: count},
+    "mix_counts": {"add", "multiply"}, "partner_counts": {"augmented", "mixing"}}.
     On the CPU, larger batches (thousands) amortise the fixed cost per call.
     """
     if x.dim() != 4 or mixing.dim() != 4 or x.shape[1:] != mixing.shape[1:]:
@@ -548,15 +644,15 @@ def pixmix_batch(x, mixing, generator, k=4, beta=3.0, severity=3.0, all_ops=Fals
                          f"picture size; got {tuple(x.shape)} and {tuple(mixing.shape)}")
     n, device = x.shape[0], x.device
 
-    def uniform(*shape):
-        return torch.rand(shape, generator=generator, device=device)
-
     picks = torch.randint(0, mixing.shape[0], (n,), generator=generator, device=device)
-    start_augmented = uniform(n) < 0.5
     rounds = torch.randint(0, k + 1, (n,), generator=generator, device=device)
-    partner_augmented = uniform(k, n) < 0.5
-    use_multiply = uniform(k, n) < 0.5
-    a, b = _mixing_weights((k, n), beta, generator, device)
+    # one call for every uniform draw: start kind, then per round partner kind, mixing op
+    # and the three uniforms of the mixing weights
+    uniforms = torch.rand(1 + 5 * k, n, generator=generator, device=device)
+    start_augmented = uniforms[0] < 0.5
+    partner_augmented, use_multiply = uniforms[1:1 + k] < 0.5, uniforms[1 + k:1 + 2 * k] < 0.5
+    a, b = _weights_from_uniforms(uniforms[1 + 2 * k:1 + 3 * k], uniforms[1 + 3 * k:1 + 4 * k],
+                                  uniforms[1 + 4 * k:], beta)
 
     # Every aug(x) is an independent draw on the original x, so all of them (the start
     # picture, slot 0, and the partners of rounds 0..k-1, slots 1..k) go through one call.
@@ -567,32 +663,38 @@ def pixmix_batch(x, mixing, generator, k=4, beta=3.0, severity=3.0, all_ops=Fals
     row_of = torch.full((k + 1, n), -1, dtype=torch.long, device=device)
     row_of[slot_index[order], sample_index[order]] = torch.arange(order.numel(), device=device)
 
-    def start_values(samples):
-        # x, or the sample's slot-0 augmentation where it starts augmented
-        values = x.index_select(0, samples)
-        augmented_start = start_augmented[samples].nonzero().squeeze(1)
-        _copy_rows_(values, augmented_start,
-                    augmented.index_select(0, row_of[0, samples[augmented_start]]))
-        return values
-
     # Round i works on the samples with more than i rounds, ordered by (mixing op, whether
     # they mix again, partner kind): each op, each partner source and the samples that
     # finish are contiguous slices, so the running pictures move only once per round.
+    # Samples without rounds (key 8) come last. Round 0 also orders by the kind of start
+    # picture, so that the starts are gathered straight into place from x or from the
+    # augmentations.
     continues = torch.arange(1, k + 1, device=device)[:, None] < rounds[None, :]
     key = torch.where(active, use_multiply.long() * 4 + continues.long() * 2 + partner_augmented.long(), 8)
-    samples_by_round = torch.argsort(key, dim=1, stable=True)
-    blocks = torch.bincount((key + 9 * torch.arange(k, device=device)[:, None]).flatten(),
-                            minlength=9 * k).view(k, 9)[:, :8].cumsum(1).tolist()
+    first_key = (key[0] if k else torch.full_like(rounds, 8)) * 2 + start_augmented.long()
+    first_order = torch.argsort(first_key, stable=True)
+    first_ends = torch.bincount(first_key, minlength=18).cumsum(0).tolist()
+    samples_by_round = torch.argsort(key[1:], dim=1, stable=True) if k > 1 else None
+    blocks = [first_ends[1:16:2]] + (torch.bincount(
+        (key[1:] + 9 * torch.arange(k - 1, device=device)[:, None]).flatten(),
+        minlength=9 * (k - 1)).view(k - 1, 9)[:, :8].cumsum(1).tolist() if k > 1 else [])
 
+    current = torch.empty_like(x)
+    for sub_block in range(18):
+        first, last = (first_ends[sub_block - 1] if sub_block else 0), first_ends[sub_block]
+        if last > first:
+            samples = first_order[first:last]
+            source, rows = (augmented, row_of[0, samples]) if sub_block % 2 else (x, samples)
+            torch.index_select(source, 0, rows, out=current[first:last])
     mixed = torch.empty_like(x)
-    no_rounds = (rounds == 0).nonzero().squeeze(1)
-    _copy_rows_(mixed, no_rounds, start_values(no_rounds))
-    current = start_values(samples_by_round[0, :blocks[0][-1]]) if k else None
+    n_active = blocks[0][-1]
+    _copy_rows_(mixed, first_order[n_active:], current[n_active:])
+    current = current[:n_active]
     for i in range(k):
         ends = blocks[i]
         if not ends[-1]:
             break
-        samples = samples_by_round[i, :ends[-1]]
+        samples = (first_order if i == 0 else samples_by_round[i - 1])[:ends[-1]]
         partner = torch.empty_like(current)
         for block in range(8):
             first, last = (ends[block - 1] if block else 0), ends[block]
@@ -610,13 +712,17 @@ def pixmix_batch(x, mixing, generator, k=4, beta=3.0, severity=3.0, all_ops=Fals
         if i + 1 < k and blocks[i + 1][-1]:
             position = torch.empty(n, dtype=torch.long, device=device)
             position[samples] = torch.arange(ends[-1], device=device)
-            current = current.index_select(0, position[samples_by_round[i + 1, :blocks[i + 1][-1]]])
+            current = current.index_select(0, position[samples_by_round[i, :blocks[i + 1][-1]]])
 
     if not return_trace:
         return mixed
     n_ops = len(ALL_OPS) if all_ops else len(OPS)
     counts = torch.bincount(op_ids, minlength=n_ops).tolist()
+    n_rounds, n_multiply = int(active.sum()), int((use_multiply & active).sum())
+    n_augmented_partners = int((partner_augmented & active).sum())
     trace = {"n_samples": n,
              "n_plain": int((~start_augmented & (rounds == 0)).sum()),
-             "op_counts": dict(zip(ALL_OPS[:n_ops], counts))}
+             "op_counts": dict(zip(ALL_OPS[:n_ops], counts)),
+             "mix_counts": {"add": n_rounds - n_multiply, "multiply": n_multiply},
+             "partner_counts": {"augmented": n_augmented_partners, "mixing": n_rounds - n_augmented_partners}}
     return mixed, trace

@@ -151,11 +151,15 @@ def pixmix_reference(image, mixing_picture, rng, k=4, beta=3.0, severity=3.0, al
         trace["n_samples"] += 1
         trace["n_plain"] += int(not augmented and rounds == 0)
     for _ in range(rounds):
-        if rng.random() < 0.5:
+        partner_kind = "augmented" if rng.random() < 0.5 else "mixing"
+        if partner_kind == "augmented":
             partner = _tensorize(augment_reference(original, rng, severity, all_ops, trace))
         else:
             partner = _tensorize(mixing_picture)
         mix = MIXINGS[rng.integers(len(MIXINGS))]
+        if trace is not None:
+            trace["partner_counts"][partner_kind] += 1
+            trace["mix_counts"][mix.__name__.lstrip("_")] += 1
         mixed = np.clip(mix(mixed, partner, beta, rng), 0, 1)
     return mixed
 
@@ -164,10 +168,12 @@ def pixmix_reference_batch(images, mixing, rng, k=4, beta=3.0, severity=3.0, all
                            trace=None):
     """Loop pixmix_reference over uint8 images [N,H,W], one mixing picture drawn per image.
 
-    If trace is a dict, it is filled with n_samples, n_plain and op_counts {name: count}.
+    If trace is a dict, it is filled with n_samples, n_plain, op_counts {name: count},
+    mix_counts {"add", "multiply"} and partner_counts {"augmented", "mixing"}.
     """
     if trace is not None:
-        trace.update(n_samples=0, n_plain=0,
+        trace.update(n_samples=0, n_plain=0, mix_counts={"add": 0, "multiply": 0},
+                     partner_counts={"augmented": 0, "mixing": 0},
                      op_counts={name: 0 for name in (ALL_OPS if all_ops else OPS)})
     out = np.empty(images.shape, dtype=np.float32)
     for i, image in enumerate(images):
