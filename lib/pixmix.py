@@ -477,7 +477,7 @@ def _augment_requests(x, sample_index, generator, severity, all_ops):
                 yield b - first_bin - centre, first, last
 
     source = x.index_select(0, sample_index[order])
-    magnitude = magnitude[order]
+    drawn_magnitude, magnitude = magnitude, magnitude[order]
     out = torch.empty_like(source)
 
     start, end = span[_LUT_OPS[0]][0], span[_LUT_OPS[-1]][1]
@@ -531,17 +531,18 @@ def _augment_requests(x, sample_index, generator, severity, all_ops):
     a, b = span["sharpness"]
     if b > a:
         out[a:b] = sharpness(source[a:b], magnitude[a:b])
-    return out, order, op_ids
+    return out, order, op_ids, drawn_magnitude
 
 
 def augment_batch(x, generator, severity=3.0, all_ops=False):
     """One randomly drawn operation per sample, as the reference's augment_input.
 
-    Returns (augmented images on the 1/255 grid, op index per sample into ALL_OPS).
+    Returns (augmented images on the 1/255 grid, op index per sample into ALL_OPS,
+    magnitude per sample in the unit of the op's function above).
     """
     everyone = torch.arange(x.shape[0], device=x.device)
-    augmented, order, op_ids = _augment_requests(x, everyone, generator, severity, all_ops)
-    return torch.empty_like(augmented).index_copy_(0, order, augmented), op_ids
+    augmented, order, op_ids, magnitude = _augment_requests(x, everyone, generator, severity, all_ops)
+    return torch.empty_like(augmented).index_copy_(0, order, augmented), op_ids, magnitude
 
 
 # ---------------------------------------------------------------- mixing
@@ -659,7 +660,7 @@ def pixmix_batch(x, mixing, generator, k=4, beta=3.0, severity=3.0, all_ops=Fals
     active = torch.arange(k, device=device)[:, None] < rounds[None, :]
     wants_aug = torch.cat([start_augmented[None], partner_augmented & active])
     slot_index, sample_index = wants_aug.nonzero(as_tuple=True)
-    augmented, order, op_ids = _augment_requests(x, sample_index, generator, severity, all_ops)
+    augmented, order, op_ids, _ = _augment_requests(x, sample_index, generator, severity, all_ops)
     row_of = torch.full((k + 1, n), -1, dtype=torch.long, device=device)
     row_of[slot_index[order], sample_index[order]] = torch.arange(order.numel(), device=device)
 

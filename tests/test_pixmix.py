@@ -93,6 +93,15 @@ def test_rotate_agrees_with_torchvision(pictures, degrees):
     assert torch.allclose(P.rotate(x, degrees), expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("degrees", [0, 1, -4, 8, 30])
+def test_whole_degree_rotation_taps_agree_with_rotate(pictures, degrees):
+    # the augmentation path rotates by whole degrees through cached bilinear taps
+    x = as_tensor(pictures)
+    out = torch.empty_like(x)
+    P._rotate_whole_degrees_into(out, x, degrees)
+    assert torch.allclose(out, P.rotate(x, float(degrees)), atol=1e-5)
+
+
 @pytest.mark.parametrize("shear", [0.09, -0.05, 0.3])
 def test_shears_agree_with_torchvision_about_the_top_left_corner(pictures, shear):
     # PIL's (1, s, 0, 0, 1, 0) shears about the origin, torchvision's shear angle is atan(s)
@@ -150,7 +159,8 @@ def test_magnitudes_follow_the_reference_level_scheme():
 @pytest.mark.parametrize("all_ops", [False, True])
 def test_augment_batch_routes_each_sample_through_its_own_op(pictures, all_ops):
     x = as_tensor(np.concatenate([pictures] * 8))
-    out, op_ids = P.augment_batch(x, torch.Generator().manual_seed(3), severity=3.0, all_ops=all_ops)
+    out, op_ids, magnitude = P.augment_batch(x, torch.Generator().manual_seed(3), severity=3.0,
+                                             all_ops=all_ops)
     assert out.shape == x.shape and out.dtype == x.dtype
     assert int(op_ids.max()) < (len(P.ALL_OPS) if all_ops else len(P.OPS))
     assert torch.equal((out * 255).round() / 255, out) and out.min() >= 0 and out.max() <= 1
@@ -161,11 +171,24 @@ def test_augment_batch_routes_each_sample_through_its_own_op(pictures, all_ops):
             assert not chosen.any()
             continue
         assert chosen.any() and torch.equal(out[chosen], expected[chosen]), name
+    # ops with a magnitude: the per-op function at the drawn magnitude, on the 1/255 grid
+    # (geometric ops interpolate; their rounding may land one level apart)
+    for name in P.ALL_OPS if all_ops else P.OPS:
+        chosen = (op_ids == P.ALL_OPS.index(name)).nonzero().squeeze(1)
+        if name in ("autocontrast", "equalize", "color") or not len(chosen):
+            continue
+        function = getattr(P, name)
+        expected = torch.cat([function(x[i:i + 1], float(magnitude[i])) for i in chosen.tolist()])
+        expected = (expected * 255).round() / 255
+        exact = name in ("posterize", "solarize", "translate_x", "translate_y", "contrast", "brightness",
+                         "sharpness")
+        tolerance = 1e-6 if exact else 1 / 255 + 1e-6
+        assert (out[chosen] - expected).abs().max() <= tolerance, name
 
 
 def test_augment_batch_op_shares_are_uniform():
     x = torch.rand(9000, 1, 28, 28)
-    _, op_ids = P.augment_batch(x, torch.Generator().manual_seed(0))
+    _, op_ids, _ = P.augment_batch(x, torch.Generator().manual_seed(0))
     shares = torch.bincount(op_ids, minlength=9).float() / 9000
     assert (shares - 1 / 9).abs().max() < 0.02
 
