@@ -129,7 +129,8 @@ def _autocontrast_lut(levels, lo=None, hi=None):
 def _equalize_lut(levels):
     n, pixels = levels.shape
     histogram = torch.zeros(n, 256, dtype=torch.long, device=levels.device)
-    histogram.scatter_add_(1, levels, torch.ones_like(levels))
+    # a broadcast one: no pixel-sized tensor of ones to fill
+    histogram.scatter_add_(1, levels, torch.ones(1, 1, dtype=torch.long, device=levels.device).expand_as(levels))
     count_at_max = histogram.gather(1, levels.amax(1, keepdim=True))
     # PIL: step = (pixels - count of the brightest level present) // 255; the table
     # starts at step // 2 and climbs by the histogram, integer-divided by step.
@@ -138,7 +139,10 @@ def _equalize_lut(levels):
     below = (histogram.cumsum(1) - histogram).double()
     safe_step = step.clamp_min(1)
     lut = below.add_((safe_step / 2).floor_()).div_(safe_step).floor_().clamp_(0, 255).long()
-    return torch.where(step > 0, lut, _identity_lut(n, levels.device))
+    # PIL leaves a picture with step 0 (one level, or nearly) unchanged; such rows are rare
+    flat_rows = (step[:, 0] == 0).nonzero().squeeze(1)
+    lut[flat_rows] = torch.arange(256, device=levels.device)
+    return lut
 
 
 def _posterize_into(out, x, bits):
@@ -393,15 +397,19 @@ def op_magnitudes(op_ids, level, negate, image_size=IMAGE_SIZE):
     functions), negated where `negate` for the ops the reference flips. int() in the
     reference truncates; levels are positive, so floor is the same.
     """
-    rules = _magnitude_rules(image_size)
-    offset, direction, scale, truncated = (
-        torch.tensor([rules[name][i] for name in ALL_OPS], device=level.device)
-        for i in range(4))
-    signed = torch.tensor([name in _SIGNED_OPS for name in ALL_OPS], device=level.device)
+    offset, direction, scale, truncated, signed = _magnitude_tables(image_size, level.device)
     scaled = level / 10 * scale[op_ids].to(level.dtype)
     scaled = torch.where(truncated[op_ids], scaled.floor(), scaled)
     magnitude = offset[op_ids].to(level.dtype) + direction[op_ids].to(level.dtype) * scaled
     return torch.where(signed[op_ids] & negate, -magnitude, magnitude)
+
+
+@functools.lru_cache(maxsize=None)
+def _magnitude_tables(image_size, device):
+    """_magnitude_rules as tensors indexed by op (offset, direction, scale, truncated, signed)."""
+    rules = _magnitude_rules(image_size)
+    columns = [torch.tensor([rules[name][i] for name in ALL_OPS], device=device) for i in range(4)]
+    return (*columns, torch.tensor([name in _SIGNED_OPS for name in ALL_OPS], device=device))
 
 
 _LUTS = {
