@@ -584,8 +584,11 @@ def _copy_rows_(dest, index, rows):
     return dest.index_copy_(0, index, rows)
 
 
-def _multiply_into(x1, x2, a, b):
+def _multiply_into(x1, x2, a, b, clip=False):
     """x1 <- (2 x1)^a max(2 x2, 1e-37)^b / 2 in the log domain, in place (x2 is spoiled).
+
+    With clip, the result is also clipped to [0, 1] at no extra cost, by capping the
+    exponent at 0 (the result is never negative).
 
     = 2^(a log2 x1 + b log2 max(x2, 5e-38) + a + b - 1): two logs and one exp2 cost
     less than two general powers (exp2 is 4x cheaper than exp on the CPU). log(0) and
@@ -596,7 +599,7 @@ def _multiply_into(x1, x2, a, b):
     nonzero = torch.sign(x1)
     _log2_(x1.clamp_min_(5e-38)).mul_(a)
     x1.addcmul_(_log2_(x2.clamp_min_(5e-38)), b)
-    return x1.add_(a + b - 1).clamp_(min=-125).exp2_().mul_(nonzero)
+    return x1.add_(a + b - 1).clamp_(min=-125, max=0 if clip else None).exp2_().mul_(nonzero)
 
 
 def mix_add(x1, x2, a, b):
@@ -713,9 +716,8 @@ def pixmix_batch(x, mixing, generator, k=4, beta=3.0, severity=3.0, all_ops=Fals
                 torch.index_select(source, 0, rows, out=partner[first:last])
         weights_a, weights_b = a[i, samples, None, None, None], b[i, samples, None, None, None]
         n_add = ends[3]
-        _add_into(current[:n_add], partner[:n_add], weights_a[:n_add], weights_b[:n_add])
-        _multiply_into(current[n_add:], partner[n_add:], weights_a[n_add:], weights_b[n_add:])
-        current.clamp_(0, 1)
+        _add_into(current[:n_add], partner[:n_add], weights_a[:n_add], weights_b[:n_add]).clamp_(0, 1)
+        _multiply_into(current[n_add:], partner[n_add:], weights_a[n_add:], weights_b[n_add:], clip=True)
         for first, last in ((0, ends[1]), (ends[3], ends[5])):  # (add, mult) x done after this round
             _copy_rows_(mixed, samples[first:last], current[first:last])
         if i + 1 < k and blocks[i + 1][-1]:

@@ -230,6 +230,10 @@ def test_mixings_are_finite_and_clip_into_the_unit_interval(ab, seed, zeros):
         assert out.shape == x1.shape and out.dtype == x1.dtype and torch.isfinite(out).all()
         clipped = out.clamp(0, 1)
         assert clipped.min() >= 0 and clipped.max() <= 1
+    # the in-place multiply that pixmix_batch uses clips by capping the exponent
+    a, b = (torch.full((4, 1, 1, 1), value) for value in ab)
+    clipped_in_place = P._multiply_into(x1.clone(), x2.clone(), a, b, clip=True)
+    assert torch.allclose(clipped_in_place, P.mix_multiply(x1, x2, *ab).clamp(0, 1), rtol=1e-6, atol=1e-30)
 
 
 def test_mixing_weights_follow_the_reference_distributions():
