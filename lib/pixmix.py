@@ -33,6 +33,7 @@ Makefile's JOB_ENV), or every call page-faults its buffers back in. Two steps go
 through numpy on CPU tensors (log2, row assignment): same values, several times
 faster there. benchmarks/bench_pixmix.py measures it against the reference.
 """
+import concurrent.futures
 import functools
 import math
 
@@ -446,22 +447,26 @@ def _max_rotation(severity):
     return int(math.floor(3 * max(severity, 0.1))) + 1
 
 
-def _augment_requests(x, sample_index, generator, severity, all_ops):
-    """aug(x[sample_index[r]]) for every request r, each with its own drawn op and level.
-
-    Returns (augmented pictures in processing order, order, op_ids in request order):
-    augmented[j] belongs to request order[j]. Requests are sorted by op so that every op
-    works on a contiguous slice: one gather in, no scatter out. Translations are further
-    sorted by their (whole-pixel) distance and rotations by their (whole-degree) angle:
-    each distance is one slice copy, exact on 8-bit pictures, and each angle reuses one
-    set of interpolation taps.
-    """
-    n, device = sample_index.numel(), x.device
+def _draw_ops(shape, generator, severity, all_ops, image_size, device):
+    """One augmentation draw per entry of `shape`: (op index into ALL_OPS, magnitude)."""
     n_ops = len(ALL_OPS) if all_ops else len(OPS)
-    op_ids = torch.randint(0, n_ops, (n,), generator=generator, device=device)
-    level = 0.1 + (severity - 0.1) * torch.rand(n, generator=generator, device=device)
-    negate = torch.rand(n, generator=generator, device=device) > 0.5
-    magnitude = op_magnitudes(op_ids, level, negate, x.shape[-1])
+    op_ids = torch.randint(0, n_ops, shape, generator=generator, device=device)
+    level = 0.1 + (severity - 0.1) * torch.rand(shape, generator=generator, device=device)
+    negate = torch.rand(shape, generator=generator, device=device) > 0.5
+    return op_ids, op_magnitudes(op_ids, level, negate, image_size)
+
+
+def _augment_requests(x, sample_index, op_ids, magnitude, severity):
+    """aug(x[sample_index[r]]) for every request r, with its drawn op and magnitude.
+
+    Returns (augmented pictures in processing order, order): augmented[j] belongs to
+    request order[j]. Requests are sorted by op so that every op works on a contiguous
+    slice: one gather in, no scatter out. Translations are further sorted by their
+    (whole-pixel) distance and rotations by their (whole-degree) angle: each distance is
+    one slice copy, exact on 8-bit pictures, and each angle reuses one set of
+    interpolation taps.
+    """
+    device = x.device
 
     # sort key: op group, then the distance of a translation or the angle of a rotation,
     # offset by `centre` to be >= 0
@@ -485,7 +490,7 @@ def _augment_requests(x, sample_index, generator, severity, all_ops):
                 yield b - first_bin - centre, first, last
 
     source = x.index_select(0, sample_index[order])
-    drawn_magnitude, magnitude = magnitude, magnitude[order]
+    magnitude = magnitude[order]
     out = torch.empty_like(source)
 
     start, end = span[_LUT_OPS[0]][0], span[_LUT_OPS[-1]][1]
@@ -539,7 +544,7 @@ def _augment_requests(x, sample_index, generator, severity, all_ops):
     a, b = span["sharpness"]
     if b > a:
         out[a:b] = sharpness(source[a:b], magnitude[a:b])
-    return out, order, op_ids, drawn_magnitude
+    return out, order
 
 
 def augment_batch(x, generator, severity=3.0, all_ops=False):
@@ -549,7 +554,8 @@ def augment_batch(x, generator, severity=3.0, all_ops=False):
     magnitude per sample in the unit of the op's function above).
     """
     everyone = torch.arange(x.shape[0], device=x.device)
-    augmented, order, op_ids, magnitude = _augment_requests(x, everyone, generator, severity, all_ops)
+    op_ids, magnitude = _draw_ops(x.shape[:1], generator, severity, all_ops, x.shape[-1], x.device)
+    augmented, order = _augment_requests(x, everyone, op_ids, magnitude, severity)
     return torch.empty_like(augmented).index_copy_(0, order, augmented), op_ids, magnitude
 
 
@@ -649,29 +655,112 @@ def pixmix_batch(x, mixing, generator, k=4, beta=3.0, severity=3.0, all_ops=Fals
     Returns the mixed batch (same shape and dtype, values in [0, 1]); with
     return_trace also {"n_samples", "n_plain", "op_counts": {op name: count},
     "mix_counts": {"add", "multiply"}, "partner_counts": {"augmented", "mixing"}}.
-    On the CPU, larger batches (thousands) amortise the fixed cost per call.
+    On the CPU, larger batches (thousands) amortise the fixed cost per call, and the
+    batch is shared among torch.get_num_threads() threads; the result does not depend on
+    how many (beyond float rounding in the last bit).
     """
     if x.dim() != 4 or mixing.dim() != 4 or x.shape[1:] != mixing.shape[1:]:
         raise ValueError(f"pixmix_batch needs x [B,1,H,W] and mixing [M,1,H,W] of the same "
                          f"picture size; got {tuple(x.shape)} and {tuple(mixing.shape)}")
-    n, device = x.shape[0], x.device
+    n = x.shape[0]
+    mixed = torch.empty_like(x)
+    shards = min(torch.get_num_threads(), n // _MIN_SHARD) if x.device.type == "cpu" else 1
+    if shards > 1:
+        # Shards run on helper threads with one torch thread each. The calling thread does
+        # no torch work meanwhile, not even the draws: its own torch threads would then
+        # spin-wait for more work on the cores the shards need.
+        pool = _helper_threads(shards)
+        plan = pool.submit(_draw_plan, n, mixing.shape[0], k, beta, severity, all_ops, x.shape[-1],
+                           generator, x.device).result()
+        pending = [pool.submit(_pixmix_rows, mixed, x, mixing, plan, n * i // shards, n * (i + 1) // shards,
+                               k, severity) for i in range(shards)]
+        # wait for every shard, also when one fails, so that no thread is left writing
+        concurrent.futures.wait(pending)
+        for done in pending:
+            done.result()
+    else:
+        plan = _draw_plan(n, mixing.shape[0], k, beta, severity, all_ops, x.shape[-1], generator, x.device)
+        _pixmix_rows(mixed, x, mixing, plan, 0, n, k, severity)
+    if not return_trace:
+        return mixed
+    return mixed, _trace(plan, len(ALL_OPS) if all_ops else len(OPS))
 
-    picks = torch.randint(0, mixing.shape[0], (n,), generator=generator, device=device)
-    rounds = torch.randint(0, k + 1, (n,), generator=generator, device=device)
-    # one call for every uniform draw: start kind, then per round partner kind, mixing op
-    # and the three uniforms of the mixing weights
+
+def _draw_plan(n, n_mixing, k, beta, severity, all_ops, image_size, generator, device):
+    """Every random choice of a PixMix batch, drawn at once, one column per sample.
+
+    Drawing it all first (one draw per augmentation slot, used or not) makes the mixing
+    itself deterministic, so the batch can be cut into shards without changing a value.
+    """
     uniforms = torch.rand(1 + 5 * k, n, generator=generator, device=device)
-    start_augmented = uniforms[0] < 0.5
-    partner_augmented, use_multiply = uniforms[1:1 + k] < 0.5, uniforms[1 + k:1 + 2 * k] < 0.5
     a, b = _weights_from_uniforms(uniforms[1 + 2 * k:1 + 3 * k], uniforms[1 + 3 * k:1 + 4 * k],
                                   uniforms[1 + 4 * k:], beta)
+    # slot 0 is the start picture, slots 1..k the partners of rounds 0..k-1
+    op_ids, magnitude = _draw_ops((k + 1, n), generator, severity, all_ops, image_size, device)
+    return {
+        "picks": torch.randint(0, n_mixing, (n,), generator=generator, device=device),
+        "rounds": torch.randint(0, k + 1, (n,), generator=generator, device=device),
+        "start_augmented": uniforms[0] < 0.5,
+        "partner_augmented": uniforms[1:1 + k] < 0.5, "use_multiply": uniforms[1 + k:1 + 2 * k] < 0.5,
+        "a": a, "b": b, "op_ids": op_ids, "magnitude": magnitude,
+    }
+
+
+def _trace(plan, n_ops):
+    k, rounds = plan["use_multiply"].shape[0], plan["rounds"]
+    active = torch.arange(k, device=rounds.device)[:, None] < rounds[None, :]
+    wants_aug = torch.cat([plan["start_augmented"][None], plan["partner_augmented"] & active])
+    counts = torch.bincount(plan["op_ids"][wants_aug], minlength=n_ops).tolist()
+    n_rounds, n_multiply = int(active.sum()), int((plan["use_multiply"] & active).sum())
+    n_augmented_partners = int((plan["partner_augmented"] & active).sum())
+    return {"n_samples": rounds.numel(),
+            "n_plain": int((~plan["start_augmented"] & (rounds == 0)).sum()),
+            "op_counts": dict(zip(ALL_OPS[:n_ops], counts)),
+            "mix_counts": {"add": n_rounds - n_multiply, "multiply": n_multiply},
+            "partner_counts": {"augmented": n_augmented_partners, "mixing": n_rounds - n_augmented_partners}}
+
+
+# pictures per shard below which another thread costs more than it saves
+_MIN_SHARD = 1024
+_helper_pool = None
+
+
+def _helper_threads(count):
+    """A process-wide pool of `count` Python threads whose torch ops run on one thread.
+
+    Shards of a batch on helper threads with one torch thread each share the cores better
+    than torch's threads inside each of their many mid-sized ops; torch and numpy release
+    the GIL inside their kernels."""
+    global _helper_pool
+    if _helper_pool is None or _helper_pool._max_workers != count:
+        if _helper_pool is not None:
+            _helper_pool.shutdown(wait=False)
+        _helper_pool = concurrent.futures.ThreadPoolExecutor(count, thread_name_prefix="pixmix",
+                                                             initializer=_one_torch_thread)
+    return _helper_pool
+
+
+def _one_torch_thread():
+    torch.get_num_threads()  # torch sets a new thread's count on first use: let it happen first
+    torch.set_num_threads(1)
+
+
+def _pixmix_rows(mixed, x, mixing, plan, first, last, k, severity):
+    """mixed[first:last] <- PixMix of x[first:last] as the plan's columns first:last say."""
+    x, out = x[first:last], mixed[first:last]
+    n, device = x.shape[0], x.device
+    picks, rounds, start_augmented = (plan[key][first:last] for key in ("picks", "rounds", "start_augmented"))
+    partner_augmented, use_multiply, a, b = (plan[key][:, first:last] for key in
+                                             ("partner_augmented", "use_multiply", "a", "b"))
 
     # Every aug(x) is an independent draw on the original x, so all of them (the start
     # picture, slot 0, and the partners of rounds 0..k-1, slots 1..k) go through one call.
     active = torch.arange(k, device=device)[:, None] < rounds[None, :]
     wants_aug = torch.cat([start_augmented[None], partner_augmented & active])
     slot_index, sample_index = wants_aug.nonzero(as_tuple=True)
-    augmented, order, op_ids, _ = _augment_requests(x, sample_index, generator, severity, all_ops)
+    augmented, order = _augment_requests(x, sample_index,
+                                         plan["op_ids"][:, first:last][slot_index, sample_index],
+                                         plan["magnitude"][:, first:last][slot_index, sample_index], severity)
     row_of = torch.full((k + 1, n), -1, dtype=torch.long, device=device)
     row_of[slot_index[order], sample_index[order]] = torch.arange(order.numel(), device=device)
 
@@ -693,14 +782,13 @@ def pixmix_batch(x, mixing, generator, k=4, beta=3.0, severity=3.0, all_ops=Fals
 
     current = torch.empty_like(x)
     for sub_block in range(18):
-        first, last = (first_ends[sub_block - 1] if sub_block else 0), first_ends[sub_block]
-        if last > first:
-            samples = first_order[first:last]
+        begin, end = (first_ends[sub_block - 1] if sub_block else 0), first_ends[sub_block]
+        if end > begin:
+            samples = first_order[begin:end]
             source, rows = (augmented, row_of[0, samples]) if sub_block % 2 else (x, samples)
-            torch.index_select(source, 0, rows, out=current[first:last])
-    mixed = torch.empty_like(x)
+            torch.index_select(source, 0, rows, out=current[begin:end])
     n_active = blocks[0][-1]
-    _copy_rows_(mixed, first_order[n_active:], current[n_active:])
+    _copy_rows_(out, first_order[n_active:], current[n_active:])
     current = current[:n_active]
     for i in range(k):
         ends = blocks[i]
@@ -709,31 +797,18 @@ def pixmix_batch(x, mixing, generator, k=4, beta=3.0, severity=3.0, all_ops=Fals
         samples = (first_order if i == 0 else samples_by_round[i - 1])[:ends[-1]]
         partner = torch.empty_like(current)
         for block in range(8):
-            first, last = (ends[block - 1] if block else 0), ends[block]
-            if last > first:
-                source, rows = ((augmented, row_of[i + 1, samples[first:last]]) if block % 2 else
-                                (mixing, picks[samples[first:last]]))
-                torch.index_select(source, 0, rows, out=partner[first:last])
+            begin, end = (ends[block - 1] if block else 0), ends[block]
+            if end > begin:
+                source, rows = ((augmented, row_of[i + 1, samples[begin:end]]) if block % 2 else
+                                (mixing, picks[samples[begin:end]]))
+                torch.index_select(source, 0, rows, out=partner[begin:end])
         weights_a, weights_b = a[i, samples, None, None, None], b[i, samples, None, None, None]
         n_add = ends[3]
         _add_into(current[:n_add], partner[:n_add], weights_a[:n_add], weights_b[:n_add]).clamp_(0, 1)
         _multiply_into(current[n_add:], partner[n_add:], weights_a[n_add:], weights_b[n_add:], clip=True)
-        for first, last in ((0, ends[1]), (ends[3], ends[5])):  # (add, mult) x done after this round
-            _copy_rows_(mixed, samples[first:last], current[first:last])
+        for begin, end in ((0, ends[1]), (ends[3], ends[5])):  # (add, mult) x done after this round
+            _copy_rows_(out, samples[begin:end], current[begin:end])
         if i + 1 < k and blocks[i + 1][-1]:
             position = torch.empty(n, dtype=torch.long, device=device)
             position[samples] = torch.arange(ends[-1], device=device)
             current = current.index_select(0, position[samples_by_round[i, :blocks[i + 1][-1]]])
-
-    if not return_trace:
-        return mixed
-    n_ops = len(ALL_OPS) if all_ops else len(OPS)
-    counts = torch.bincount(op_ids, minlength=n_ops).tolist()
-    n_rounds, n_multiply = int(active.sum()), int((use_multiply & active).sum())
-    n_augmented_partners = int((partner_augmented & active).sum())
-    trace = {"n_samples": n,
-             "n_plain": int((~start_augmented & (rounds == 0)).sum()),
-             "op_counts": dict(zip(ALL_OPS[:n_ops], counts)),
-             "mix_counts": {"add": n_rounds - n_multiply, "multiply": n_multiply},
-             "partner_counts": {"augmented": n_augmented_partners, "mixing": n_rounds - n_augmented_partners}}
-    return mixed, trace

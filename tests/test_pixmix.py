@@ -267,6 +267,24 @@ def test_pixmix_batch_contract(pictures, mixing_set):
     assert torch.equal(out, again) and not torch.equal(out, other)
 
 
+def test_pixmix_batch_is_the_same_on_any_number_of_threads(mixing_set):
+    # the batch is cut into one shard per torch thread; every random choice is drawn
+    # before, so the shards change no choice. Values may differ in the last bit: a vector
+    # kernel and its scalar tail round differently, and shards move where tails fall.
+    x = as_tensor(digit_images(3 * P._MIN_SHARD, seed=2))
+    mixing = as_tensor(mixing_set)
+    previous = torch.get_num_threads()
+    try:
+        outs = []
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            outs.append(P.pixmix_batch(x, mixing, torch.Generator().manual_seed(4), return_trace=True))
+    finally:
+        torch.set_num_threads(previous)
+    for out, trace in outs[1:]:
+        assert torch.allclose(out, outs[0][0], rtol=1e-6, atol=1e-9) and trace == outs[0][1]
+
+
 def test_pixmix_batch_rejects_mismatched_shapes(mixing_set):
     with pytest.raises(ValueError, match="same picture size"):
         P.pixmix_batch(torch.rand(2, 1, 28, 28), torch.rand(3, 1, 32, 32), torch.Generator())
