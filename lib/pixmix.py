@@ -662,32 +662,44 @@ def pixmix_batch(x, mixing, generator, k=4, beta=3.0, severity=3.0, all_ops=Fals
     if x.dim() != 4 or mixing.dim() != 4 or x.shape[1:] != mixing.shape[1:]:
         raise ValueError(f"pixmix_batch needs x [B,1,H,W] and mixing [M,1,H,W] of the same "
                          f"picture size; got {tuple(x.shape)} and {tuple(mixing.shape)}")
-    n = x.shape[0]
+    n, device = x.shape[0], x.device
+    # each block of samples draws from its own generator, seeded from the caller's: shards
+    # of whole blocks then draw in parallel, and no value depends on how many shards
+    block = _PLAN_BLOCK if device.type == "cpu" else max(n, 1)
+    seeds = torch.randint(0, 2 ** 62, (-(-n // block),), generator=generator, device=generator.device).tolist()
     mixed = torch.empty_like(x)
-    shards = min(torch.get_num_threads(), n // _MIN_SHARD) if x.device.type == "cpu" else 1
+
+    def shard(first_block, last_block):
+        """Draw the plans of these blocks, then mix their rows; returns the plan."""
+        plans = [_draw_plan(min(block, n - b * block), mixing.shape[0], k, beta, severity, all_ops,
+                            x.shape[-1], torch.Generator(device=device).manual_seed(seeds[b]), device)
+                 for b in range(first_block, last_block)]
+        plan = {key: torch.cat([p[key] for p in plans], dim=-1) for key in plans[0]}
+        first, last = first_block * block, min(last_block * block, n)
+        _pixmix_rows(mixed[first:last], x[first:last], mixing, plan, k, severity)
+        return plan
+
+    shards = min(torch.get_num_threads(), n // _MIN_SHARD, len(seeds)) if device.type == "cpu" else 1
     if shards > 1:
         # Shards run on helper threads with one torch thread each. The calling thread does
-        # no torch work meanwhile, not even the draws: its own torch threads would then
-        # spin-wait for more work on the cores the shards need.
-        pool = _helper_threads(shards)
-        plan = pool.submit(_draw_plan, n, mixing.shape[0], k, beta, severity, all_ops, x.shape[-1],
-                           generator, x.device).result()
-        pending = [pool.submit(_pixmix_rows, mixed, x, mixing, plan, n * i // shards, n * (i + 1) // shards,
-                               k, severity) for i in range(shards)]
+        # no torch work meanwhile: its own torch threads would spin-wait for more work on
+        # the cores the shards need.
+        pending = [_helper_threads(shards).submit(shard, len(seeds) * i // shards, len(seeds) * (i + 1) // shards)
+                   for i in range(shards)]
         # wait for every shard, also when one fails, so that no thread is left writing
         concurrent.futures.wait(pending)
-        for done in pending:
-            done.result()
+        plans = [done.result() for done in pending]
     else:
-        plan = _draw_plan(n, mixing.shape[0], k, beta, severity, all_ops, x.shape[-1], generator, x.device)
-        _pixmix_rows(mixed, x, mixing, plan, 0, n, k, severity)
+        plans = [shard(0, len(seeds))] if n else []
     if not return_trace:
         return mixed
+    plan = {key: torch.cat([p[key] for p in plans], dim=-1) for key in plans[0]} if plans else \
+        _draw_plan(0, mixing.shape[0], k, beta, severity, all_ops, x.shape[-1], generator, device)
     return mixed, _trace(plan, len(ALL_OPS) if all_ops else len(OPS))
 
 
 def _draw_plan(n, n_mixing, k, beta, severity, all_ops, image_size, generator, device):
-    """Every random choice of a PixMix batch, drawn at once, one column per sample.
+    """Every random choice of PixMix for n samples, drawn at once, one column per sample.
 
     Drawing it all first (one draw per augmentation slot, used or not) makes the mixing
     itself deterministic, so the batch can be cut into shards without changing a value.
@@ -722,6 +734,8 @@ def _trace(plan, n_ops):
 
 # pictures per shard below which another thread costs more than it saves
 _MIN_SHARD = 1024
+# pictures per block of random draws (see pixmix_batch)
+_PLAN_BLOCK = 1024
 _helper_pool = None
 
 
@@ -745,22 +759,19 @@ def _one_torch_thread():
     torch.set_num_threads(1)
 
 
-def _pixmix_rows(mixed, x, mixing, plan, first, last, k, severity):
-    """mixed[first:last] <- PixMix of x[first:last] as the plan's columns first:last say."""
-    x, out = x[first:last], mixed[first:last]
+def _pixmix_rows(out, x, mixing, plan, k, severity):
+    """out <- PixMix of x as the plan (one column per row of x) says."""
     n, device = x.shape[0], x.device
-    picks, rounds, start_augmented = (plan[key][first:last] for key in ("picks", "rounds", "start_augmented"))
-    partner_augmented, use_multiply, a, b = (plan[key][:, first:last] for key in
-                                             ("partner_augmented", "use_multiply", "a", "b"))
+    picks, rounds, start_augmented = (plan[key] for key in ("picks", "rounds", "start_augmented"))
+    partner_augmented, use_multiply, a, b = (plan[key] for key in ("partner_augmented", "use_multiply", "a", "b"))
 
     # Every aug(x) is an independent draw on the original x, so all of them (the start
     # picture, slot 0, and the partners of rounds 0..k-1, slots 1..k) go through one call.
     active = torch.arange(k, device=device)[:, None] < rounds[None, :]
     wants_aug = torch.cat([start_augmented[None], partner_augmented & active])
     slot_index, sample_index = wants_aug.nonzero(as_tuple=True)
-    augmented, order = _augment_requests(x, sample_index,
-                                         plan["op_ids"][:, first:last][slot_index, sample_index],
-                                         plan["magnitude"][:, first:last][slot_index, sample_index], severity)
+    augmented, order = _augment_requests(x, sample_index, plan["op_ids"][slot_index, sample_index],
+                                         plan["magnitude"][slot_index, sample_index], severity)
     row_of = torch.full((k + 1, n), -1, dtype=torch.long, device=device)
     row_of[slot_index[order], sample_index[order]] = torch.arange(order.numel(), device=device)
 
