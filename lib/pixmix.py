@@ -36,6 +36,7 @@ faster there. benchmarks/bench_pixmix.py measures it against the reference.
 import concurrent.futures
 import functools
 import math
+import os
 
 import numpy as np
 import torch
@@ -752,6 +753,15 @@ def _helper_threads(count):
         _helper_pool = concurrent.futures.ThreadPoolExecutor(count, thread_name_prefix="pixmix",
                                                              initializer=_one_torch_thread)
     return _helper_pool
+
+
+def _forget_helper_threads():
+    # a forked child has the pool object but none of its threads: it must make its own
+    global _helper_pool
+    _helper_pool = None
+
+
+os.register_at_fork(after_in_child=_forget_helper_threads)
 
 
 def _one_torch_thread():

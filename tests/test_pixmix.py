@@ -285,6 +285,29 @@ def test_pixmix_batch_is_the_same_on_any_number_of_threads(mixing_set):
         assert torch.allclose(out, outs[0][0], rtol=1e-6, atol=1e-9) and trace == outs[0][1]
 
 
+def _pixmix_in_child(x, mixing):
+    torch.set_num_threads(2)
+    P.pixmix_batch(x, mixing, torch.Generator().manual_seed(0))
+
+
+def test_pixmix_batch_works_in_a_forked_child_of_a_process_that_used_threads(mixing_set):
+    # a forked child inherits the helper pool's object but not its threads
+    import multiprocessing
+    x, mixing = torch.rand(2 * P._MIN_SHARD, 1, 28, 28), as_tensor(mixing_set)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        P.pixmix_batch(x, mixing, torch.Generator().manual_seed(0))  # starts the helper threads
+        child = multiprocessing.get_context("fork").Process(target=_pixmix_in_child, args=(x, mixing))
+        child.start()
+        child.join(timeout=60)
+        if child.is_alive():
+            child.kill()
+        assert child.exitcode == 0
+    finally:
+        torch.set_num_threads(previous)
+
+
 def test_pixmix_batch_rejects_mismatched_shapes(mixing_set):
     with pytest.raises(ValueError, match="same picture size"):
         P.pixmix_batch(torch.rand(2, 1, 28, 28), torch.rand(3, 1, 32, 32), torch.Generator())
