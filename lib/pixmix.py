@@ -11,14 +11,16 @@
 The algorithm follows the reference implementation (andyzoujm/pixmix) step by step;
 lib/pixmix_reference.py is the literal one-image-at-a-time version with PIL. Every
 random choice (operation, level, sign, number of rounds, partner, mixing operation,
-weights, mixing picture) is drawn per sample as a tensor from `generator`; the only
-Python loops run over the k rounds and over the small fixed groups of operations.
+weights, mixing picture) is drawn per sample as a tensor; the only Python loops run
+over the k rounds and over the small fixed groups of operations.
 
 Image operations work like PIL on 8-bit images, because the reference applies them
-to PIL images: the point operations (autocontrast, equalize, posterize, solarize,
-color, contrast, brightness) are per-sample 256-entry lookup tables built with PIL's
-integer arithmetic; the geometric ones are inverse affine maps in PIL's pixel
-convention sampled bilinearly with zero fill (rotate with grid_sample; shears and
+to PIL images: the point operations (autocontrast, equalize, color, contrast,
+brightness) are per-sample 256-entry lookup tables built with PIL's integer
+arithmetic, posterize and solarize the same integer arithmetic on the floats; the
+geometric ones are inverse affine maps in PIL's pixel convention sampled bilinearly
+with zero fill (rotate with grid_sample, or, for the whole-degree angles the
+augmentation draws, with bilinear taps computed once per angle; shears and
 translations move each row or column by its own amount, a 1-D interpolation that is
 cheaper and gives the same values); every augmented picture is rounded to the 1/255
 grid, as the reference's uint8 PIL image is. At the border PIL's bilinear filter
@@ -27,9 +29,16 @@ extends the edge pixel where grid_sample blends with black; MNIST borders are bl
 greyscale version, which for a grey image is the image itself. It still counts as a
 drawn operation, as in the reference.
 
+Every random choice is drawn first, per block of samples (1024 on the CPU, the whole
+batch on a GPU) from a generator seeded from `generator`; the mixing itself is then
+deterministic. On the CPU the batch is cut
+into shards of whole blocks, one per torch thread, each mixed on a helper thread with
+one torch thread: with this many mid-sized ops that uses the cores better than torch's
+threads inside each op, and the result does not depend on the number of threads.
+
 Speed (CPU): call it on thousands of images at once where possible (about 1 ms fixed
-cost per call), and let glibc keep freed memory (the MALLOC_* variables of the
-Makefile's JOB_ENV), or every call page-faults its buffers back in. Two steps go
+cost per call and shard), and let glibc keep freed memory (the MALLOC_* variables of
+the Makefile's JOB_ENV), or every call page-faults its buffers back in. Two steps go
 through numpy on CPU tensors (log2, row assignment): same values, several times
 faster there. benchmarks/bench_pixmix.py measures it against the reference.
 """

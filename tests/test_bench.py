@@ -64,7 +64,7 @@ def test_make_bench_runs_at_tiny_size_and_writes_csv_and_json(tmp_path):
                           cwd=ROOT, env=one_thread_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     table = done.stdout.splitlines()
-    names = ["pixmix batched", "augmentation overhead", "vs the usual setup", "OE step cost", "evaluation",
+    names = ["pixmix batched on the CPU's", "pixmix batched on one thread", "augmentation overhead", "vs the usual setup", "OE step cost", "evaluation",
              "snakemake -n"]
     for name in names:
         assert any(row.startswith(name) and " | " in row for row in table), name

@@ -14,11 +14,16 @@ def test_digit_images_are_mnist_like():
 
 
 def test_bench_pixmix_reports_speeds_and_their_ratio():
-    result = bench_pixmix(n_images=64, batch_size=32, n_reference=16, repeats=1, n_mixing=8, threads=1)
-    for key in ("reference_images_per_s", "batched_images_per_s", "ratio"):
+    import torch
+    threads_before = torch.get_num_threads()
+    result = bench_pixmix(n_images=64, batch_size=32, n_reference=16, repeats=1, n_mixing=8, threads=2)
+    assert torch.get_num_threads() == threads_before
+    for key in ("reference_images_per_s", "batched_images_per_s", "ratio", "batched_one_thread_images_per_s",
+                "ratio_one_thread"):
         assert math.isfinite(result[key]) and result[key] > 0
     assert result["ratio"] == result["batched_images_per_s"] / result["reference_images_per_s"]
-    assert result["n_images"] == 64 and result["batch_size"] == 32 and result["threads"] == 1
+    assert result["ratio_one_thread"] == result["batched_one_thread_images_per_s"] / result["reference_images_per_s"]
+    assert result["n_images"] == 64 and result["batch_size"] == 32 and result["threads"] == 2
     line = format_table(result)
     assert "\n" not in line and "ratio" in line and "img/s" in line
 

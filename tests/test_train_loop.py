@@ -24,7 +24,7 @@ def tensors(n=96, n_aux=40):
 
 
 def test_chunk_steps_cover_thousands_of_images_per_call():
-    assert chunk_steps(128, "cpu") == 32 and chunk_steps(64, "cuda") == 256 and chunk_steps(10**6, "cpu") == 1
+    assert chunk_steps(128, "cpu") == 64 and chunk_steps(64, "cuda") == 256 and chunk_steps(10**6, "cpu") == 1
 
 
 @pytest.mark.parametrize("per_chunk", [1, 2, 5])
