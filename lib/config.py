@@ -101,6 +101,11 @@ def _cross_checks(cfg):
     if cfg["outlier_exposure"].get("source") == cfg["in_distribution"]:
         problems.append(f"config key 'outlier_exposure.source': {cfg['in_distribution']!r} is the "
                         "in-distribution set; choose auxiliary outliers from another source")
+    if cfg["corruptions"] == "official" and cfg["in_distribution"] != "mnist":
+        problems.append(f"config key 'corruptions': the official MNIST-C sets are corrupted MNIST test "
+                        f"digits, so they do not measure a {cfg['in_distribution']!r} model; use "
+                        f"corruptions: generated (the 15 corruptions applied to the {cfg['in_distribution']!r} "
+                        "test set) or auto")
     mixing = cfg.get("pixmix", {}).get("mixing", {})
     if "pixmix" in cfg["augment"] and mixing.get("source") == "folder":
         folder = mixing.get("folder")
@@ -130,6 +135,8 @@ def validate_config(raw, schema=None):
                 per_key[where] = e
         raise ConfigError("invalid config:\n  " + "\n  ".join(_describe(e) for e in per_key.values()))
     _fill_defaults(schema, cfg)
+    if cfg.get("corruptions") == "auto":
+        cfg["corruptions"] = "official" if cfg["in_distribution"] == "mnist" else "generated"
     problems = _cross_checks(cfg)
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))

@@ -22,6 +22,9 @@ BAD = [
     ({"data_dir": "data; rm -rf ~"}, "data_dir", "not allowed", "letters"),
     ({"oe": ["oe_tune"]}, "oe", "baseline", "oe_tune"),
     ({"seeds": [1, 1]}, "seeds", "twice", "[1, 1]"),
+    ({"in_distribution": "fashion_mnist", "corruptions": "official"}, "corruptions", "corrupted MNIST",
+     "'fashion_mnist'", "corruptions: generated"),
+    ({"corruptions": "official"}, "corruptions", "'digits'", "corruptions: generated"),
 ]
 
 
@@ -42,6 +45,15 @@ def test_defaults_are_filled_and_shipped_files_validate():
     validate_config(base)
     for preset in ("demo", "tiny"):
         validate_config({**base, **load_config_file(f"{ROOT}/presets/{preset}.yaml")})
+
+
+@pytest.mark.parametrize("in_distribution, source", [("mnist", "official"), ("fashion_mnist", "generated"),
+                                                     ("kmnist", "generated"), ("digits", "generated")])
+def test_auto_corruptions_are_the_official_sets_for_mnist_alone(in_distribution, source):
+    assert validate_config({"in_distribution": in_distribution})["corruptions"] == source
+    assert validate_config({"in_distribution": in_distribution, "corruptions": "auto"})["corruptions"] == source
+    assert validate_config({"in_distribution": in_distribution, "corruptions": "generated"})["corruptions"] == \
+        "generated"
 
 
 def test_every_config_key_is_commented():

@@ -36,8 +36,11 @@ def study_config(tmp_path, **overrides):
 
 
 def official_config(tmp_path, http_server, md5, **overrides):
+    # the official sets are MNIST digits: the config must say in_distribution mnist, though
+    # these runs build only the corruption files and download no MNIST
     sources = {"mnist_c": {"url": http_server.url("zenodo/record/files/"), "md5": {"mnist_c.zip": md5}}}
-    return study_config(tmp_path, corruptions="official", data_dir="data", data_sources=sources, **overrides)
+    return study_config(tmp_path, in_distribution="mnist", corruptions="official", data_dir="data",
+                        data_sources=sources, **overrides)
 
 
 def output_of(result):
