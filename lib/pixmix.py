@@ -259,10 +259,16 @@ def _rotate_whole_degrees_into(out, x, degrees):
     because the taps of a whole-degree angle are computed once and reused.
     """
     n, _, height, width = x.shape
-    index, weights = _rotation_taps(int(degrees), height, width, x.device)
-    padded = F.pad(x.reshape(n, height * width), (0, 1))
-    picked = padded.index_select(1, index).view(n, 4, height * width).mul_(weights.to(x.dtype))
-    return torch.sum(picked, 1, out=out.view(n, height * width))
+    _rotate_padded_into(out.view(n, height * width), F.pad(x.reshape(n, height * width), (0, 1)),
+                        degrees, height, width)
+    return out
+
+
+def _rotate_padded_into(out, padded, degrees, height, width):
+    """out [n, H W] <- the rotation of pictures flattened and extended by one black pixel."""
+    index, weights = _rotation_taps(int(degrees), height, width, padded.device)
+    picked = padded.index_select(1, index).view(len(padded), 4, height * width).mul_(weights)
+    return torch.sum(picked, 1, out=out)
 
 
 def _shift_lines(x, shift, pad=None):
@@ -528,10 +534,14 @@ def _augment_requests(x, sample_index, op_ids, magnitude, severity):
     if b > a:
         _solarize_into(out[a:b], source[a:b], magnitude[a:b])
 
-    for degrees, a, b in bins("rotate"):
-        _rotate_whole_degrees_into(out[a:b], source[a:b], degrees)
     a, b = span["rotate"]
     if b > a:
+        rows, columns = x.shape[-2:]
+        # flattened and extended by one black pixel once; then one slice per angle
+        padded = F.pad(source[a:b].reshape(b - a, rows * columns), (0, 1))
+        turned = out[a:b].view(b - a, rows * columns)
+        for degrees, first, last in bins("rotate"):
+            _rotate_padded_into(turned[first - a:last - a], padded[first - a:last - a], degrees, rows, columns)
         out[a:b].mul_(255).round_().div_(255)
 
     for shear, transposed in (("shear_x", False), ("shear_y", True)):
@@ -811,12 +821,12 @@ def _pixmix_rows(out, x, mixing, plan, k, severity):
         minlength=9 * (k - 1)).view(k - 1, 9)[:, :8].cumsum(1).tolist() if k > 1 else [])
 
     current = torch.empty_like(x)
+    start_rows = row_of[0, first_order]
     for sub_block in range(18):
         begin, end = (first_ends[sub_block - 1] if sub_block else 0), first_ends[sub_block]
         if end > begin:
-            samples = first_order[begin:end]
-            source, rows = (augmented, row_of[0, samples]) if sub_block % 2 else (x, samples)
-            torch.index_select(source, 0, rows, out=current[begin:end])
+            source, rows = (augmented, start_rows) if sub_block % 2 else (x, first_order)
+            torch.index_select(source, 0, rows[begin:end], out=current[begin:end])
     n_active = blocks[0][-1]
     _copy_rows_(out, first_order[n_active:], current[n_active:])
     current = current[:n_active]
@@ -826,12 +836,12 @@ def _pixmix_rows(out, x, mixing, plan, k, severity):
             break
         samples = (first_order if i == 0 else samples_by_round[i - 1])[:ends[-1]]
         partner = torch.empty_like(current)
+        mixing_rows, augmented_rows = picks[samples], row_of[i + 1, samples]
         for block in range(8):
             begin, end = (ends[block - 1] if block else 0), ends[block]
             if end > begin:
-                source, rows = ((augmented, row_of[i + 1, samples[begin:end]]) if block % 2 else
-                                (mixing, picks[samples[begin:end]]))
-                torch.index_select(source, 0, rows, out=partner[begin:end])
+                source, rows = (augmented, augmented_rows) if block % 2 else (mixing, mixing_rows)
+                torch.index_select(source, 0, rows[begin:end], out=partner[begin:end])
         weights_a, weights_b = a[i, samples, None, None, None], b[i, samples, None, None, None]
         n_add = ends[3]
         _add_into(current[:n_add], partner[:n_add], weights_a[:n_add], weights_b[:n_add]).clamp_(0, 1)
