@@ -252,20 +252,13 @@ def _rotation_taps(degrees, height, width, device):
             torch.stack(weights).to(device=device, dtype=torch.float32))
 
 
-def _rotate_whole_degrees_into(out, x, degrees):
-    """out <- rotate(x, degrees) for one whole-degree angle shared by every sample of x.
-
-    Same values as rotate() (grid_sample) up to float rounding; a quarter of the cost,
-    because the taps of a whole-degree angle are computed once and reused.
-    """
-    n, _, height, width = x.shape
-    _rotate_padded_into(out.view(n, height * width), F.pad(x.reshape(n, height * width), (0, 1)),
-                        degrees, height, width)
-    return out
-
-
 def _rotate_padded_into(out, padded, degrees, height, width):
-    """out [n, H W] <- the rotation of pictures flattened and extended by one black pixel."""
+    """out [n, H W] <- rotate(pictures, degrees) for one whole-degree angle; `padded` [n, H W + 1]
+    holds the pictures flattened and extended by one black pixel.
+
+    Same values as rotate() (grid_sample) up to float rounding, at a fraction of the cost:
+    the taps of a whole-degree angle are computed once and reused.
+    """
     index, weights = _rotation_taps(int(degrees), height, width, padded.device)
     picked = padded.index_select(1, index).view(len(padded), 4, height * width).mul_(weights)
     return torch.sum(picked, 1, out=out)
