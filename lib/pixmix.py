@@ -31,10 +31,10 @@ drawn operation, as in the reference.
 
 Every random choice is drawn first, per block of samples (1024 on the CPU, the whole
 batch on a GPU) from a generator seeded from `generator`; the mixing itself is then
-deterministic. On the CPU the batch is cut
-into shards of whole blocks, one per torch thread, each mixed on a helper thread with
-one torch thread: with this many mid-sized ops that uses the cores better than torch's
-threads inside each op, and the result does not depend on the number of threads.
+deterministic. On the CPU the batch is cut into shards of whole blocks, one per torch
+thread, each mixed on a helper thread with one torch thread: with this many mid-sized
+ops that uses the cores better than torch's threads inside each op, and the result does
+not depend on the number of threads.
 
 Speed (CPU): call it on thousands of images at once where possible (about 1 ms fixed
 cost per call and shard), and let glibc keep freed memory (the MALLOC_* variables of
