@@ -654,12 +654,6 @@ def _weights_from_uniforms(kind, u_a, u_b, beta):
     return a, b
 
 
-def _mixing_weights(shape, beta, generator, device):
-    """Per-sample (a, b) of the reference's get_ab (see _weights_from_uniforms)."""
-    u = torch.rand((3, *shape), generator=generator, device=device)
-    return _weights_from_uniforms(u[0], u[1], u[2], beta)
-
-
 def pixmix_batch(x, mixing, generator, k=4, beta=3.0, severity=3.0, all_ops=False,
                  return_trace=False):
     """PixMix every sample of x with one mixing picture drawn per sample.
@@ -687,7 +681,7 @@ def pixmix_batch(x, mixing, generator, k=4, beta=3.0, severity=3.0, all_ops=Fals
         plans = [_draw_plan(min(block, n - b * block), mixing.shape[0], k, beta, severity, all_ops,
                             x.shape[-1], torch.Generator(device=device).manual_seed(seeds[b]), device)
                  for b in range(first_block, last_block)]
-        plan = {key: torch.cat([p[key] for p in plans], dim=-1) for key in plans[0]}
+        plan = _concat_plans(plans)
         first, last = first_block * block, min(last_block * block, n)
         _pixmix_rows(mixed[first:last], x[first:last], mixing, plan, k, severity)
         return plan
@@ -706,7 +700,7 @@ def pixmix_batch(x, mixing, generator, k=4, beta=3.0, severity=3.0, all_ops=Fals
         plans = [shard(0, len(seeds))] if n else []
     if not return_trace:
         return mixed
-    plan = {key: torch.cat([p[key] for p in plans], dim=-1) for key in plans[0]} if plans else \
+    plan = _concat_plans(plans) if plans else \
         _draw_plan(0, mixing.shape[0], k, beta, severity, all_ops, x.shape[-1], generator, device)
     return mixed, _trace(plan, len(ALL_OPS) if all_ops else len(OPS))
 
@@ -729,6 +723,11 @@ def _draw_plan(n, n_mixing, k, beta, severity, all_ops, image_size, generator, d
         "partner_augmented": uniforms[1:1 + k] < 0.5, "use_multiply": uniforms[1 + k:1 + 2 * k] < 0.5,
         "a": a, "b": b, "op_ids": op_ids, "magnitude": magnitude,
     }
+
+
+def _concat_plans(plans):
+    """One plan of consecutive samples from the plans of consecutive blocks."""
+    return {key: torch.cat([p[key] for p in plans], dim=-1) for key in plans[0]}
 
 
 def _trace(plan, n_ops):

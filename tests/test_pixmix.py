@@ -239,7 +239,9 @@ def test_mixings_are_finite_and_clip_into_the_unit_interval(ab, seed, zeros):
 
 def test_mixing_weights_follow_the_reference_distributions():
     from scipy.stats import ks_2samp
-    a, b = P._mixing_weights((20000,), 3.0, torch.Generator().manual_seed(0), "cpu")
+    # the uniforms pixmix_batch's plan draws: kind, then the two the weights are made of
+    kind, u_a, u_b = torch.rand(3, 20000, generator=torch.Generator().manual_seed(0))
+    a, b = P._weights_from_uniforms(kind, u_a, u_b, 3.0)
     rng = np.random.default_rng(0)
     first = rng.random(20000) < 0.5
     ref_a = np.where(first, rng.beta(3, 1, 20000), 1 + rng.beta(1, 3, 20000))
