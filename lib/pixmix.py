@@ -407,19 +407,21 @@ def op_magnitudes(op_ids, level, negate, image_size=IMAGE_SIZE):
     functions), negated where `negate` for the ops the reference flips. int() in the
     reference truncates; levels are positive, so floor is the same.
     """
-    offset, direction, scale, truncated, signed = _magnitude_tables(image_size, level.device)
-    scaled = level / 10 * scale[op_ids].to(level.dtype)
-    scaled = torch.where(truncated[op_ids], scaled.floor(), scaled)
-    magnitude = offset[op_ids].to(level.dtype) + direction[op_ids].to(level.dtype) * scaled
-    return torch.where(signed[op_ids] & negate, -magnitude, magnitude)
+    rules = _magnitude_tables(image_size, level.device, level.dtype).index_select(0, op_ids.flatten())
+    offset, direction, scale, truncated, signed = rules.T.reshape(5, *op_ids.shape)
+    scaled = level / 10 * scale
+    scaled = torch.where(truncated > 0, scaled.floor(), scaled)
+    magnitude = offset + direction * scaled
+    return torch.where((signed > 0) & negate, -magnitude, magnitude)
 
 
 @functools.lru_cache(maxsize=None)
-def _magnitude_tables(image_size, device):
-    """_magnitude_rules as tensors indexed by op (offset, direction, scale, truncated, signed)."""
+def _magnitude_tables(image_size, device, dtype):
+    """_magnitude_rules as one table [op, (offset, direction, scale, truncated, signed)];
+    one lookup per draw instead of five (whole numbers and flags are exact in floats)."""
     rules = _magnitude_rules(image_size)
-    columns = [torch.tensor([rules[name][i] for name in ALL_OPS], device=device) for i in range(4)]
-    return (*columns, torch.tensor([name in _SIGNED_OPS for name in ALL_OPS], device=device))
+    return torch.tensor([[float(value) for value in rules[name]] + [float(name in _SIGNED_OPS)]
+                         for name in ALL_OPS], dtype=dtype, device=device)
 
 
 _LUTS = {
@@ -615,9 +617,34 @@ def _multiply_into(x1, x2, a, b, clip=False):
     float and the exponent kept above -125; 0^a = 0 (a > 0) is restored at the end by
     multiplying with sign(x1).
     """
+    return _multiply_by_log2_into(x1, _clamped_log2_(x2), a, b, clip)
+
+
+def _clamped_log2_(t):
+    """t <- log2(max(t, 5e-38)) in place: the second factor's log in _multiply_into."""
+    return _log2_(t.clamp_min_(5e-38))
+
+
+_log2_cache = (None, -1, None)
+
+
+def _mixing_log2(mixing):
+    """_clamped_log2_ of the mixing pictures, kept while the same tensor, unchanged, comes
+    back (a training job passes one set to every call; 10,000 pictures take about 1 ms)."""
+    global _log2_cache
+    cached, version, logs = _log2_cache
+    if cached is not mixing or version != mixing._version:
+        logs = _clamped_log2_(mixing.detach().clone())
+        _log2_cache = (mixing, mixing._version, logs)
+    return logs
+
+
+def _multiply_by_log2_into(x1, log2_x2, a, b, clip=False):
+    """_multiply_into with the second factor given as _clamped_log2_(x2): the mixing
+    pictures' logs are computed once per call, not once per round they are drawn in."""
     nonzero = torch.sign(x1)
-    _log2_(x1.clamp_min_(5e-38)).mul_(a)
-    x1.addcmul_(_log2_(x2.clamp_min_(5e-38)), b)
+    _clamped_log2_(x1).mul_(a)
+    x1.addcmul_(log2_x2, b)
     return x1.add_(a + b - 1).clamp_(min=-125, max=0 if clip else None).exp2_().mul_(nonzero)
 
 
@@ -675,15 +702,15 @@ def pixmix_batch(x, mixing, generator, k=4, beta=3.0, severity=3.0, all_ops=Fals
     block = _PLAN_BLOCK if device.type == "cpu" else max(n, 1)
     seeds = torch.randint(0, 2 ** 62, (-(-n // block),), generator=generator, device=generator.device).tolist()
     mixed = torch.empty_like(x)
+    mixing_log2 = _mixing_log2(mixing) if k else None
 
     def shard(first_block, last_block):
-        """Draw the plans of these blocks, then mix their rows; returns the plan."""
-        plans = [_draw_plan(min(block, n - b * block), mixing.shape[0], k, beta, severity, all_ops,
-                            x.shape[-1], torch.Generator(device=device).manual_seed(seeds[b]), device)
-                 for b in range(first_block, last_block)]
-        plan = _concat_plans(plans)
+        """Draw the plan of these blocks, then mix their rows; returns the plan."""
         first, last = first_block * block, min(last_block * block, n)
-        _pixmix_rows(mixed[first:last], x[first:last], mixing, plan, k, severity)
+        plan = _draw_plan([min(block, n - b * block) for b in range(first_block, last_block)],
+                          seeds[first_block:last_block], mixing.shape[0], k, beta, severity, all_ops,
+                          x.shape[-1], device)
+        _pixmix_rows(mixed[first:last], x[first:last], mixing, mixing_log2, plan, k, severity)
         return plan
 
     shards = min(torch.get_num_threads(), n // _MIN_SHARD, len(seeds)) if device.type == "cpu" else 1
@@ -701,27 +728,38 @@ def pixmix_batch(x, mixing, generator, k=4, beta=3.0, severity=3.0, all_ops=Fals
     if not return_trace:
         return mixed
     plan = _concat_plans(plans) if plans else \
-        _draw_plan(0, mixing.shape[0], k, beta, severity, all_ops, x.shape[-1], generator, device)
+        _draw_plan([0], [0], mixing.shape[0], k, beta, severity, all_ops, x.shape[-1], device)
     return mixed, _trace(plan, len(ALL_OPS) if all_ops else len(OPS))
 
 
-def _draw_plan(n, n_mixing, k, beta, severity, all_ops, image_size, generator, device):
-    """Every random choice of PixMix for n samples, drawn at once, one column per sample.
+def _draw_plan(block_sizes, seeds, n_mixing, k, beta, severity, all_ops, image_size, device):
+    """Every random choice of PixMix for consecutive blocks of samples, one column per sample.
 
-    Drawing it all first (one draw per augmentation slot, used or not) makes the mixing
-    itself deterministic, so the batch can be cut into shards without changing a value.
+    Block b draws its numbers from a generator seeded with seeds[b]; the weights and
+    magnitudes are then derived from all blocks at once. Drawing it all first (one draw
+    per augmentation slot, used or not) makes the mixing itself deterministic, so the
+    batch can be cut into shards of whole blocks without changing a value.
     """
-    uniforms = torch.rand(1 + 5 * k, n, generator=generator, device=device)
+    n_ops = len(ALL_OPS) if all_ops else len(OPS)
+    # rows of `uniforms`: start kind, then k rows each of partner kind, mixing op, weight
+    # kind, u_a, u_b; then k + 1 rows each of level and sign of the augmentation slots
+    # (slot 0 is the start picture, slots 1..k the partners of rounds 0..k-1)
+    draws = []
+    for size, seed in zip(block_sizes, seeds):
+        generator = torch.Generator(device=device).manual_seed(seed)
+        draws.append((torch.rand(3 + 7 * k, size, generator=generator, device=device),
+                      torch.randint(0, n_ops, (k + 1, size), generator=generator, device=device),
+                      torch.randint(0, n_mixing, (size,), generator=generator, device=device),
+                      torch.randint(0, k + 1, (size,), generator=generator, device=device)))
+    uniforms, op_ids, picks, rounds = (torch.cat(column, dim=-1) for column in zip(*draws))
     a, b = _weights_from_uniforms(uniforms[1 + 2 * k:1 + 3 * k], uniforms[1 + 3 * k:1 + 4 * k],
-                                  uniforms[1 + 4 * k:], beta)
-    # slot 0 is the start picture, slots 1..k the partners of rounds 0..k-1
-    op_ids, magnitude = _draw_ops((k + 1, n), generator, severity, all_ops, image_size, device)
+                                  uniforms[1 + 4 * k:1 + 5 * k], beta)
+    level = uniforms[1 + 5 * k:2 + 6 * k].mul(severity - 0.1).add_(0.1)
+    negate = uniforms[2 + 6 * k:] > 0.5
     return {
-        "picks": torch.randint(0, n_mixing, (n,), generator=generator, device=device),
-        "rounds": torch.randint(0, k + 1, (n,), generator=generator, device=device),
-        "start_augmented": uniforms[0] < 0.5,
+        "picks": picks, "rounds": rounds, "start_augmented": uniforms[0] < 0.5,
         "partner_augmented": uniforms[1:1 + k] < 0.5, "use_multiply": uniforms[1 + k:1 + 2 * k] < 0.5,
-        "a": a, "b": b, "op_ids": op_ids, "magnitude": magnitude,
+        "a": a, "b": b, "op_ids": op_ids, "magnitude": op_magnitudes(op_ids, level, negate, image_size),
     }
 
 
@@ -780,8 +818,9 @@ def _one_torch_thread():
     torch.set_num_threads(1)
 
 
-def _pixmix_rows(out, x, mixing, plan, k, severity):
-    """out <- PixMix of x as the plan (one column per row of x) says."""
+def _pixmix_rows(out, x, mixing, mixing_log2, plan, k, severity):
+    """out <- PixMix of x as the plan (one column per row of x) says; mixing_log2 is
+    _clamped_log2_(mixing), the form in which multiplying rounds take a mixing picture."""
     n, device = x.shape[0], x.device
     picks, rounds, start_augmented = (plan[key] for key in ("picks", "rounds", "start_augmented"))
     partner_augmented, use_multiply, a, b = (plan[key] for key in ("partner_augmented", "use_multiply", "a", "b"))
@@ -832,12 +871,17 @@ def _pixmix_rows(out, x, mixing, plan, k, severity):
         for block in range(8):
             begin, end = (ends[block - 1] if block else 0), ends[block]
             if end > begin:
-                source, rows = (augmented, augmented_rows) if block % 2 else (mixing, mixing_rows)
-                torch.index_select(source, 0, rows[begin:end], out=partner[begin:end])
+                if block % 2:  # augmented partners; those of multiplying rounds in the log domain
+                    torch.index_select(augmented, 0, augmented_rows[begin:end], out=partner[begin:end])
+                    if block > 4:
+                        _clamped_log2_(partner[begin:end])
+                else:
+                    torch.index_select(mixing_log2 if block >= 4 else mixing, 0, mixing_rows[begin:end],
+                                       out=partner[begin:end])
         weights_a, weights_b = a[i, samples, None, None, None], b[i, samples, None, None, None]
         n_add = ends[3]
         _add_into(current[:n_add], partner[:n_add], weights_a[:n_add], weights_b[:n_add]).clamp_(0, 1)
-        _multiply_into(current[n_add:], partner[n_add:], weights_a[n_add:], weights_b[n_add:], clip=True)
+        _multiply_by_log2_into(current[n_add:], partner[n_add:], weights_a[n_add:], weights_b[n_add:], clip=True)
         for begin, end in ((0, ends[1]), (ends[3], ends[5])):  # (add, mult) x done after this round
             _copy_rows_(out, samples[begin:end], current[begin:end])
         if i + 1 < k and blocks[i + 1][-1]:
