@@ -708,8 +708,7 @@ def pixmix_batch(x, mixing, generator, k=4, beta=3.0, severity=3.0, all_ops=Fals
         """Draw the plan of these blocks, then mix their rows; returns the plan."""
         first, last = first_block * block, min(last_block * block, n)
         plan = _draw_plan([min(block, n - b * block) for b in range(first_block, last_block)],
-                          seeds[first_block:last_block], mixing.shape[0], k, beta, severity, all_ops,
-                          x.shape[-1], device)
+                          seeds[first_block:last_block], mixing.shape[0], k, beta, severity, all_ops, device)
         _pixmix_rows(mixed[first:last], x[first:last], mixing, mixing_log2, plan, k, severity)
         return plan
 
@@ -728,15 +727,16 @@ def pixmix_batch(x, mixing, generator, k=4, beta=3.0, severity=3.0, all_ops=Fals
     if not return_trace:
         return mixed
     plan = _concat_plans(plans) if plans else \
-        _draw_plan([0], [0], mixing.shape[0], k, beta, severity, all_ops, x.shape[-1], device)
+        _draw_plan([0], [0], mixing.shape[0], k, beta, severity, all_ops, device)
     return mixed, _trace(plan, len(ALL_OPS) if all_ops else len(OPS))
 
 
-def _draw_plan(block_sizes, seeds, n_mixing, k, beta, severity, all_ops, image_size, device):
+def _draw_plan(block_sizes, seeds, n_mixing, k, beta, severity, all_ops, device):
     """Every random choice of PixMix for consecutive blocks of samples, one column per sample.
 
-    Block b draws its numbers from a generator seeded with seeds[b]; the weights and
-    magnitudes are then derived from all blocks at once. Drawing it all first (one draw
+    Block b draws its numbers from a generator seeded with seeds[b]; the weights are
+    then derived from all blocks at once (the magnitudes later, for the slots that are
+    used: op_magnitudes of op_ids, level and negate). Drawing it all first (one draw
     per augmentation slot, used or not) makes the mixing itself deterministic, so the
     batch can be cut into shards of whole blocks without changing a value.
     """
@@ -759,7 +759,7 @@ def _draw_plan(block_sizes, seeds, n_mixing, k, beta, severity, all_ops, image_s
     return {
         "picks": picks, "rounds": rounds, "start_augmented": uniforms[0] < 0.5,
         "partner_augmented": uniforms[1:1 + k] < 0.5, "use_multiply": uniforms[1 + k:1 + 2 * k] < 0.5,
-        "a": a, "b": b, "op_ids": op_ids, "magnitude": op_magnitudes(op_ids, level, negate, image_size),
+        "a": a, "b": b, "op_ids": op_ids, "level": level, "negate": negate,
     }
 
 
@@ -830,8 +830,10 @@ def _pixmix_rows(out, x, mixing, mixing_log2, plan, k, severity):
     active = torch.arange(k, device=device)[:, None] < rounds[None, :]
     wants_aug = torch.cat([start_augmented[None], partner_augmented & active])
     slot_index, sample_index = wants_aug.nonzero(as_tuple=True)
-    augmented, order = _augment_requests(x, sample_index, plan["op_ids"][slot_index, sample_index],
-                                         plan["magnitude"][slot_index, sample_index], severity)
+    op_ids = plan["op_ids"][slot_index, sample_index]
+    magnitude = op_magnitudes(op_ids, plan["level"][slot_index, sample_index],
+                              plan["negate"][slot_index, sample_index], x.shape[-1])
+    augmented, order = _augment_requests(x, sample_index, op_ids, magnitude, severity)
     row_of = torch.full((k + 1, n), -1, dtype=torch.long, device=device)
     row_of[slot_index[order], sample_index[order]] = torch.arange(order.numel(), device=device)
 
