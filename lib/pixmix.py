@@ -264,13 +264,14 @@ def _rotate_padded_into(out, padded, degrees, height, width):
     return torch.sum(picked, 1, out=out)
 
 
-def _shift_lines(x, shift, pad=None):
+def _shift_lines(x, shift, pad=None, out=None):
     """out[..., l, j] = x[..., l, j + shift[n, l]], linearly interpolated, 0 outside.
 
     x [n,1,L,W], shift [n,L] pixels. PIL's shears and translations move every row (or
     every column) by its own amount, so they need only this one-dimensional bilinear
     sampling: same values as grid_sample with zero padding, at a fraction of its cost.
-    pad must exceed max |shift|; without it, it is read off the shifts.
+    pad must exceed max |shift|; without it, it is read off the shifts. out (optional,
+    any strides, shaped like x) receives the result.
     """
     n, channels, lines, width = x.shape
     if pad is None:
@@ -284,7 +285,7 @@ def _shift_lines(x, shift, pad=None):
     samples = torch.arange(n, device=x.device)[:, None, None]
     line = torch.arange(lines, device=x.device)[None, None, :]
     picked = windows[samples, torch.arange(channels, device=x.device)[None, :, None], line, start[:, None, :]]
-    return picked[..., :width].lerp(picked[..., 1:], fraction)
+    return torch.lerp(picked[..., :width], picked[..., 1:], fraction, out=out)
 
 
 def _shift_pad(severity, image_shape):
@@ -545,8 +546,10 @@ def _augment_requests(x, sample_index, op_ids, magnitude, severity):
             lines = source[a:b].transpose(-1, -2) if transposed else source[a:b]
             shifts = _line_shifts(magnitude[a:b], torch.ones(b - a, dtype=torch.bool, device=device),
                                   lines.shape[-2])
-            shifted = _shift_lines(lines, shifts, pad).mul_(255).round_().div_(255)
-            out[a:b] = shifted.transpose(-1, -2) if transposed else shifted
+            if transposed:  # a strided write is slower than this copy
+                out[a:b] = _shift_lines(lines, shifts, pad).mul_(255).round_().div_(255).transpose(-1, -2)
+            else:
+                _shift_lines(lines, shifts, pad, out=out[a:b]).mul_(255).round_().div_(255)
 
     for translate, dim in (("translate_x", -1), ("translate_y", -2)):
         for distance, a, b in bins(translate):
