@@ -137,23 +137,30 @@ def _autocontrast_lut(levels, lo=None, hi=None):
     return _autocontrast_table(pairs // 256, pairs % 256).index_select(0, which)
 
 
-def _equalize_lut(levels):
+def _equalize_lut(levels, brightest=None):
+    """PIL's equalize table for each row of grey levels [n, pixels], as float32 levels.
+
+    brightest [n]: each row's brightest level, if known.
+    """
     n, pixels = levels.shape
     histogram = torch.zeros(n, 256, dtype=torch.long, device=levels.device)
     # a broadcast one: no pixel-sized tensor of ones to fill
     histogram.scatter_add_(1, levels, torch.ones(1, 1, dtype=torch.long, device=levels.device).expand_as(levels))
-    count_at_max = histogram.gather(1, levels.amax(1, keepdim=True))
+    if brightest is None:
+        brightest = levels.amax(1)
+    histogram = histogram.to(torch.float32)
+    count_at_max = histogram.gather(1, brightest[:, None])
     # PIL: step = (pixels - count of the brightest level present) // 255; the table
-    # starts at step // 2 and climbs by the histogram, integer-divided by step.
-    # Counts stay far below 2^53, so float64 division then floor is exact.
-    step = ((pixels - count_at_max) // 255).double()
-    below = (histogram.cumsum(1) - histogram).double()
+    # starts at step // 2 and climbs by the histogram, integer-divided by step. In
+    # float32 every count is exact, and floor(p / q) of whole numbers p < 2^24 is too:
+    # a quotient that is not whole lies at least 1/q from the next whole number, more
+    # than float32's rounding error (p / q) 2^-24 of it.
+    step = (pixels - count_at_max).div_(255).floor_()
+    below = histogram.cumsum(1).sub_(histogram)
     safe_step = step.clamp_min(1)
-    lut = below.add_((safe_step / 2).floor_()).div_(safe_step).floor_().clamp_(0, 255).long()
-    # PIL leaves a picture with step 0 (one level, or nearly) unchanged; such rows are rare
-    flat_rows = (step[:, 0] == 0).nonzero().squeeze(1)
-    lut[flat_rows] = torch.arange(256, device=levels.device)
-    return lut
+    lut = below.add_(safe_step.div(2).floor_()).div_(safe_step).floor_().clamp_(0, 255)
+    # PIL leaves a picture with step 0 (one level, or nearly) unchanged
+    return torch.where(step > 0, lut, torch.arange(256, dtype=lut.dtype, device=lut.device))
 
 
 def _posterize_into(out, x, bits):
@@ -425,9 +432,9 @@ def _magnitude_tables(image_size, device, dtype):
                          for name in ALL_OPS], dtype=dtype, device=device)
 
 
+# the table ops that take a magnitude (autocontrast and equalize are built from each
+# picture's own levels in _augment_requests)
 _LUTS = {
-    "autocontrast": lambda levels, magnitude: _autocontrast_lut(levels),
-    "equalize": lambda levels, magnitude: _equalize_lut(levels),
     "color": lambda levels, magnitude: _identity_lut(levels.shape[0], levels.device),
     "contrast": _contrast_lut,
     "brightness": lambda levels, magnitude: _brightness_lut(magnitude),
@@ -508,19 +515,21 @@ def _augment_requests(x, sample_index, op_ids, magnitude, severity):
     start, end = span[_LUT_OPS[0]][0], span[_LUT_OPS[-1]][1]
     if end > start:
         levels = _to_levels(source[start:end])
-        lut = torch.empty(end - start, 256, dtype=torch.long, device=device)
+        # tables of float levels, divided by 255 before the lookup: no per-pixel conversion
+        lut = torch.empty(end - start, 256, dtype=x.dtype, device=device)
         for name in _LUT_OPS:
             a, b = span[name]
-            if b > a and name == "autocontrast":
+            if b > a and name in ("autocontrast", "equalize"):
                 # darkest and brightest level from the float pictures (a float min/max is
                 # much cheaper than an integer one; the rounding to levels is monotone)
                 flat = source[a:b].flatten(1)
-                lut[a - start:b - start] = _autocontrast_lut(
-                    None, _levels_of_values(flat.amin(1)), _levels_of_values(flat.amax(1)))
+                brightest = _levels_of_values(flat.amax(1))
+                lut[a - start:b - start] = (
+                    _autocontrast_lut(None, _levels_of_values(flat.amin(1)), brightest) if name == "autocontrast"
+                    else _equalize_lut(levels[a - start:b - start], brightest))
             elif b > a:
                 lut[a - start:b - start] = _LUTS[name](levels[a - start:b - start], magnitude[a:b])
-        # a float table already divided by 255 saves converting every pixel afterwards
-        lut = lut.to(x.dtype).div_(255)
+        lut.div_(255)
         torch.gather(lut, 1, levels, out=out[start:end].view(end - start, -1))
 
     a, b = span["posterize"]
