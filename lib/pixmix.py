@@ -654,7 +654,7 @@ def _mixing_log2(mixing):
 
 def _multiply_by_log2_into(x1, log2_x2, a, b, clip=False):
     """_multiply_into with the second factor given as _clamped_log2_(x2): the mixing
-    pictures' logs are computed once per call, not once per round they are drawn in."""
+    pictures' logs are computed once per mixing set, not in every round that draws one."""
     nonzero = torch.sign(x1)
     _clamped_log2_(x1).mul_(a)
     x1.addcmul_(log2_x2, b)

@@ -288,6 +288,25 @@ def test_pixmix_batch_is_the_same_on_any_number_of_threads(mixing_set):
         assert torch.allclose(out, outs[0][0], rtol=1e-6, atol=1e-9) and trace == outs[0][1]
 
 
+def test_mixing_logs_are_reused_only_for_the_same_unchanged_pictures(mixing_set):
+    # multiplying rounds read the mixing pictures' logs from a cache; a changed or another
+    # set must not be mixed with stale logs
+    x = as_tensor(digit_images(256, seed=3))
+    mixing = as_tensor(mixing_set)
+
+    def mixed(pictures):
+        return P.pixmix_batch(x, pictures, torch.Generator().manual_seed(5))
+
+    first = mixed(mixing)
+    assert P._mixing_log2(mixing) is P._mixing_log2(mixing)
+    assert torch.equal(P._mixing_log2(mixing), P._clamped_log2_(mixing.clone()))
+    brighter = mixing.clone().mul_(0.5).add_(0.5)
+    expected = mixed(brighter)
+    mixing.mul_(0.5).add_(0.5)  # the cached tensor itself, changed in place
+    assert torch.equal(mixed(mixing), expected) and not torch.equal(expected, first)
+    assert torch.equal(P._mixing_log2(mixing), P._clamped_log2_(brighter.clone()))
+
+
 def _pixmix_in_child(x, mixing):
     torch.set_num_threads(2)
     P.pixmix_batch(x, mixing, torch.Generator().manual_seed(0))
