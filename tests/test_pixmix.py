@@ -297,11 +297,11 @@ def test_mixing_logs_are_reused_only_for_the_same_unchanged_pictures(mixing_set)
     def mixed(pictures):
         return P.pixmix_batch(x, pictures, torch.Generator().manual_seed(5))
 
-    first = mixed(mixing)
-    assert P._mixing_log2(mixing) is P._mixing_log2(mixing)
-    assert torch.equal(P._mixing_log2(mixing), P._clamped_log2_(mixing.clone()))
     brighter = mixing.clone().mul_(0.5).add_(0.5)
     expected = mixed(brighter)
+    first = mixed(mixing)  # now the cached set
+    assert P._mixing_log2(mixing) is P._mixing_log2(mixing)
+    assert torch.equal(P._mixing_log2(mixing), P._clamped_log2_(mixing.clone()))
     mixing.mul_(0.5).add_(0.5)  # the cached tensor itself, changed in place
     assert torch.equal(mixed(mixing), expected) and not torch.equal(expected, first)
     assert torch.equal(P._mixing_log2(mixing), P._clamped_log2_(brighter.clone()))
