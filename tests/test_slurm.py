@@ -224,6 +224,48 @@ def test_profile_dry_run_plans_the_default_study_with_a_gpu_per_train_and_evalua
     assert not (tmp_path / "results").exists(), "a dry run wrote results"
 
 
+# --- the cluster scripts' config handling (no root, no daemons) -----------------
+
+
+def _run_stop(state: Path, etc: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MNIST_SAFETY_SLURM_STATE": str(state), "MNIST_SAFETY_SLURM_ETC": str(etc)}
+    return subprocess.run(["bash", str(SLURM_DIR / "stop.sh")], env=env, capture_output=True, text=True,
+                          timeout=60)
+
+
+def _start_sh_config(state: Path) -> str:
+    return f"# Written by tests/slurm/start.sh: one node.\nStateSaveLocation={state}/ctld\n"
+
+
+def test_stop_takes_its_config_out_and_puts_back_what_start_saved(tmp_path):
+    # a left-behind config with no controller makes every Snakemake start wait ~9 s
+    state, etc = tmp_path / "state", tmp_path / "etc"
+    etc.mkdir()
+    (state / "etc-saved").mkdir(parents=True)
+    (etc / "slurm.conf").write_text(_start_sh_config(state))
+    (etc / "gres.conf").write_text("# Written by tests/slurm/start.sh: fake GPUs.\n")
+    (state / "etc-saved" / "slurm.conf").write_text("ClusterName=the-real-one\n")
+    done = _run_stop(state, etc)
+    assert done.returncode == 0, done.stderr
+    assert (etc / "slurm.conf").read_text() == "ClusterName=the-real-one\n"
+    assert not (etc / "gres.conf").exists() and not (state / "etc-saved" / "slurm.conf").exists()
+    assert (state / "etc" / "slurm.conf").read_text() == _start_sh_config(state)
+    assert (state / "etc" / "gres.conf").exists()
+
+
+def test_stop_leaves_a_config_that_is_not_its_own(tmp_path):
+    state, etc = tmp_path / "state", tmp_path / "etc"
+    etc.mkdir()
+    state.mkdir()
+    other = _start_sh_config(tmp_path / "another-state")  # another cluster of these tests
+    (etc / "slurm.conf").write_text(other)
+    (etc / "gres.conf").write_text("# Written by tests/slurm/start.sh: fake GPUs.\n")
+    done = _run_stop(state, etc)
+    assert done.returncode == 0, done.stderr
+    assert (etc / "slurm.conf").read_text() == other and (etc / "gres.conf").exists()
+    assert not (state / "etc").exists()
+
+
 # --- a real cluster -------------------------------------------------------------
 
 

@@ -3,7 +3,8 @@
 #
 #   sudo tests/slurm/start.sh      # installs Debian's packages if missing, starts
 #                                  # munged, mariadbd, slurmdbd, slurmctld, slurmd
-#   tests/slurm/stop.sh            # stops every daemon this script started, by pid
+#   tests/slurm/stop.sh            # stops every daemon this script started, by pid,
+#                                  # and takes its config out of /etc/slurm
 #
 # Idempotent: when every daemon it started is still alive it only checks that
 # the node takes jobs. Pids, logs and spool folders live in $MNIST_SAFETY_SLURM_STATE
@@ -107,6 +108,18 @@ chmod 0755 /run/munge
 chown mysql:mysql /run/mysqld
 for ((i = 0; i < GPUS; i++)); do
     [ -c "$STATE/fakegpu$i" ] || { rm -f "$STATE/fakegpu$i"; mknod "$STATE/fakegpu$i" c 1 3; }
+done
+
+# A slurm.conf, gres.conf or slurmdbd.conf that this script did not write (a real
+# cluster's) is saved once to $STATE/etc-saved before it is overwritten; stop.sh
+# puts it back.
+mkdir -p "$STATE/etc-saved"
+for f in slurm.conf gres.conf slurmdbd.conf; do
+    if [ -f "/etc/slurm/$f" ] && [ ! -e "$STATE/etc-saved/$f" ] \
+        && ! head -1 "/etc/slurm/$f" | grep -q '^# Written by tests/slurm/start.sh'; then
+        cp -p "/etc/slurm/$f" "$STATE/etc-saved/$f"
+        log "saved the existing /etc/slurm/$f to $STATE/etc-saved/ (stop.sh restores it)"
+    fi
 done
 
 # ProctrackType: proctrack/pgid, not linuxproc: linuxproc finds a job's processes by
