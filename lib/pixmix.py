@@ -471,9 +471,14 @@ def _draw_ops(shape, generator, severity, all_ops, image_size, device):
     """One augmentation draw per entry of `shape`: (op index into ALL_OPS, magnitude)."""
     n_ops = len(ALL_OPS) if all_ops else len(OPS)
     op_ids = torch.randint(0, n_ops, shape, generator=generator, device=device)
-    level = 0.1 + (severity - 0.1) * torch.rand(shape, generator=generator, device=device)
-    negate = torch.rand(shape, generator=generator, device=device) > 0.5
+    level, negate = _level_and_sign(torch.rand(shape, generator=generator, device=device),
+                                    torch.rand(shape, generator=generator, device=device), severity)
     return op_ids, op_magnitudes(op_ids, level, negate, image_size)
+
+
+def _level_and_sign(u_level, u_sign, severity):
+    """The reference's level ~ U(0.1, severity) and sign flip (probability 1/2) from uniforms."""
+    return u_level.mul(severity - 0.1).add_(0.1), u_sign > 0.5
 
 
 def _augment_requests(x, sample_index, op_ids, magnitude, severity):
@@ -768,8 +773,7 @@ def _draw_plan(block_sizes, seeds, n_mixing, k, beta, severity, all_ops, device)
     uniforms, op_ids, picks, rounds = (torch.cat(column, dim=-1) for column in zip(*draws))
     a, b = _weights_from_uniforms(uniforms[1 + 2 * k:1 + 3 * k], uniforms[1 + 3 * k:1 + 4 * k],
                                   uniforms[1 + 4 * k:1 + 5 * k], beta)
-    level = uniforms[1 + 5 * k:2 + 6 * k].mul(severity - 0.1).add_(0.1)
-    negate = uniforms[2 + 6 * k:] > 0.5
+    level, negate = _level_and_sign(uniforms[1 + 5 * k:2 + 6 * k], uniforms[2 + 6 * k:], severity)
     return {
         "picks": picks, "rounds": rounds, "start_augmented": uniforms[0] < 0.5,
         "partner_augmented": uniforms[1:1 + k] < 0.5, "use_multiply": uniforms[1 + k:1 + 2 * k] < 0.5,
