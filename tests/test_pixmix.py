@@ -1,6 +1,7 @@
 """PixMix: each operation against PIL / torchvision, the mixings, the batch contract,
 and the batched version against the per-sample reference in distribution."""
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -286,6 +287,37 @@ def test_pixmix_batch_is_the_same_on_any_number_of_threads(mixing_set):
         torch.set_num_threads(previous)
     for out, trace in outs[1:]:
         assert torch.allclose(out, outs[0][0], rtol=1e-6, atol=1e-9) and trace == outs[0][1]
+
+
+def test_shards_run_with_a_short_switch_interval_and_the_callers_comes_back(mixing_set, monkeypatch):
+    # while shards share the interpreter lock, a short switch interval bounds how long one
+    # waits for it; the caller's own interval is restored afterwards, also after a failure
+    x, mixing = as_tensor(digit_images(2 * P._MIN_SHARD, seed=2)), as_tensor(mixing_set)
+    seen = []
+    rows = P._pixmix_rows
+
+    def recording_rows(*args):
+        seen.append(sys.getswitchinterval())
+        return rows(*args)
+
+    monkeypatch.setattr(P, "_pixmix_rows", recording_rows)
+    previous_threads, previous_interval = torch.get_num_threads(), sys.getswitchinterval()
+    torch.set_num_threads(2)
+    try:
+        sys.setswitchinterval(0.003)
+        P.pixmix_batch(x, mixing, torch.Generator().manual_seed(0))
+        assert seen == pytest.approx([P._SHARD_SWITCH_INTERVAL_S] * 2) and sys.getswitchinterval() == 0.003
+
+        def failing_rows(*args):
+            raise RuntimeError("shard failed")
+
+        monkeypatch.setattr(P, "_pixmix_rows", failing_rows)
+        with pytest.raises(RuntimeError, match="shard failed"):
+            P.pixmix_batch(x, mixing, torch.Generator().manual_seed(0))
+        assert sys.getswitchinterval() == 0.003
+    finally:
+        torch.set_num_threads(previous_threads)
+        sys.setswitchinterval(previous_interval)
 
 
 def test_mixing_logs_are_reused_only_for_the_same_unchanged_pictures(mixing_set):
