@@ -287,13 +287,15 @@ def _shift_lines(x, shift, pad=None, out=None):
         pad = int(shift.abs().max().ceil()) + 1 if shift.numel() else 1
     whole = shift.floor()
     fraction = (shift - whole).to(x.dtype)[:, None, :, None]
-    # every window of width + 1 along the padded lines is a view; pick one per line
-    windows = F.pad(x, (pad, pad)).unfold(3, width + 1, 1)  # [n, c, lines, 2 pad, width + 1]
+    padded = F.pad(x, (pad, pad)).reshape(-1)  # the lines one after another, each 2 pad longer
+    # row q of `windows` is the width + 1 values from flat position q on, a view; each line
+    # takes the row where its window starts: one row gather (index_select copies whole
+    # rows; indexing by four index tensors costs 3x more)
+    windows = padded.as_strided((padded.numel() - width, width + 1), (1, 1))
     # the clamp only guards the index range; |whole| <= pad - 1 by the choice of pad
     start = whole.long().clamp_(1 - pad, pad - 1) + pad
-    samples = torch.arange(n, device=x.device)[:, None, None]
-    line = torch.arange(lines, device=x.device)[None, None, :]
-    picked = windows[samples, torch.arange(channels, device=x.device)[None, :, None], line, start[:, None, :]]
+    line_starts = torch.arange(n * channels * lines, device=x.device).view(n, channels, lines) * (width + 2 * pad)
+    picked = windows.index_select(0, line_starts.add_(start[:, None, :]).view(-1)).view(n, channels, lines, width + 1)
     return torch.lerp(picked[..., :width], picked[..., 1:], fraction, out=out)
 
 
