@@ -291,7 +291,7 @@ def _shift_lines(x, shift, pad=None, out=None):
     # row q of `windows` is the width + 1 values from flat position q on, a view; each line
     # takes the row where its window starts: one row gather (index_select copies whole
     # rows; indexing by four index tensors costs 3x more)
-    windows = padded.as_strided((padded.numel() - width, width + 1), (1, 1))
+    windows = padded.as_strided((max(padded.numel() - width, 0), width + 1), (1, 1))
     # the clamp only guards the index range; |whole| <= pad - 1 by the choice of pad
     start = whole.long().clamp_(1 - pad, pad - 1) + pad
     line_starts = torch.arange(n * channels * lines, device=x.device).view(n, channels, lines) * (width + 2 * pad)

@@ -123,6 +123,11 @@ def test_translations_agree_with_torchvision(pictures, pixels):
     assert torch.allclose(P.translate_y(x, pixels), TF.affine(x, translate=[0, -pixels], **common), atol=1e-5)
 
 
+@pytest.mark.parametrize("shift", [P.shear_x, P.shear_y, P.translate_x, P.translate_y])
+def test_line_shifts_take_an_empty_batch(shift):
+    assert shift(torch.empty(0, 1, 28, 28), 0.2).shape == (0, 1, 28, 28)
+
+
 def test_translation_by_whole_pixels_equals_pil(pictures):
     for pixels in (2, -1):
         got = as_levels(P.translate_x(as_tensor(pictures), pixels))
