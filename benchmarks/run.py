@@ -55,18 +55,21 @@ def pixmix_lines(tiny):
     """The batched PixMix on all cores against the reference on one (the goal), and the
     batched PixMix on one core (for the record)."""
     sizes = (dict(n_images=64, batch_size=32, n_reference=16, repeats=1, n_mixing=8) if tiny
-             else dict(n_images=32768, batch_size=8192, n_reference=2000, repeats=5, n_mixing=1000))
+             else dict(n_images=32768, batch_size=8192, n_reference=2000, repeats=10, n_mixing=1000))
     result = bench_pixmix.bench_pixmix(**sizes)
-    common = {"reference": result["reference_images_per_s"], "unit": "img/s"}
+    common = {"reference": result["reference_images_per_s"], "unit": "img/s",
+              "repeat_images_per_s": result["repeat_images_per_s"]}
     detail = (f"batch {result['batch_size']} (a CPU training job's call), reference one picture at a time "
-              f"on one core, best of {sizes['repeats']}")
+              f"on one core, best of {sizes['repeats']} alternating repeats")
     return [
         {"name": f"pixmix batched on the CPU's {result['threads']} threads / per-sample PIL reference",
          "ours": result["batched_images_per_s"], "ratio": result["ratio"], "goal": ">= 20",
-         "met": result["ratio"] >= 20, **common, "detail": detail},
+         "met": result["ratio"] >= 20, **common, "ratio_median": result["ratio_median"],
+         "detail": f"{detail}; ratio of the median repeats {result['ratio_median']:.1f}"},
         {"name": "pixmix batched on one thread / per-sample PIL reference",
          "ours": result["batched_one_thread_images_per_s"], "ratio": result["ratio_one_thread"],
-         "goal": "report", "met": None, **common, "detail": detail},
+         "goal": "report", "met": None, **common, "ratio_median": result["ratio_one_thread_median"],
+         "detail": f"{detail}; ratio of the median repeats {result['ratio_one_thread_median']:.1f}"},
     ]
 
 

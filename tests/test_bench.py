@@ -74,6 +74,10 @@ def test_make_bench_runs_at_tiny_size_and_writes_csv_and_json(tmp_path):
     assert all(line["name"].startswith(name) for line, name in zip(saved["lines"], names))
     for line in saved["lines"]:
         assert set(COLUMNS) <= set(line) and math.isfinite(line["ratio"]) and line["ratio"] > 0
+    for line in saved["lines"][:2]:  # the PixMix lines also keep every repeat and the median ratio
+        assert math.isfinite(line["ratio_median"]) and line["ratio_median"] > 0
+        assert set(line["repeat_images_per_s"]) == {"reference", "batched", "one_thread"}
+        assert "ratio of the median repeats" in line["detail"]
     assert saved["machine"]["malloc"]["MALLOC_TOP_PAD_"] == "536870912" and saved["machine"]["cores"] >= 1
     csv_rows = (tmp_path / "bench-tiny.csv").read_text().splitlines()
     assert csv_rows[0] == ",".join(COLUMNS) and len(csv_rows) == 1 + len(names)
