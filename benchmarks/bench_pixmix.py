@@ -77,7 +77,7 @@ def _gpu_epoch_seconds(images, mixing, batch_size, seed):
     return time.perf_counter() - start
 
 
-def bench_pixmix(n_images=32768, batch_size=8192, n_reference=2000, repeats=3, n_mixing=1000,
+def bench_pixmix(n_images=32768, batch_size=8192, n_reference=2000, repeats=10, n_mixing=1000,
                  threads=None, seed=0):
     """Images per second of pixmix_batch (CPU; all threads and one) and of the per-sample
     reference, and their ratios."""
@@ -146,7 +146,7 @@ def main(argv=None):
     parser.add_argument("--n-images", type=int, default=32768)
     parser.add_argument("--batch-size", type=int, default=8192)
     parser.add_argument("--n-reference", type=int, default=2000)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--n-mixing", type=int, default=1000, help="fractal mixing pictures")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads of the batched run (default: torch's own); it also runs on one")
