@@ -62,18 +62,26 @@ def _seconds(run):
     return time.perf_counter() - start
 
 
-def _gpu_epoch_seconds(images, mixing, batch_size, seed):
-    device = torch.device("cuda")
-    tiles = -(-EPOCH_IMAGES // len(images))
-    x = torch.from_numpy(np.tile(images, (tiles, 1, 1))[:EPOCH_IMAGES]).to(device).float().div_(255)[:, None]
+def epoch_seconds(images, mixing, batch_size, seed, device, epoch_images=EPOCH_IMAGES):
+    """Seconds for pixmix_batch to augment one epoch of epoch_images (uint8 `images`, tiled
+    as needed) in batches of batch_size, on `device`, after one warm-up batch; waits for a
+    GPU to finish."""
+    device = torch.device(device)
+    tiles = -(-epoch_images // len(images))
+    x = torch.from_numpy(np.tile(images, (tiles, 1, 1))[:epoch_images]).to(device).float().div_(255)[:, None]
     pictures = torch.from_numpy(mixing).to(device).float().div_(255)[:, None]
     generator = torch.Generator(device=device).manual_seed(seed)
+
+    def synchronize():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     pixmix_batch(x[:batch_size], pictures, generator)  # warm-up: kernels, allocator
-    torch.cuda.synchronize()
+    synchronize()
     start = time.perf_counter()
-    for first in range(0, EPOCH_IMAGES, batch_size):
+    for first in range(0, epoch_images, batch_size):
         pixmix_batch(x[first:first + batch_size], pictures, generator)
-    torch.cuda.synchronize()
+    synchronize()
     return time.perf_counter() - start
 
 
@@ -116,7 +124,7 @@ def bench_pixmix(n_images=32768, batch_size=8192, n_reference=2000, repeats=10, 
              "one_thread": [n_images / s for s in times["one_thread"]]}
     best = {name: max(values) for name, values in rates.items()}
     typical = {name: statistics.median(values) for name, values in rates.items()}
-    gpu_epoch = _gpu_epoch_seconds(images, mixing, batch_size, seed) if torch.cuda.is_available() else None
+    gpu_epoch = epoch_seconds(images, mixing, batch_size, seed, "cuda") if torch.cuda.is_available() else None
     return {
         "n_images": n_images, "batch_size": batch_size, "threads": used_threads, "repeats": repeats,
         "reference_images_per_s": best["reference"], "batched_images_per_s": best["batched"],

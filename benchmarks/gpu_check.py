@@ -19,6 +19,9 @@ generated fractals.
     (with ODIN logits) and 15 MNIST-C-sized sets. Prints per model the training time,
     images/s, peak GPU memory, evaluation time and test accuracy, then the total (goal:
     the whole grid in <= 60 s on one H100/H200-class GPU).
+(c) One epoch of PixMix augmentation alone: pixmix_batch over the training pictures in
+    the training loop's chunks (lib.train.CHUNK_IMAGES: 16,384 on CUDA), with the fractal
+    mixing set. Prints the seconds and images/s.
 
 Writes the figures and the machine description to <out>/gpu_check.json.
 """
@@ -33,6 +36,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from benchmarks.bench_pixmix import epoch_seconds
 from benchmarks.bench_training import PixMixDigits
 from benchmarks.data import auxiliary_images, jittered_digits
 from benchmarks.run import machine
@@ -43,7 +47,7 @@ from lib.datasets import make_dataset
 from lib.evaluate import evaluate
 from lib.mixing import fractal_images
 from lib.models import build_model, model_mflops
-from lib.train import (_NoAutocast, make_optimizer, make_schedule, run_epoch, to_device_images, to_fast_layout,
+from lib.train import (CHUNK_IMAGES, _NoAutocast, make_optimizer, make_schedule, run_epoch, to_device_images, to_fast_layout,
                        train, train_step, validation_split)
 
 GRID = [(augment, oe) for augment in ("none", "saltpepper", "pixmix") for oe in ("baseline", "oe")]
@@ -178,11 +182,17 @@ def run_check(images=60_000, test_images=10_000, aux_images=50_000, mixing_image
     total_train = sum(r["train_s"] for r in rows)
     total = total_train + sum(r["eval_s"] for r in rows)
     print(f"    total: training {total_train:.1f} s, training + evaluation {total:.1f} s (goal <= 60 s on an H100/H200)")
+
+    chunk = CHUNK_IMAGES.get(device.type, CHUNK_IMAGES["cpu"])
+    pixmix_s = epoch_seconds(id_data["x_train"], mixing["images"], chunk, seed, device, epoch_images=images)
+    print(f"(c) PixMix alone: one {images:,}-image epoch of pixmix_batch in chunks of {chunk:,}: "
+          f"{pixmix_s:.2f} s ({images / pixmix_s:,.0f} img/s)", flush=True)
     result = {"machine": machine(), "settings": {"images": images, "test_images": test_images, "aux_images": aux_images,
                                                  "mixing_images": mixing_images, "epochs": epochs, "model": model,
                                                  "workers": workers, "batch": cfg["train"]["batch_size"]},
               "usual_vs_ours": {**speeds, "ratio": ratio}, "grid": rows,
-              "total_train_s": total_train, "total_s": total, "setup_s": setup_s}
+              "total_train_s": total_train, "total_s": total, "setup_s": setup_s,
+              "pixmix_epoch": {"images": images, "chunk": chunk, "seconds": pixmix_s}}
     if out:
         os.makedirs(out, exist_ok=True)
         replace_atomic(os.path.join(out, "gpu_check.json"),

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GPU check for a lent GPU machine (no internet needed): the examples/mnist-style loop against
-# ours for one epoch each, then the six models of the grid trained for 10 epochs and evaluated.
+# ours for one epoch each, then the six models of the grid trained for 10 epochs and evaluated,
+# then one epoch of PixMix augmentation alone.
 #
 #   benchmarks/gpu_check.sh                    # 60,000 pictures, 10 epochs, convnet (minutes of setup on the CPU)
 #   benchmarks/gpu_check.sh --images 512 --test-images 128 --aux-images 512 --mixing-images 16 \

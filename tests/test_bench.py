@@ -91,3 +91,27 @@ def test_make_bench_flags(flag, expected):
         assert expected in run_line and "MALLOC_TOP_PAD_=536870912" in run_line
     else:
         assert "MALLOC" not in run_line
+
+
+@pytest.mark.parametrize("gpu_epoch_s", [None, 2.0])
+def test_pixmix_lines_add_the_gpu_epoch_only_with_a_gpu(monkeypatch, gpu_epoch_s):
+    import torch
+
+    from benchmarks import bench_pixmix, run
+    rates = {"reference": [100.0], "batched": [3000.0], "one_thread": [1500.0]}
+    result = {"threads": 2, "batch_size": 8192, "reference_images_per_s": 100.0, "batched_images_per_s": 3000.0,
+              "ratio": 30.0, "ratio_median": 30.0, "batched_one_thread_images_per_s": 1500.0,
+              "ratio_one_thread": 15.0, "ratio_one_thread_median": 15.0, "repeat_images_per_s": rates,
+              "gpu_epoch_s": gpu_epoch_s}
+    monkeypatch.setattr(bench_pixmix, "bench_pixmix", lambda **sizes: result)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: "Some GPU")
+    lines = run.pixmix_lines(tiny=True)
+    assert [line["met"] for line in lines[:2]] == [True, None]
+    if gpu_epoch_s is None:
+        assert len(lines) == 2
+        return
+    gpu = lines[2]
+    assert len(lines) == 3 and gpu["unit"] == "s" and gpu["ours"] == 2.0
+    # the CPU reference is the same 60,000 images at the CPU's batched speed: 20 s
+    assert gpu["reference"] == 60_000 / 3000.0 and gpu["ratio"] == 10.0 and gpu["met"] is None
+    assert "Some GPU" in gpu["detail"] and set(COLUMNS) <= set(gpu)

@@ -3,7 +3,8 @@ import math
 
 import numpy as np
 
-from benchmarks.bench_pixmix import bench_pixmix, digit_images, format_table, main
+from benchmarks import bench_pixmix as bench_module
+from benchmarks.bench_pixmix import EPOCH_IMAGES, bench_pixmix, digit_images, epoch_seconds, format_table, main
 
 
 def test_digit_images_are_mnist_like():
@@ -42,3 +43,22 @@ def test_command_line_prints_one_line(capsys):
     main(["--n-images", "32", "--batch-size", "16", "--n-reference", "8", "--repeats", "1", "--n-mixing", "8"])
     printed = capsys.readouterr().out.strip().splitlines()
     assert len(printed) == 1 and printed[0].startswith("pixmix |")
+
+
+def test_epoch_timing_augments_sixty_thousand_images_in_batches(monkeypatch):
+    """The GPU line's timing, run on the CPU: every image of the epoch passes through
+    pixmix_batch once, in batches of the asked size, after one warm-up batch."""
+    import torch
+    batches = []
+
+    def count(x, mixing, generator):
+        batches.append((x.shape[0], x.device.type, mixing.shape, generator.device.type))
+        return x
+
+    monkeypatch.setattr(bench_module, "pixmix_batch", count)
+    seconds = epoch_seconds(digit_images(7, seed=0), np.zeros((3, 28, 28), np.uint8), 8192, 0, "cpu")
+    assert math.isfinite(seconds) and seconds >= 0
+    assert batches[0][0] == 8192  # the warm-up
+    timed = [size for size, *_ in batches[1:]]
+    assert sum(timed) == EPOCH_IMAGES == 60_000 and max(timed) == 8192 and len(timed) == 8
+    assert all(batch[1:] == ("cpu", torch.Size([3, 1, 28, 28]), "cpu") for batch in batches)

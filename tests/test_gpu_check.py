@@ -27,3 +27,6 @@ def test_gpu_check_runs_end_to_end_on_the_cpu_at_small_size(tmp_path):
     ab = result["usual_vs_ours"]
     assert ab["ratio"] == pytest.approx(ab["ours"] / ab["usual"])
     assert result["total_s"] >= result["total_train_s"] > 0
+    assert "(c) PixMix alone: one 256-image epoch" in out
+    assert result["pixmix_epoch"]["images"] == 256 and result["pixmix_epoch"]["chunk"] == 8192
+    assert result["pixmix_epoch"]["seconds"] > 0
