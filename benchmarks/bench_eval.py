@@ -1,4 +1,4 @@
-"""Evaluation benchmark: lib.evaluate over every evaluation set of one model, against the usual loop.
+"""Evaluation benchmark: lib.evaluate.forward over every evaluation set of one model, against the usual loop.
 
     from benchmarks.bench_eval import bench_eval
     line = bench_eval(n_test=2000, model="small_convnet")
@@ -6,7 +6,7 @@
 
     python -m benchmarks.bench_eval [--tiny] [--model small_convnet]
 
-`ours` is images/s of lib.evaluate.evaluate as the evaluate job runs it: logits and
+`ours` is images/s of lib.evaluate.forward.evaluate as the evaluate job runs it: logits and
 penultimate features of the in-distribution test and validation splits and of six
 generated OOD sets, logits of 15 MNIST-C-sized sets, the Mahalanobis statistics of the
 training split, every output written as npz. Each evaluation picture counts once (the
@@ -31,11 +31,10 @@ from benchmarks.bench_training import PixMixDigits
 from benchmarks.data import jittered_digits
 from lib.common import save_npz_atomic
 from lib.config import validate_config
-from lib.corruptions import CORRUPTIONS
-from lib.datasets import make_dataset
-from lib.evaluate import evaluate
-from lib.models import build_model, model_mflops
-from lib.train import save_torch_atomic, validation_split
+from lib.data.corruptions import CORRUPTIONS
+from lib.data.registry import make_dataset, validation_split
+from lib.evaluate.forward import evaluate
+from lib.train.models import build_model, model_mflops, save_torch_atomic
 
 OOD_SETS = ("gaussian", "bernoulli", "blobs", "uniform", "negated", "photos")
 

@@ -1,10 +1,10 @@
-"""Accuracy per FLOP of the selectable models (lib/models.py) on a real 28x28 set, with the study's recipe.
+"""Accuracy per FLOP of the selectable models (lib/train/models.py) on a real 28x28 set, with the study's recipe.
 
     python -m benchmarks.bench_models --data-dir /usr/share/datasets/fashion-mnist --epochs 3
     python -m benchmarks.bench_models --data-dir data/MNIST/raw --epochs 10   # once MNIST is staged
 
 Reads an IDX folder (train-/t10k- images and labels, .gz or not: MNIST, Fashion-MNIST,
-KMNIST), trains every model of lib.models.MODELS through lib.train.train (the config's
+KMNIST), trains every model of lib.train.models.MODELS through lib.train.loop.train (the config's
 defaults: SGD with Nesterov momentum, cosine schedule, batch 128, no augmentation) and
 prints per model: MFLOPs per image (forward), parameters, test accuracy, training
 images/s on this machine. Not part of `make bench` (minutes per model on a CPU); its
@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from lib.config import validate_config
-from lib.image_formats import read_idx
-from lib.models import MODELS, build_model, model_mflops
-from lib.train import train
+from lib.data.formats import read_idx
+from lib.train.models import MODELS, build_model, model_mflops
+from lib.train.loop import train
 
 
 def _idx(folder, stem):

@@ -21,7 +21,7 @@ The reference handles one picture at a time on one core. The batched version run
 twice: with `threads` torch threads (default: torch's own, one per core), among which
 pixmix_batch shares each batch, and on one thread, so that both the whole machine's
 ratio and the per-core ratio are on record. The default batch, 8192, is what a CPU
-training job augments per call (lib.train.CHUNK_IMAGES).
+training job augments per call (lib.train.loop.CHUNK_IMAGES).
 
 Large CPU batches page-fault their freed buffers back in on every call unless glibc
 keeps them: run it as `make bench` does (the MALLOC_* variables of JOB_ENV) for the
@@ -37,9 +37,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lib.mixing import fractal_images
-from lib.pixmix import pixmix_batch
-from lib.pixmix_reference import pixmix_reference_batch
+from lib.data.mixing import fractal_images
+from lib.train.pixmix import pixmix_batch
+from lib.train.pixmix_reference import pixmix_reference_batch
 
 EPOCH_IMAGES = 60_000
 

@@ -8,13 +8,13 @@
 
 Three lines (dicts with name, ours, reference, unit, ratio, goal, detail):
 
-- augmentation overhead: training images/s of lib.train.run_epoch with PixMix + OE (each
+- augmentation overhead: training images/s of lib.train.loop.run_epoch with PixMix + OE (each
   step: B PixMix-ed in-distribution images + 2B auxiliary images, one forward pass)
-  divided by images/s of lib.train.train_step on the same inputs already augmented and
+  divided by images/s of lib.train.loop.train_step on the same inputs already augmented and
   resident (the arithmetic alone). Goal >= 0.85.
 - against the usual setup: ours divided by a loop written the way PyTorch's examples/mnist
   and the OE reference code are: a map-style Dataset that runs the per-sample PIL PixMix
-  (lib.pixmix_reference) then ToTensor and Normalize on every picture, a DataLoader with 2
+  (lib.train.pixmix_reference) then ToTensor and Normalize on every picture, a DataLoader with 2
   workers for it and another for the auxiliary pictures, zipped, the same model (in
   PyTorch's default NCHW layout, where ours is channels-last), optimiser and loss. Its
   workers take the second core; ours runs on one. (Our models also normalise internally,
@@ -37,11 +37,10 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from benchmarks.data import auxiliary_images, jittered_digits
 from lib.config import validate_config
-from lib.mixing import fractal_images
-from lib.models import build_model, model_mflops
-from lib.pixmix_reference import pixmix_reference
-from lib.train import (_NoAutocast, make_optimizer, make_schedule, run_epoch, to_device_images, to_fast_layout,
-                       train_step, training_chunks)
+from lib.data.mixing import fractal_images
+from lib.train.models import build_model, model_mflops, to_device_images, to_fast_layout
+from lib.train.pixmix_reference import pixmix_reference
+from lib.train.loop import _NoAutocast, make_optimizer, make_schedule, run_epoch, train_step, training_chunks
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
@@ -113,7 +112,7 @@ def _bench(n_train, n_aux, steps, model_name, batch, repeats, n_mixing, workers,
     x_train, y_train = to_device_images(images, device), torch.from_numpy(labels).to(device)
     x_aux, x_mix = to_device_images(aux_images, device), to_device_images(mixing_images, device)
 
-    model = to_fast_layout(build_model(model_name, 10).to(device))  # as lib.train does
+    model = to_fast_layout(build_model(model_name, 10).to(device))  # as lib.train.loop does
     optimizer = make_optimizer(model.parameters(), cfg["train"], cfg["train"]["lr"])
     schedule = make_schedule(optimizer, "constant", 1)
     generator = torch.Generator(device=device).manual_seed(seed)

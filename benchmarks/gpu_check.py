@@ -10,17 +10,17 @@ generated fractals.
 (a) One epoch of the plain training loop (no augmentation, no OE) written as PyTorch's
     examples/mnist writes it -- a Dataset with per-sample ToTensor and Normalize, a
     DataLoader (workers, pinned memory), a copy to the device per batch -- against one
-    epoch of ours (lib.train.run_epoch: the data resident on the device, batches by
+    epoch of ours (lib.train.loop.run_epoch: the data resident on the device, batches by
     index), same model, batch and optimiser. Prints both images/s and the ratio (goal >= 20x
     on a GPU).
 (b) The six models of the grid, {none, saltpepper, pixmix} x {baseline, oe}, each trained
-    by lib.train.train (checkpoints included) for --epochs epochs and evaluated by
-    lib.evaluate.evaluate on the in-distribution test and validation splits, four OOD sets
+    by lib.train.loop.train (checkpoints included) for --epochs epochs and evaluated by
+    lib.evaluate.forward.evaluate on the in-distribution test and validation splits, four OOD sets
     (with ODIN logits) and 15 MNIST-C-sized sets. Prints per model the training time,
     images/s, peak GPU memory, evaluation time and test accuracy, then the total (goal:
     the whole grid in <= 60 s on one H100/H200-class GPU).
 (c) One epoch of PixMix augmentation alone: pixmix_batch over the training pictures in
-    the training loop's chunks (lib.train.CHUNK_IMAGES: 16,384 on CUDA), with the fractal
+    the training loop's chunks (lib.train.loop.CHUNK_IMAGES: 16,384 on CUDA), with the fractal
     mixing set. Prints the seconds and images/s.
 
 Writes the figures and the machine description to <out>/gpu_check.json.
@@ -42,13 +42,12 @@ from benchmarks.data import auxiliary_images, jittered_digits
 from benchmarks.run import machine
 from lib.common import derive_seed, pick_device, replace_atomic, save_npz_atomic
 from lib.config import validate_config
-from lib.corruptions import CORRUPTIONS
-from lib.datasets import make_dataset
-from lib.evaluate import evaluate
-from lib.mixing import fractal_images
-from lib.models import build_model, model_mflops
-from lib.train import (CHUNK_IMAGES, _NoAutocast, make_optimizer, make_schedule, run_epoch, to_device_images, to_fast_layout,
-                       train, train_step, validation_split)
+from lib.data.corruptions import CORRUPTIONS
+from lib.data.registry import make_dataset, validation_split
+from lib.evaluate.forward import evaluate
+from lib.data.mixing import fractal_images
+from lib.train.models import build_model, model_mflops, to_device_images, to_fast_layout
+from lib.train.loop import CHUNK_IMAGES, _NoAutocast, make_optimizer, make_schedule, run_epoch, train, train_step
 
 GRID = [(augment, oe) for augment in ("none", "saltpepper", "pixmix") for oe in ("baseline", "oe")]
 OOD_SETS = ("gaussian", "blobs", "negated", "photos")

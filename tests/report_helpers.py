@@ -3,7 +3,7 @@ strict reading of the report's HTML back into tables.
 
     workdir = tiny_run(tmp_path_factory)          # runs presets/tiny.yaml once per session
     copy = copy_run(workdir, tmp_path)            # results/ without checkpoints and weights
-    html = render_run(copy, tiny_config())        # lib.report.render on the copy
+    html = render_run(copy, tiny_config())        # lib.report.page.render on the copy
     page = parse_page(html)                       # raises on unbalanced tags
     problems = [check_cell(copy, c) for t in page.tables.values() for c in t.number_cells()]
 """
@@ -18,8 +18,8 @@ import pandas as pd
 import yaml
 from snakemake.utils import update_config
 
-from lib import published, report
-from lib.aggregate import summarize
+from lib.report import page as report, published
+from lib.evaluate.aggregate import summarize
 from lib.config import validate_config
 from tests.workflow import ROOT, run_snakemake
 

@@ -6,7 +6,7 @@ import pytest
 
 from benchmarks.bench_models import load_idx_folder, main
 from benchmarks.data import jittered_digits
-from lib.models import MODELS
+from lib.train.models import MODELS
 
 
 def write_idx(path, array, compress):

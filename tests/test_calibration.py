@@ -1,4 +1,4 @@
-"""lib.calibration: temperature from id_val only, before/after metrics, MNIST-C mean, tables."""
+"""lib.evaluate.calibration: temperature from id_val only, before/after metrics, MNIST-C mean, tables."""
 import json
 import math
 import types
@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib.calibration import (aggregate_calibration_job, calibration_job, calibration_record,
+from lib.evaluate.calibration import (aggregate_calibration_job, calibration_job, calibration_record,
                              confidence_and_correct, mnistc_files)
 from lib.common import save_npz_atomic
-from lib.metrics import calibration_metrics
+from lib.evaluate.metrics import calibration_metrics
 
 
 def _save(path, logits, labels):

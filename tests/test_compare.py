@@ -1,4 +1,4 @@
-"""lib.compare: paired t over seeds, bootstrap over examples with one seed, headline choice."""
+"""lib.evaluate.differences: paired t over seeds, bootstrap over examples with one seed, headline choice."""
 import os
 
 import numpy as np
@@ -7,8 +7,8 @@ import pytest
 from scipy import stats as scipy_stats
 
 from lib.common import save_npz_atomic
-from lib.compare import DIFFERENCE_COLUMNS, differences, headlines, main, read_tables
-from lib.metrics import auroc, ece
+from lib.evaluate.differences import DIFFERENCE_COLUMNS, differences, headlines, main, read_tables
+from lib.evaluate.metrics import auroc, ece
 
 
 def _rows(metric, set_name, score, values, table):

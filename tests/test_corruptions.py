@@ -9,7 +9,7 @@ from hypothesis.extra.numpy import arrays
 from scipy import ndimage, stats
 from sklearn.datasets import load_digits
 
-from lib.corruptions import (CORRUPTIONS, corrupt, line_intensity, main, motion_blur_kernel,
+from lib.data.corruptions import (CORRUPTIONS, corrupt, line_intensity, main, motion_blur_kernel,
                              plasma_fractal, save_npz_atomic, warp_about_centre)
 
 

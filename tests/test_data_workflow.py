@@ -14,9 +14,9 @@ import pytest
 import yaml
 from snakemake.utils import update_config
 
-from lib import datasets
+from lib.data import registry as datasets
 from lib.config import ConfigError, load_schema, validate_config
-from lib.real_data import REAL_DATASETS, load_real_dataset
+from lib.data.real import REAL_DATASETS, load_real_dataset
 from tests.test_real_data import build_idx, idx_bytes, mnist_like, serve
 from tests.workflow import ROOT, SNAKEMAKE
 
@@ -85,7 +85,7 @@ def test_one_registry_spans_generated_and_downloaded_sets():
         assert REAL_DATASETS[name]["splits"] == datasets.DATASETS[name]["splits"]
     for spec in datasets.DATASETS.values():
         assert spec["source"] and spec["licence"]
-    with pytest.raises(ValueError, match="python -m lib.real_data prepare kmnist"):
+    with pytest.raises(ValueError, match="python -m lib.data.real prepare kmnist"):
         datasets.make_dataset("kmnist")
 
 
@@ -195,7 +195,7 @@ def test_leaks_follow_a_pixmix_mixing_folder_only_when_pixmix_trains_on_it(tmp_p
 
 
 def test_report_labels_and_footnote_mark_leaked_rows():
-    from lib import report
+    from lib.report import page as report
     leaks = {"fashion_mnist": "shares its source (Fashion-MNIST) with the Outlier-Exposure set fashion_mnist"}
     assert report.set_label("fashion_mnist", leaks) == f"fashion_mnist {report.LEAK_MARK}"
     assert report.set_label("kmnist", leaks) == "kmnist"
@@ -204,7 +204,7 @@ def test_report_labels_and_footnote_mark_leaked_rows():
 # ---- the subset of an auxiliary set ----------------------------------------------------
 
 def test_train_count_subsets_only_the_training_split(http_server, tmp_path):
-    from lib.real_data import fetch_dataset
+    from lib.data.real import fetch_dataset
     files, expect = build_idx(np.random.default_rng(11))
     sources = serve(http_server, "fashion_mnist", files)
     fetch_dataset("fashion_mnist", tmp_path, sources=sources, wait_s=0, progress=False)

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from lib.datasets import DATASETS, digits_28, make_dataset
+from lib.data.registry import DATASETS, digits_28, make_dataset
 
 
 def test_digits_shape_dtype_range_labels_split():

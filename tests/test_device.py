@@ -7,8 +7,8 @@ import torch
 
 from lib.common import device_name, pick_device
 from lib.config import validate_config
-from lib.datasets import make_dataset
-from lib.train import train
+from lib.data.registry import make_dataset
+from lib.train.loop import train
 
 
 def _warnings(caplog):

@@ -1,4 +1,4 @@
-"""lib.download against a local HTTP server: checks, retries, mirrors, recorded checksums."""
+"""lib.data.download against a local HTTP server: checks, retries, mirrors, recorded checksums."""
 import gzip
 import hashlib
 import io
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from lib.download import (ChecksumError, CorruptFileError, DownloadError, MissingDataError, download,
+from lib.data.download import (ChecksumError, CorruptFileError, DownloadError, MissingDataError, download,
                           ensure_file, record_checksum, recorded_checksums, verify_or_record, write_atomically)
 
 

@@ -1,4 +1,4 @@
-"""lib.evaluate saves what every score needs: logits, features, ODIN logits, Mahalanobis fit."""
+"""lib.evaluate.forward saves what every score needs: logits, features, ODIN logits, Mahalanobis fit."""
 import logging
 import os
 import types
@@ -7,13 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from lib.common import save_npz_atomic
-from lib.datasets import load_npz
-from lib.detect import detection_record, load_train_stats, score_job, train_stats_file
-from lib.evaluate import evaluate, forward_in_batches
-from lib.models import build_model
-from lib.scores import fit_mahalanobis, odin_logits
-from lib.train import save_torch_atomic, to_device_images, validation_split
+from lib.common import load_npz, save_npz_atomic
+from lib.evaluate.detection import detection_record, load_train_stats, score_job, train_stats_file
+from lib.evaluate.forward import evaluate, forward_in_batches
+from lib.train.models import build_model, save_torch_atomic, to_device_images
+from lib.evaluate.scores import fit_mahalanobis, odin_logits
+from lib.data.registry import validation_split
 
 CFG = {"seed": 3, "train": {"device": "cpu", "val_fraction": 0.1, "eval_batch_size": 7}}
 

@@ -48,7 +48,7 @@ def test_calibration_tables(run_dir):
     temps = cal[cal.metric == "temperature"]
     assert len(temps) == len(MODELS) and (temps["value"] > 0).all()
     # the held-out NLL can only fall; the test NLL usually does too, but need not
-    from lib.corruptions import CORRUPTIONS
+    from lib.data.corruptions import CORRUPTIONS
     # the tiny preset generates MNIST-C: one row set per corruption and their mean
     assert set(cal["set"]) == {"id_test", "id_val", "mnist_c"} | {f"mnistc_{c}" for c in CORRUPTIONS}
     rel = _csv(run_dir, "reliability.csv")

@@ -2,8 +2,8 @@
 names the file and the fix, leaves nothing under results/, and once the file is fixed the
 same command completes.
 
-Each case runs the real command-line entry points (`python -m lib.real_data prepare`,
-`python -m lib.mnist_c extract`, called through their main()) on files staged under a
+Each case runs the real command-line entry points (`python -m lib.data.real prepare`,
+`python -m lib.data.mnist_c extract`, called through their main()) on files staged under a
 data_dir, as a user staging by hand would. To add a case: append a DataFault to
 DATA_FAULTS. The PixMix mixing folder's faults run through the workflow: tests/test_faults_mixing.py.
 """
@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-import lib.mnist_c
-import lib.real_data
+import lib.data.mnist_c
+import lib.data.real
 from tests.faults import files_under
 from tests.test_mnist_c_official import mnist_c_zip
 from tests.test_real_data import build_idx, build_tiny, npy_bytes
@@ -63,7 +63,7 @@ DATA_FAULTS = {
         IMAGES, IDX_PINNED),
     "missing_file_offline": DataFault(
         "real_data", "mnist", _with(IDX_FILES, **{IMAGES: None}), IDX_FILES, "MNIST/raw",
-        ["offline mode", "[MISSING]", "python -m lib.real_data fetch mnist"], IMAGES, IDX_UNPINNED),
+        ["offline mode", "[MISSING]", "python -m lib.data.real fetch mnist"], IMAGES, IDX_UNPINNED),
     "npy_wrong_shape": DataFault(
         "real_data", "tiny300k", {"300K_random_images.npy": npy_bytes(np.zeros((20, 28, 28), np.uint8))},
         TINY_FILES, "", ["expected uint8 (N, 32, 32, 3)", "stage a good copy"], "300K_random_images.npy"),
@@ -77,9 +77,9 @@ def run_command(fault, data_dir, results):
     """The command a prepare rule runs; returns its exit status."""
     sources = ["--sources-json", json.dumps(fault.sources)] if fault.sources else []
     if fault.command == "real_data":
-        return lib.real_data.main(["prepare", fault.dataset, "--data-dir", str(data_dir),
+        return lib.data.real.main(["prepare", fault.dataset, "--data-dir", str(data_dir),
                                    "--out", str(results / "data" / f"{fault.dataset}.npz"), *sources])
-    return lib.mnist_c.main(["extract", "--data-dir", str(data_dir), "--out-dir", str(results / "data/corruptions"),
+    return lib.data.mnist_c.main(["extract", "--data-dir", str(data_dir), "--out-dir", str(results / "data/corruptions"),
                              "--corruptions", "shot_noise,fog", *sources])
 
 
@@ -122,7 +122,7 @@ def test_replaced_file_is_not_held_to_the_checksum_of_the_bad_copy(tmp_path, cap
 
 @pytest.fixture(scope="module")
 def mnist_c_archives():
-    good, _, _ = mnist_c_zip(corruptions=lib.mnist_c.CORRUPTIONS)
+    good, _, _ = mnist_c_zip(corruptions=lib.data.mnist_c.CORRUPTIONS)
     return good, good[: len(good) // 2]
 
 

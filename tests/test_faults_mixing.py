@@ -1,5 +1,5 @@
 """Fault injection, PixMix mixing folder, through the real workflow: a missing folder stops
-the run before any job, an empty one stops the mixing_set job with lib.mixing's message
+the run before any job, an empty one stops the mixing_set job with lib.data.mixing's message
 naming the folder and the fix, and once pictures are staged the same command completes; a
 picture added later rebuilds the mixing set.
 

@@ -1,8 +1,8 @@
 """Fault injection, training jobs: SIGKILL mid-epoch, a NaN loss, a read-only output folder,
 a checkpoint of other settings, and model/checkpoint files whose pickle would run code.
 
-Everything runs the real entry point, `python -m lib.train` (as a subprocess where the
-process must die, else through lib.train.main), on the bundled digits on the CPU.
+Everything runs the real entry point, `python -m lib.train.loop` (as a subprocess where the
+process must die, else through lib.train.loop.main), on the bundled digits on the CPU.
 """
 import json
 import os
@@ -14,12 +14,13 @@ import time
 import pytest
 import torch
 
-import lib.evaluate
-import lib.train
+import lib.evaluate.forward
+import lib.train.loop
 from lib.common import save_npz_atomic
 from lib.config import merge_configs, validate_config
-from lib.datasets import make_dataset
-from lib.train import NonFiniteLoss, UnsafeFileError, load_model_file
+from lib.data.registry import make_dataset
+from lib.train.loop import NonFiniteLoss
+from lib.train.models import UnsafeFileError, load_model_file
 from tests.faults import assert_same_arrays, files_under, model_state, python_env, read_only_folder
 
 STUDY = {"seed": 0, "augment": ["saltpepper"], "oe": ["baseline"], "seeds": [1],
@@ -45,7 +46,7 @@ def few_digits_npz(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def one_thread(monkeypatch):
-    # lib.train.main takes its thread count from OMP_NUM_THREADS: one thread is faster on a
+    # lib.train.loop.main takes its thread count from OMP_NUM_THREADS: one thread is faster on a
     # shared machine and gives the same sums on every run.
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     threads = torch.get_num_threads()
@@ -62,7 +63,7 @@ def train_argv(folder, data, **train_overrides):
 
 
 def train_process(folder, data, **train_overrides):
-    return subprocess.Popen([sys.executable, "-m", "lib.train", *train_argv(folder, data, **train_overrides)],
+    return subprocess.Popen([sys.executable, "-m", "lib.train.loop", *train_argv(folder, data, **train_overrides)],
                             env=python_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -108,7 +109,7 @@ def test_nan_loss_names_epoch_and_batch_and_writes_no_model(few_digits_npz, tmp_
     argv = train_argv(tmp_path, few_digits_npz)
     monkeypatch.setenv("MNIST_SAFETY_INJECT_NAN_STEP", "9")  # 7 batches per epoch: epoch 2, batch 3
     with pytest.raises(NonFiniteLoss) as err:
-        lib.train.main(argv)
+        lib.train.loop.main(argv)
     message = str(err.value)
     assert "loss is nan at epoch 2, batch 3" in message and "saltpepper/baseline/seed1" in message
     assert "lower train.lr" in message
@@ -116,7 +117,7 @@ def test_nan_loss_names_epoch_and_batch_and_writes_no_model(few_digits_npz, tmp_
     assert checkpoint_epoch(tmp_path) == 1  # the last good epoch survives
 
     monkeypatch.delenv("MNIST_SAFETY_INJECT_NAN_STEP")
-    lib.train.main(argv)
+    lib.train.loop.main(argv)
     assert "resuming from" in (tmp_path / "train.log").read_text()
     assert files_under(tmp_path / "models") == ["model.pt", "train_log.csv"]
 
@@ -124,10 +125,10 @@ def test_nan_loss_names_epoch_and_batch_and_writes_no_model(few_digits_npz, tmp_
 def test_checkpoint_of_other_settings_is_not_resumed(few_digits_npz, tmp_path, monkeypatch):
     monkeypatch.setenv("MNIST_SAFETY_INJECT_NAN_STEP", "9")
     with pytest.raises(NonFiniteLoss):
-        lib.train.main(train_argv(tmp_path, few_digits_npz))
+        lib.train.loop.main(train_argv(tmp_path, few_digits_npz))
     assert checkpoint_epoch(tmp_path) == 1
     monkeypatch.delenv("MNIST_SAFETY_INJECT_NAN_STEP")
-    lib.train.main(train_argv(tmp_path, few_digits_npz, lr=0.01))
+    lib.train.loop.main(train_argv(tmp_path, few_digits_npz, lr=0.01))
     log = (tmp_path / "train.log").read_text()
     assert "ignoring checkpoint" in log and "resuming from" not in log
     assert [r.split(",")[0] for r in (tmp_path / "models/train_log.csv").read_text().splitlines()] == \
@@ -139,13 +140,13 @@ def test_read_only_output_folder_is_a_clear_error_and_the_work_survives(few_digi
     models = tmp_path / "models"
     with read_only_folder(models):
         with pytest.raises(PermissionError) as err:
-            lib.train.main(argv)
+            lib.train.loop.main(argv)
         assert files_under(models) == []
     message = str(err.value)
     assert "cannot write" in message and str(models) in message and "Make the folder writable" in message
     assert ".tmp-" not in message
     assert checkpoint_epoch(tmp_path) == 1  # the training is kept...
-    lib.train.main(argv)                    # ...so the rerun only writes the files
+    lib.train.loop.main(argv)                    # ...so the rerun only writes the files
     assert "all 1 epochs done" in (tmp_path / "train.log").read_text()
     assert files_under(models) == ["model.pt", "train_log.csv"]
 
@@ -169,7 +170,7 @@ def test_model_and_checkpoint_files_that_would_run_code_are_refused(few_digits_n
     assert str(evil) in str(err.value) and "refusing to load" in str(err.value)
     assert "weights_only=False" not in str(err.value)
     with pytest.raises(UnsafeFileError):  # the evaluate job's entry point
-        lib.evaluate.main(["--model", str(evil), "--id-data", str(few_digits_npz), "--config-json",
+        lib.evaluate.forward.main(["--model", str(evil), "--id-data", str(few_digits_npz), "--config-json",
                            json.dumps(validate_config(STUDY)), "--out-dir", str(tmp_path / "logits")])
     assert files_under(tmp_path / "logits") == []
 
@@ -177,7 +178,7 @@ def test_model_and_checkpoint_files_that_would_run_code_are_refused(few_digits_n
     (tmp_path / "checkpoints").mkdir()
     torch.save({"model": RunsCode(f"touch {marker}"), "epoch": 1}, tmp_path / "checkpoints/run.pt")
     with pytest.raises(UnsafeFileError, match="run.pt: refusing to load"):
-        lib.train.main(argv)
+        lib.train.loop.main(argv)
     assert not marker.exists()
     assert files_under(tmp_path / "models") == []
 

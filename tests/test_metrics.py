@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lib.metrics import (
+from lib.evaluate.metrics import (
     accuracy,
     adaptive_bins,
     aupr_in,

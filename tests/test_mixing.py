@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lib import mixing as M
+from lib.data import mixing as M
 
 
 @pytest.fixture(scope="module")

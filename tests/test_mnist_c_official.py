@@ -7,8 +7,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from lib.download import ChecksumError, CorruptFileError, DownloadError, MissingDataError
-from lib.mnist_c import (CORRUPTIONS, MNIST_C_MD5, MNIST_C_URL, extract_mnist_c, fetch_mnist_c, main,
+from lib.data.download import ChecksumError, CorruptFileError, DownloadError, MissingDataError
+from lib.data.mnist_c import (CORRUPTIONS, MNIST_C_MD5, MNIST_C_URL, extract_mnist_c, fetch_mnist_c, main,
                          mnist_c_source)
 
 

@@ -13,9 +13,9 @@ from PIL import Image, ImageEnhance, ImageOps
 from torchvision.transforms import InterpolationMode
 
 from benchmarks.bench_pixmix import digit_images
-from lib import pixmix as P
-from lib.mixing import fractal_images
-from lib.pixmix_reference import pixmix_reference_batch
+from lib.train import pixmix as P
+from lib.data.mixing import fractal_images
+from lib.train.pixmix_reference import pixmix_reference_batch
 
 BILINEAR = InterpolationMode.BILINEAR
 

@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib import report
-from lib.aggregate import summarize
-from lib.report_figures import roc_figure, score_histograms, training_figure
+from lib.report import page as report
+from lib.evaluate.aggregate import summarize
+from lib.report.figures import roc_figure, score_histograms, training_figure
 from tests.report_helpers import (SHOWN, all_problems, check_cell, copy_run, parse_page, render_run,
                                   tiny_config, tiny_run, with_config)
 
@@ -138,13 +138,13 @@ def test_plugin_sections_replace_or_insert():
 
 def test_plugin_modules_are_found_by_name(monkeypatch, tmp_path):
     """A module lib/report_<topic>.py with REPORT_SECTIONS joins the page without edits here."""
-    import lib
+    import lib.report
     import sys
-    (tmp_path / "report_zz_example.py").write_text(
-        "from lib.report import section\n"
+    (tmp_path / "zz_example.py").write_text(
+        "from lib.report.page import section\n"
         "REPORT_SECTIONS = [section('zz', 'Example', lambda ctx: None, 'sections/long_tables.html.j2', 'n/a')]\n")
-    monkeypatch.setattr(lib, "__path__", [*lib.__path__, str(tmp_path)])
-    monkeypatch.delitem(sys.modules, "lib.report_zz_example", raising=False)
+    monkeypatch.setattr(lib.report, "__path__", [*lib.report.__path__, str(tmp_path)])
+    monkeypatch.delitem(sys.modules, "lib.report.zz_example", raising=False)
     assert [s["id"] for s in report.plugin_sections()][-1] == "zz"
     assert "zz" in [s["id"] for s in report.all_sections()]
 

@@ -1,4 +1,4 @@
-"""The report's training-samples figure (lib/report_augment.py)."""
+"""The report's training-samples figure (lib/report/augment_samples.py)."""
 import base64
 import io
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lib import report_augment as R
+from lib.report import augment_samples as R
 from lib.config import validate_config
-from lib.mixing import save_mixing_set
+from lib.data.mixing import save_mixing_set
 
 
 def digits_data(n_per_class=3, classes=10):

@@ -1,4 +1,4 @@
-"""lib.report_evaluation: what the report's evaluation section shows, from small CSVs."""
+"""lib.report.evaluation: what the report's evaluation section shows, from small CSVs."""
 import base64
 import os
 
@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib.report_evaluation import (calibration_table, differences_table, evaluation_section, pooled_bins,
+from lib.report.evaluation import (calibration_table, differences_table, evaluation_section, pooled_bins,
                                    reliability_figures, score_table, set_sizes, summary_text)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lib.corruptions import CORRUPTIONS
-from lib.robustness import (OVERLAP, corruption_errors, mce, mean_accuracy, non_overlap_mean,
+from lib.data.corruptions import CORRUPTIONS
+from lib.evaluate.robustness import (OVERLAP, corruption_errors, mce, mean_accuracy, non_overlap_mean,
                             per_corruption_table, robustness_rows,
                             robustness_summary)
 

@@ -7,11 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib import report
-from lib.aggregate import COLUMNS
-from lib.mnist_c import CORRUPTIONS
-from lib.report_robustness import example_images, percent_text, robustness_report
-from lib.robustness_tables import (corruption_accuracies, read_records, robustness_job, robustness_long,
+from lib.report import page as report
+from lib.evaluate.aggregate import COLUMNS
+from lib.data.mnist_c import CORRUPTIONS
+from lib.report.robustness import example_images, percent_text, robustness_report
+from lib.evaluate.robustness_tables import (corruption_accuracies, read_records, robustness_job, robustness_long,
                                    robustness_summary_long, robustness_tables_job)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -134,7 +134,7 @@ def cfg(**over):
 
 
 def study_mnist_c_row(config, tables):
-    """The study table's MNIST-C row, as lib.report builds it from robustness_summary.csv."""
+    """The study table's MNIST-C row, as lib.report.page builds it from robustness_summary.csv."""
     ctx = report.make_context(config, tables.parent, tables)
     nothing = pd.DataFrame(columns=["augment", "oe", "metric", "set", "score", "mean", "std", "n"])
     study = report.study_tables(config, nothing, nothing, "", "", mnist_c=report.long_table(ctx, "robustness_summary.csv"))

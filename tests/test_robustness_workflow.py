@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from lib.mnist_c import CORRUPTIONS
+from lib.data.mnist_c import CORRUPTIONS
 from tests.test_mnist_c_official import mnist_c_zip
 from tests.workflow import ROOT, run_snakemake
 

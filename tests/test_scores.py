@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy.special import softmax
 
-from lib.scores import (
+from lib.evaluate.scores import (
     SCORE_INPUTS,
     SCORE_NAMES,
     compute_score,

@@ -6,8 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats as scipy_stats
 
-from lib.metrics import auroc, auroc_pair_count
-from lib.stats import bootstrap_difference_ci, mean_std, paired_difference_ci
+from lib.evaluate.metrics import auroc, auroc_pair_count
+from lib.evaluate.stats import bootstrap_difference_ci, mean_std, paired_difference_ci
 
 
 def test_mean_std_hand_values():

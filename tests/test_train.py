@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from lib.augment import saltpepper_batch
+from lib.train.augment import saltpepper_batch
 from lib.config import validate_config
-from lib.datasets import make_dataset
-from lib.train import NonFiniteLoss, load_model_file, oe_loss, train, validation_split
+from lib.data.registry import make_dataset, validation_split
+from lib.train.loop import NonFiniteLoss, oe_loss, train
+from lib.train.models import load_model_file
 
 
 def test_oe_loss_on_known_logits():

@@ -8,9 +8,8 @@ import pytest
 import torch
 
 from lib.config import validate_config
-from lib.models import build_model
-from lib.train import (NonFiniteLoss, _NoAutocast, chunk_steps, make_optimizer, make_schedule, run_epoch,
-                       to_fast_layout, train_step, training_chunks)
+from lib.train.models import build_model, to_fast_layout
+from lib.train.loop import NonFiniteLoss, _NoAutocast, chunk_steps, make_optimizer, make_schedule, run_epoch, train_step, training_chunks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -94,7 +93,7 @@ def test_run_epoch_reports_loss_and_accuracy_and_names_the_first_bad_batch():
 
 KEEP_MEMORY_PROBE = """
 import resource, torch
-from lib.train import keep_freed_memory
+from lib.common import keep_freed_memory
 kept = keep_freed_memory()
 def faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -126,8 +125,8 @@ def test_keep_freed_memory_stops_page_faults_unless_the_environment_decides(pres
 
 @pytest.mark.parametrize("compile_flag", [False, True])
 def test_train_compile_flag_wraps_the_model_for_training_only(tmp_path, monkeypatch, compile_flag):
-    from lib.datasets import make_dataset
-    from lib.train import train
+    from lib.data.registry import make_dataset
+    from lib.train.loop import train
     wrapped = []
 
     def fake_compile(model):

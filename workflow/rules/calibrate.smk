@@ -3,7 +3,7 @@
 
 import os
 
-import lib.calibration as lib_calibration
+import lib.evaluate.calibration as lib_calibration
 
 
 def mnistc_sets():
@@ -61,7 +61,7 @@ rule compare:
     benchmark:
         "results/benchmarks/compare.tsv"
     shell:
-        "{params.py} -m lib.compare --tables results/tables --logits results/logits --seed {params.seed} "
+        "{params.py} -m lib.evaluate.differences --tables results/tables --logits results/logits --seed {params.seed} "
         "--out {output.differences:q} > {log:q} 2>&1"
 
 

@@ -4,10 +4,10 @@
 import json
 import shlex
 
-import lib.datasets as lib_datasets
-import lib.aggregate as lib_aggregate
-import lib.detect as lib_detect
-from lib.mnist_c import CORRUPTIONS  # the 15 MNIST-C corruptions (numpy-only import, fast to parse)
+import lib.data.registry as lib_datasets
+import lib.evaluate.aggregate as lib_aggregate
+import lib.evaluate.detection as lib_detect
+from lib.data.mnist_c import CORRUPTIONS  # the 15 MNIST-C corruptions (numpy-only import, fast to parse)
 
 ROOT = workflow.basedir
 # Jobs run `python -m lib.<module>` with the interpreter that runs Snakemake (the

@@ -33,10 +33,10 @@ rule fetch_real_dataset:
         "results/logs/data/fetch_{dataset}.log",
     wildcard_constraints:
         dataset="|".join(REAL_SETS),
-    # Downloads retry per mirror inside lib.download; the log is shown when the step fails
+    # Downloads retry per mirror inside lib.data.download; the log is shown when the step fails
     # so that an offline run's list of files to stage reaches the terminal.
     shell:
-        "{params.py} -m lib.real_data fetch {wildcards.dataset} --data-dir {DATA_DIR} {OFFLINE_ARG} "
+        "{params.py} -m lib.data.real fetch {wildcards.dataset} --data-dir {DATA_DIR} {OFFLINE_ARG} "
         "{DATA_SOURCES_ARG} --record {output.record:q} > {log:q} 2>&1 || {{ cat {log:q} >&2; exit 1; }}"
 
 
@@ -57,7 +57,7 @@ rule prepare_real_dataset:
     wildcard_constraints:
         dataset="|".join(REAL_SETS),
     shell:
-        "{params.py} -m lib.real_data prepare {wildcards.dataset} --data-dir {DATA_DIR} {DATA_SOURCES_ARG} "
+        "{params.py} -m lib.data.real prepare {wildcards.dataset} --data-dir {DATA_DIR} {DATA_SOURCES_ARG} "
         "{params.conversion} --out {output.npz:q} > {log:q} 2>&1 || {{ cat {log:q} >&2; exit 1; }}"
 
 
@@ -94,7 +94,7 @@ rule prepare_dataset:
     benchmark:
         "results/benchmarks/data/{dataset}.tsv"
     shell:
-        "{params.py} -m lib.datasets {wildcards.dataset:q} --out {output.npz:q} --seed {params.seed} "
+        "{params.py} -m lib.data.registry {wildcards.dataset:q} --out {output.npz:q} --seed {params.seed} "
         "--size {params.size} {params.id_arg} > {log:q} 2>&1"
 
 

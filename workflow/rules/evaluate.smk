@@ -27,7 +27,7 @@ rule evaluate:
     benchmark:
         "results/benchmarks/evaluate/{augment}/{oe}/seed{seed}.tsv"
     shell:
-        "{params.py} -m lib.evaluate --model {input.model:q} --id-data {input.id_data:q} "
+        "{params.py} -m lib.evaluate.forward --model {input.model:q} --id-data {input.id_data:q} "
         "--config-json {params.cfg:q} --out-dir {params.out_dir:q} {params.sets} {params.odin} "
         "--threads {threads} > {log:q} 2>&1"
 

@@ -1,8 +1,8 @@
-# PixMix's mixing set: results/data/mixing.npz (uint8 [M,28,28], lib/mixing.py), generated
+# PixMix's mixing set: results/data/mixing.npz (uint8 [M,28,28], lib/data/mixing.py), generated
 # IFS fractals or pictures from a staged folder. Planned only when pixmix is in `augment`
 # (the train and report rules ask for it then).
 
-import lib.mixing as lib_mixing
+import lib.data.mixing as lib_mixing
 
 MIXING = config["pixmix"]["mixing"]
 MIXING_FILE = "results/data/mixing.npz"
@@ -34,9 +34,9 @@ rule mixing_set:
         "results/logs/data/mixing.log",
     benchmark:
         "results/benchmarks/data/mixing.tsv"
-    # lib.mixing names an empty or unreadable folder and the fix; shown on the terminal.
+    # lib.data.mixing names an empty or unreadable folder and the fix; shown on the terminal.
     shell:
-        "{params.py} -m lib.mixing --source {params.source} --count {params.pictures} --seed {params.seed} "
+        "{params.py} -m lib.data.mixing --source {params.source} --count {params.pictures} --seed {params.seed} "
         "{params.folder_arg} --out {output.npz:q} > {log:q} 2>&1 || {{ cat {log:q} >&2; exit 1; }}"
 
 

@@ -2,7 +2,7 @@
 # in-distribution test set), accuracy per corruption per model, and the robustness tables.
 # The evaluate rule (evaluate.smk) writes the logits results/logits/.../mnistc_<corruption>.npz.
 
-import lib.robustness_tables as lib_robustness_tables
+import lib.evaluate.robustness_tables as lib_robustness_tables
 
 CORRUPTION_DIR = "results/data/corruptions"
 
@@ -33,7 +33,7 @@ if config["corruptions"] == "official":
         log:
             "results/logs/data/fetch_mnist_c.log",
         shell:
-            "{params.py} -m lib.mnist_c fetch --data-dir {params.data_dir:q} --sources-json {params.sources:q} "
+            "{params.py} -m lib.data.mnist_c fetch --data-dir {params.data_dir:q} --sources-json {params.sources:q} "
             "{params.offline} --record {output.record:q} > {log:q} 2>&1 " + SHOW_ERROR
 
     rule extract_mnist_c:
@@ -49,7 +49,7 @@ if config["corruptions"] == "official":
         log:
             "results/logs/data/extract_mnist_c.log",
         shell:
-            "{params.py} -m lib.mnist_c extract --data-dir {params.data_dir:q} --sources-json {params.sources:q} "
+            "{params.py} -m lib.data.mnist_c extract --data-dir {params.data_dir:q} --sources-json {params.sources:q} "
             "--out-dir {params.out_dir:q} > {log:q} 2>&1 " + SHOW_ERROR
 
     localrules:
@@ -59,7 +59,7 @@ if config["corruptions"] == "official":
 else:
 
     rule generate_corruptions:
-        # Deterministic per (seed, corruption): lib.corruptions seeds each one from both.
+        # Deterministic per (seed, corruption): lib.data.corruptions seeds each one from both.
         input:
             id_data=data_file(ID),
         output:
@@ -73,7 +73,7 @@ else:
         benchmark:
             "results/benchmarks/data/generate_corruptions.tsv"
         shell:
-            "{params.py} -m lib.corruptions --in {input.id_data:q} --seed {params.seed} "
+            "{params.py} -m lib.data.corruptions --in {input.id_data:q} --seed {params.seed} "
             "--out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 

@@ -33,7 +33,7 @@ rule train:
     benchmark:
         "results/benchmarks/train/{augment}/{oe}/seed{seed}.tsv"
     shell:
-        "{params.py} -m lib.train --data {input.data:q} --augment {wildcards.augment} --oe {wildcards.oe} "
+        "{params.py} -m lib.train.loop --data {input.data:q} --augment {wildcards.augment} --oe {wildcards.oe} "
         "--seed {wildcards.seed} --config-json {params.cfg:q} {params.optional} "
         "--out-model {output.model:q} --out-log {output.train_log:q} --checkpoint {params.checkpoint:q} "
         "--threads {threads} > {log:q} 2>&1"

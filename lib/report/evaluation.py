@@ -1,0 +1,238 @@
+"""The report's evaluation section: scores, set sizes, calibration, reliability, differences.
+
+    from lib.report.evaluation import evaluation_section
+    section = evaluation_section("results/tables", cfg)   # a dict for the Jinja2 template
+    section["calibration"]["rows"][0]["cells"][0]        # {"text", "value", "source"}
+    section["reliability"][0]["png"]                     # base64 PNG of the diagrams of one set
+
+Reads only the CSVs under results/tables (detection, calibration, reliability,
+differences); a table that is missing leaves its part out (None or []). Every cell carries
+its exact value and the CSV it came from (`data-value`, `data-source` in the template).
+Test sets seen in training (`leaks`, {set: why}) carry lib.report.page's leak mark.
+
+The report shows it through REPORT_SECTIONS (lib.report.page's plug-in sections), in the place
+of the built-in calibration section.
+"""
+import base64
+import io
+import os
+
+import numpy as np
+import pandas as pd
+from markupsafe import Markup
+
+from lib.evaluate.aggregate import summarize
+from lib.report.page import LEAK_MARK, model_label, section, set_label, shown_path
+
+SCORES = [
+    dict(name="msp", label="MSP", needs="logits", formula="−max<sub>c</sub> softmax(z)<sub>c</sub>",
+         source="Hendrycks & Gimpel 2017, “A Baseline for Detecting Misclassified and Out-of-Distribution Examples”"),
+    dict(name="xent", label="cross-entropy", needs="logits",
+         formula="mean<sub>c</sub>(z<sub>c</sub>) − logsumexp(z) = −H(U, softmax(z)), at most −log C (flat logits)",
+         source="Hendrycks, Mazeika & Dietterich 2019, “Deep Anomaly Detection with Outlier Exposure”"),
+    dict(name="energy", label="energy", needs="logits", formula="−logsumexp(z) (free energy, T = 1)",
+         source="Liu, Wang, Owens & Li 2020, “Energy-based Out-of-distribution Detection”"),
+    dict(name="maxlogit", label="max logit", needs="logits", formula="−max<sub>c</sub> z<sub>c</sub>",
+         source="Hendrycks et al. 2022, “Scaling Out-of-Distribution Detection for Real-World Settings”"),
+    dict(name="odin", label="ODIN", needs="ODIN logits (input gradient, in the evaluate job)",
+         formula="−max<sub>c</sub> softmax(f(x̃) / T)<sub>c</sub>, x̃ = x − ε sign(−∇<sub>x</sub> log max<sub>c</sub> "
+                 "softmax(f(x) / T)<sub>c</sub>), T = 1000, ε = 0.0014",
+         source="Liang, Li & Srikant 2018, “Enhancing the Reliability of Out-of-distribution Image Detection "
+                "in Neural Networks”"),
+    dict(name="mahalanobis", label="Mahalanobis", needs="penultimate features + training-split fit",
+         formula="min<sub>c</sub> (f − μ<sub>c</sub>)<sup>T</sup> Σ<sup>+</sup> (f − μ<sub>c</sub>), class means "
+                 "μ<sub>c</sub> and one shared covariance Σ of the training split's features",
+         source="Lee, Lee, Lee & Shin 2018, “A Simple Unified Framework for Detecting Out-of-Distribution "
+                "Samples and Adversarial Attacks” (penultimate layer only, no input preprocessing)"),
+]
+SCORE_LABELS = {s["name"]: s["label"] for s in SCORES}
+SET_LABELS = {"id_test": "ID test", "mnist_c": "MNIST-C (mean over corruptions)"}
+VARIANT_LABELS = {"uncalibrated": "uncalibrated", "temperature_scaled": "temperature-scaled"}
+# (metric, column title, shown in percent)
+CALIBRATION_COLUMNS = [("accuracy", "accuracy (%)", True), ("ece", "ECE (%)", True), ("rms", "RMS (%)", True),
+                       ("brier", "Brier", False), ("nll", "NLL", False)]
+METRIC_LABELS = {"accuracy": "accuracy", "auroc": "AUROC", "ece": "ECE"}
+
+
+def _read(tables_dir, name):
+    path = os.path.join(tables_dir, f"{name}.csv")
+    if not os.path.exists(path):
+        return None, path
+    df = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={"score": str})
+    if "score" in df:
+        df["score"] = df["score"].fillna("")
+    return df, path
+
+
+def summary_text(mean, std, n, percent):
+    """'1.23 ± 0.45 (n=3)', or without ± for one seed; '—' for no value."""
+    if mean is None or not np.isfinite(mean):
+        return "—"
+    scale, digits = (100.0, 2) if percent else (1.0, 4)
+    text = f"{mean * scale:.{digits}f}"
+    if n > 1 and np.isfinite(std):
+        text += f" ± {std * scale:.{digits}f}"
+    return text + f" (n={int(n)})"
+
+
+def _summary_cell(summary, source, percent, **key):
+    rows = summary
+    for k, v in key.items():
+        rows = rows[rows[k] == v]
+    if rows.empty:
+        return {"text": "—", "value": "", "source": source}
+    r = rows.iloc[0]
+    return {"text": summary_text(r["mean"], r["std"], r["n"], percent), "value": repr(float(r["mean"])),
+            "source": source}
+
+
+def score_table(cfg):
+    """Formula (HTML with sub/superscripts), inputs and source of every score the study computes."""
+    return [{**s, "formula": Markup(s["formula"])} for s in SCORES if s["name"] in cfg["scores"]]
+
+
+def set_sizes(det, source, leaks=()):
+    """n_id and n_ood per OOD set, flagged where they differ (AUPR depends on the ratio)."""
+    if det is None:
+        return []
+    rows = []
+    for ood_set in det["set"].unique():
+        sub = det[det["set"] == ood_set]
+        n_id = sub.loc[sub["metric"] == "n_id", "value"]
+        n_ood = sub.loc[sub["metric"] == "n_ood", "value"]
+        if n_id.empty or n_ood.empty:
+            continue
+        a, b = int(n_id.iloc[0]), int(n_ood.iloc[0])
+        rows.append({"set": ood_set, "label": set_label(ood_set, leaks), "n_id": a, "n_ood": b, "differ": a != b,
+                     "source": source, "ratio": f"{b / a:.2f}"})
+    return rows
+
+
+def calibration_table(cal, source):
+    """Rows model x (uncalibrated, temperature-scaled); columns set x metric, plus T."""
+    if cal is None or cal.empty:
+        return None
+    summary = summarize(cal)
+    sets = [s for s in ("id_test", "mnist_c") if (cal["set"] == s).any()]
+    header = [(SET_LABELS[s], title) for s in sets for _, title, _ in CALIBRATION_COLUMNS]
+    rows = []
+    for augment, oe in cal[["augment", "oe"]].drop_duplicates().itertuples(index=False):
+        for variant in ("uncalibrated", "temperature_scaled"):
+            cells = [_summary_cell(summary, source, percent, augment=augment, oe=oe, metric=metric, set=s,
+                                   score=variant)
+                     for s in sets for metric, _, percent in CALIBRATION_COLUMNS]
+            if variant == "temperature_scaled":
+                t = _summary_cell(summary, source, False, augment=augment, oe=oe, metric="temperature",
+                                  set="id_val", score=variant)
+            else:
+                t = {"text": "1 (unscaled)", "value": "", "source": ""}  # by definition, not a number of the file
+            rows.append({"label": f"{model_label(augment, oe)}, {VARIANT_LABELS[variant]}", "temperature": t,
+                         "cells": cells})
+    return {"sets": [SET_LABELS[s] for s in sets], "columns": [title for _, title, _ in CALIBRATION_COLUMNS],
+            "header": header, "rows": rows}
+
+
+def pooled_bins(rel, set_name, variant, augment, oe):
+    """Bins of one model pooled over seeds: bin_low, bin_high, count, mean_confidence, accuracy."""
+    sub = rel[(rel["set"] == set_name) & (rel["score"] == variant) & (rel["augment"] == augment) & (rel["oe"] == oe)]
+    wide = sub.set_index(["seed", "bin", "bin_low", "bin_high", "metric"])["value"].unstack("metric").reset_index()
+    wide = wide.fillna({"mean_confidence": 0.0, "accuracy": 0.0})
+    wide["confidence_sum"] = wide["mean_confidence"] * wide["count"]
+    wide["correct_sum"] = wide["accuracy"] * wide["count"]
+    pooled = wide.groupby(["bin", "bin_low", "bin_high"], as_index=False)[["count", "confidence_sum", "correct_sum"]].sum()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pooled["mean_confidence"] = pooled["confidence_sum"] / pooled["count"]
+        pooled["accuracy"] = pooled["correct_sum"] / pooled["count"]
+    return pooled.sort_values("bin").reset_index(drop=True)
+
+
+def _png_base64(fig):
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def reliability_figures(rel, source):
+    """One figure per set: a reliability diagram per model, before and after scaling."""
+    if rel is None or rel.empty:
+        return []
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    figures = []
+    models = list(rel[["augment", "oe"]].drop_duplicates().itertuples(index=False))
+    for set_name in [s for s in ("id_test", "mnist_c") if (rel["set"] == s).any()]:
+        ncols = min(len(models), 3)
+        nrows = -(-len(models) // ncols)
+        fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.0 * nrows), squeeze=False,
+                                 layout="constrained")
+        for i, (ax, (augment, oe)) in enumerate(zip(axes.flat, models)):
+            before = pooled_bins(rel, set_name, "uncalibrated", augment, oe)
+            filled = before["count"] > 0
+            ax.bar(before["bin_low"][filled], before["accuracy"][filled],
+                   width=(before["bin_high"] - before["bin_low"])[filled], align="edge", color="#4477aa",
+                   alpha=0.55, edgecolor="k", linewidth=0.3, label=VARIANT_LABELS["uncalibrated"])
+            after = pooled_bins(rel, set_name, "temperature_scaled", augment, oe)
+            filled = after["count"] > 0
+            # After scaling: accuracy against the bin's mean confidence, so the gap to the diagonal is the error.
+            ax.plot(after["mean_confidence"][filled], after["accuracy"][filled], "o-", color="#cc3311",
+                    markersize=3, linewidth=1, label=VARIANT_LABELS["temperature_scaled"])
+            ax.plot([0, 1], [0, 1], "k--", linewidth=0.8)
+            ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="confidence")
+            ax.set_title(model_label(augment, oe), fontsize=9)
+            if i % ncols == 0:
+                ax.set_ylabel("accuracy")
+        for ax in list(axes.flat)[len(models):]:
+            ax.axis("off")
+        axes.flat[0].legend(loc="upper left", fontsize=7)
+        fig.suptitle(f"Reliability, {SET_LABELS[set_name]} (15 equal-width bins, all seeds pooled)", fontsize=9)
+        figures.append({"set": set_name, "title": SET_LABELS[set_name], "png": _png_base64(fig), "source": source})
+        plt.close(fig)
+    return figures
+
+
+def differences_table(diff, source, leaks=()):
+    """Rows of differences.csv, in percentage points, with the interval and its method."""
+    if diff is None or diff.empty:
+        return None
+    rows = []
+    for r in diff.itertuples(index=False):
+        scale = 100.0
+        shown_set = SET_LABELS.get(r.set, set_label(r.set, leaks))
+        score = SCORE_LABELS.get(r.score, VARIANT_LABELS.get(r.score, r.score))
+        low_high = "—" if not np.isfinite(r.low) else f"[{r.low * scale:+.2f}, {r.high * scale:+.2f}]"
+        rows.append({"model": model_label(r.augment, r.oe), "metric": METRIC_LABELS.get(r.metric, r.metric),
+                     "set": shown_set, "score": score or "",
+                     "diff": {"text": f"{r.diff * scale:+.2f}", "value": repr(float(r.diff)), "source": source},
+                     "interval": {"text": low_high, "value": f"{r.low!r},{r.high!r}" if np.isfinite(r.low) else "",
+                                  "source": source},
+                     "method": r.method, "n": {"text": str(int(r.n)), "value": str(int(r.n)), "source": source},
+                     "origin": r.source})
+    methods = sorted(diff["method"].unique())
+    return {"rows": rows, "methods": methods}
+
+
+def evaluation_section(tables_dir, cfg, leaks=None, shown_tables=None):
+    """Everything the template's evaluation section shows, from the CSVs in `tables_dir`.
+
+    `shown_tables`: the folder as the page names it in data-source (default `tables_dir`)."""
+    leaks = leaks or {}
+    frames = {name: _read(tables_dir, name)[0] for name in ("detection", "calibration", "reliability", "differences")}
+    src = {name: os.path.join(shown_tables or tables_dir, f"{name}.csv") for name in frames}
+    sizes = set_sizes(frames["detection"], src["detection"], leaks)
+    differences = differences_table(frames["differences"], src["differences"], leaks)
+    shown_sets = {r["set"] for r in sizes} | (set(frames["differences"]["set"]) if differences else set())
+    return {"scores": score_table(cfg), "sizes": sizes,
+            "calibration": calibration_table(frames["calibration"], src["calibration"]),
+            "reliability": reliability_figures(frames["reliability"], src["reliability"]),
+            "differences": differences,
+            "leaks": {name: why for name, why in leaks.items() if name in shown_sets}, "leak_mark": LEAK_MARK}
+
+
+def _report_section(ctx):
+    return evaluation_section(ctx["tables"], ctx["cfg"], ctx["leaks"], shown_path(ctx, ctx["tables"]))
+
+
+REPORT_SECTIONS = [section("evaluation", "Scores, calibration and differences to Base", _report_section,
+                           "evaluation_section.html.j2", "No calibration results in this run.", heading=False,
+                           replaces="calibration")]

@@ -1,0 +1,157 @@
+"""Classifiers for 28x28 grey images, selectable by name in the config (`train.model`).
+
+Every model takes float [B, 1, 28, 28] in [0, 1] (it normalises internally, so data can
+stay uint8-derived and augmentations work in [0, 1]) and exposes
+`features(x)` -> penultimate features [B, D] and `head(features)` -> logits, with
+`forward(x) == head(features(x))` (the Mahalanobis score needs the features).
+
+    from lib.train.models import build_model, MODELS
+    model = build_model("convnet", num_classes=10)
+    logits = model(torch.rand(8, 1, 28, 28))
+    model_mflops("convnet")   # multiply-adds x 2 per image, forward pass
+"""
+import pickle
+
+import numpy as np
+import torch
+from torch import nn
+
+from lib.common import replace_atomic
+
+
+class Classifier(nn.Module):
+    def __init__(self, body, feature_dim, num_classes):
+        super().__init__()
+        self.body = body
+        self.head = nn.Linear(feature_dim, num_classes)
+
+    def features(self, x):
+        # MNIST's pixel mean/std; a fixed affine map, so it does not depend on the data set.
+        return self.body((x - 0.1307) / 0.3081)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def _conv_bn(cin, cout, k):
+    return [nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+
+def convnet(num_classes=10):
+    """Default model: two 5x5 conv layers (32, 64 channels) with batch norm and 2x2 max
+    pooling, a 1024-unit batch-normed hidden layer with dropout, and a linear head.
+
+    This is the architecture of hwalsuklee/tensorflow-mnist-cnn ("CNN with 4 layers":
+    conv 5x5x32, pool, conv 5x5x64, pool, FC 1024, all with batch normalisation, dropout
+    on the FC layer), whose README reports 99.61% MNIST test accuracy for a single model.
+    About 26 MFLOPs per image.
+    """
+    body = nn.Sequential(
+        *_conv_bn(1, 32, 5), nn.MaxPool2d(2),
+        *_conv_bn(32, 64, 5), nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64 * 7 * 7, 1024, bias=False), nn.BatchNorm1d(1024), nn.ReLU(inplace=True),
+        nn.Dropout(0.3),
+    )
+    return Classifier(body, 1024, num_classes)
+
+
+def small_convnet(num_classes=10):
+    """A cheaper variant for laptops and the offline demo: 3x3 convolutions (16, 32, 64
+    channels) with batch norm, pooling after each, and a 128-unit hidden layer.
+    About 4 MFLOPs per image.
+    """
+    body = nn.Sequential(
+        *_conv_bn(1, 16, 3), nn.MaxPool2d(2),
+        *_conv_bn(16, 32, 3), nn.MaxPool2d(2),
+        *_conv_bn(32, 64, 3), nn.MaxPool2d(2, ceil_mode=True),
+        nn.Flatten(),
+        nn.Linear(64 * 4 * 4, 128, bias=False), nn.BatchNorm1d(128), nn.ReLU(inplace=True),
+    )
+    return Classifier(body, 128, num_classes)
+
+
+def oe_convnet(num_classes=10):
+    """The ConvNet of Outlier Exposure's MNIST experiments (Hendrycks et al. 2019):
+    conv 5x5 (20) - pool - conv 5x5 (50) - pool - FC 500 - FC 10, no padding, no batch
+    norm. The reference reports 0.94% test error after 10 epochs; kept to compare with it.
+    """
+    body = nn.Sequential(
+        nn.Conv2d(1, 20, 5), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        nn.Conv2d(20, 50, 5), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(50 * 4 * 4, 500), nn.ReLU(inplace=True),
+    )
+    return Classifier(body, 500, num_classes)
+
+
+MODELS = {"convnet": convnet, "small_convnet": small_convnet, "oe_convnet": oe_convnet}
+
+
+def build_model(name, num_classes=10):
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
+    return MODELS[name](num_classes)
+
+
+def model_mflops(name, num_classes=10):
+    """Forward-pass FLOPs per image (2 x multiply-adds of conv and linear layers), in millions."""
+    model = build_model(name, num_classes).eval()
+    macs = []
+
+    def count(module, inputs, output):
+        if isinstance(module, nn.Conv2d):
+            k = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
+            macs.append(output.numel() * k)
+        elif isinstance(module, nn.Linear):
+            macs.append(output.numel() * module.in_features)
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.no_grad():
+        model(torch.zeros(1, 1, 28, 28))
+    for h in hooks:
+        h.remove()
+    return 2 * sum(macs) / 1e6
+
+
+def to_device_images(x_uint8, device):
+    return torch.from_numpy(np.ascontiguousarray(x_uint8)).to(device).unsqueeze(1).float().div_(255.0)
+
+
+def save_torch_atomic(path, obj):
+    replace_atomic(path, lambda tmp: torch.save(obj, tmp))
+
+
+class UnsafeFileError(pickle.UnpicklingError):
+    pass
+
+
+def load_weights_only(path, device="cpu"):
+    """torch.load(path, weights_only=True), with a message that does not invite turning that off."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise UnsafeFileError(
+            f"{path}: refusing to load: it holds pickled objects other than tensors and plain values "
+            f"({first}). This project's model and checkpoint files never do; the file was written "
+            f"by other code or tampered with. Delete it and rerun the training job.") from None
+
+
+def to_fast_layout(model):
+    """The model with its convolution weights (and so its activations) channels-last.
+
+    oneDNN on the CPU and cuDNN on the GPU run convolutions faster on NHWC data: on the
+    project's 2-core CPU, training steps of small_convnet take 1.8x less time, convnet
+    1.3x; inference 2x and 1.7x. Single-channel input batches already qualify as NHWC.
+    The weights keep their values; only their memory order changes.
+    """
+    return model.to(memory_format=torch.channels_last)
+
+
+def load_model_file(path, device="cpu"):
+    """Load a model.pt written by this module; refuses pickled code (weights_only=True)."""
+    blob = load_weights_only(path, device)
+    model = build_model(blob["model_name"], int(blob["num_classes"]))
+    model.load_state_dict(blob["state_dict"])
+    return to_fast_layout(model.to(device)).eval(), blob
