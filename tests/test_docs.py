@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+# the repository root, wherever in tests/ this file sits
+REPO = next(p for p in Path(__file__).resolve().parents if (p / "Snakefile").exists())
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 NOTES = [*PAGES, *sorted((REPO / "benchmarks").glob("*.md"))]
 README_MAX_LINES = 250
