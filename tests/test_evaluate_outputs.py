@@ -12,7 +12,7 @@ from lib.evaluate.detection import detection_record, load_train_stats, score_job
 from lib.evaluate.forward import evaluate, forward_in_batches
 from lib.train.models import build_model, save_torch_atomic, to_device_images
 from lib.evaluate.scores import fit_mahalanobis, odin_logits
-from lib.data.registry import validation_split
+from lib.data.splits import validation_split
 
 CFG = {"seed": 3, "train": {"device": "cpu", "val_fraction": 0.1, "eval_batch_size": 7}}
 

@@ -8,7 +8,8 @@ import torch
 
 from lib.train.augment import saltpepper_batch
 from lib.config import validate_config
-from lib.data.registry import make_dataset, validation_split
+from lib.data.registry import make_dataset
+from lib.data.splits import validation_split
 from lib.train.loop import NonFiniteLoss, oe_loss, train
 from lib.train.models import load_model_file
 from tests.faults import nan_loss_at_step

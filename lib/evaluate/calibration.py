@@ -9,7 +9,7 @@
     rec["sets"]["mnist_c"]["uncalibrated"]["rms"]         # mean over the corruptions
 
 The temperature T minimises the NLL on `id_val` (the held-out share of the training
-split, fixed by the study seed; lib.data.registry.validation_split) and is never fitted on a test
+split, fixed by the study seed; lib.data.splits.validation_split) and is never fitted on a test
 set. Every metric comes twice: "uncalibrated" (T = 1) and "temperature_scaled". MNIST-C
 sets are the evaluation sets named `mnistc_<corruption>`; `mnist_c` is the mean of their
 metrics over the corruptions, each corruption weighted equally (as MNIST-C's mean

@@ -27,7 +27,7 @@ from lib.common import keep_freed_memory, load_npz, pick_device, save_npz_atomic
 from lib.evaluate.detection import train_stats_file
 from lib.evaluate.scores import fit_mahalanobis, odin_logits
 from lib.train.models import load_model_file, to_device_images
-from lib.data.registry import validation_split
+from lib.data.splits import validation_split
 
 
 def forward_in_batches(model, x_uint8, device, batch_size=2048):

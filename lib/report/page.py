@@ -48,7 +48,7 @@ import pandas as pd
 from lib.report import published
 from lib.evaluate.aggregate import summarize
 from lib.common import sha256_file, write_text_atomic
-from lib.data.registry import leaked_sets
+from lib.data.leaks import leaked_sets
 from lib.evaluate.scores import SCORE_INPUTS, compute_score
 from lib.evaluate.stats import paired_difference_ci
 

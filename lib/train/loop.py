@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from lib.train.augment import augment_batch
 from lib.common import (derive_seed, device_name, keep_freed_memory, pick_device, replace_atomic, setup_logging,
                         sha256_file)
-from lib.data.registry import validation_split
+from lib.data.splits import validation_split
 from lib.train.models import (build_model, load_model_file, load_weights_only, save_torch_atomic, to_device_images,
                                to_fast_layout)
 

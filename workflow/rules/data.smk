@@ -5,6 +5,8 @@
 
 import os
 
+import lib.data.leaks as lib_leaks
+
 REAL_SETS = [n for n in lib_datasets.DATASETS if lib_datasets.is_downloaded(n)]
 GENERATED_SETS = [n for n in lib_datasets.DATASETS if not lib_datasets.is_downloaded(n)]
 # Passed to the jobs through the shell command rather than params, so that switching
@@ -69,7 +71,7 @@ rule leak_marks:
         decides=json.dumps({k: config[k] for k in ("ood_sets", "oe", "augment")} | {
             "oe_source": OE_SOURCE, "mixing": config["pixmix"]["mixing"]}, sort_keys=True),
     run:
-        lib_datasets.write_leaks(config, output.json)
+        lib_leaks.write_leaks(config, output.json)
 
 
 localrules:
