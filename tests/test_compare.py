@@ -182,3 +182,19 @@ def test_command_line_reads_the_logits_beside_the_tables_by_default(tmp_path, mo
     (row,) = pd.read_csv(tmp_path / "differences.csv").to_dict("records")
     assert row["diff"] == 0.0 and row["method"].startswith("percentile bootstrap")
     assert row["source"] == "results/logits/none/oe/seed1/id_test.npz;results/logits/none/baseline/seed1/id_test.npz"
+
+
+def test_the_default_logits_folder_is_the_tables_sibling_however_tables_is_named(tmp_path, monkeypatch):
+    seen = []
+
+    def record_logits_folder(tables, logits_root, **options):
+        seen.append(logits_root)
+        return pd.DataFrame(columns=DIFFERENCE_COLUMNS)
+    monkeypatch.setattr("lib.evaluate.differences.differences", record_logits_folder)
+    (tmp_path / "results" / "tables").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "results" / "tables")
+    for tables in (str(tmp_path / "results" / "tables"), ".", "../tables/"):
+        main(["--tables", tables, "--out", str(tmp_path / "differences.csv")])
+    monkeypatch.chdir(tmp_path)
+    main(["--tables", "results/tables", "--out", str(tmp_path / "differences.csv")])
+    assert seen == [str(tmp_path / "results" / "logits")] * 2 + ["../logits", "results/logits"]

@@ -200,16 +200,19 @@ def differences(tables, logits_root, baseline=BASELINE, n_boot=1000, seed=0):
 def main(argv=None):
     p = argparse.ArgumentParser(description="Differences to none/baseline with 95% intervals.")
     p.add_argument("--tables", required=True, help="folder with accuracy.csv, detection.csv, calibration.csv")
-    p.add_argument("--logits", help="the models' logits folders (per-example arrays for the bootstrap); "
-                   "default: the results layout's logits folder beside --tables")
+    p.add_argument("--logits", help="the folder of every model's logits (per-example arrays for the bootstrap); "
+                   "default: the logits folder beside --tables, as lib.layout places it")
     p.add_argument("--out", required=True)
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log")
     a = p.parse_args(argv)
     setup_logging(a.log)
-    # relative, as --tables is usually given: the `source` column names the files as the rules do
-    logits = a.logits or os.path.relpath(layout.logits_root(os.path.dirname(os.path.abspath(a.tables))))
+    # Beside --tables and relative when it is, so the `source` column names files as the rules do.
+    tables = os.path.normpath(a.tables)
+    if os.path.basename(tables) in (os.curdir, os.pardir):  # "." or "..": the folder needs its name
+        tables = os.path.abspath(tables)
+    logits = a.logits or layout.logits_root(os.path.dirname(tables))
     df = differences(read_tables(a.tables), logits, n_boot=a.n_boot, seed=a.seed)
     write_csv_atomic(df, a.out)
     log.info("%d differences -> %s", len(df), a.out)

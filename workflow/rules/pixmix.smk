@@ -1,4 +1,4 @@
-# PixMix's mixing set: layout.mixing_file() (uint8 [M,28,28], lib/data/mixing.py), generated
+# PixMix's mixing set: results/data/mixing.npz (lib.layout.mixing_file; uint8 [M,28,28], lib/data/mixing.py), generated
 # IFS fractals or pictures from a staged folder. Planned only when pixmix is in `augment`
 # (the train and report rules ask for it then).
 
