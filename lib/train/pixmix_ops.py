@@ -364,27 +364,30 @@ def rotate(x, degrees):
 
 def shear_x(x, shear):
     """PIL transform (1, s, 0, 0, 1, 0): input x = x + s y, a shear about the top-left corner."""
-    shear = _per_sample_value(shear, x)
-    return _shift_lines(x, _line_shifts(shear, torch.ones_like(shear, dtype=torch.bool), x.shape[-2]))
+    return _move_lines(x, shear, is_shear=True, columns=False)
 
 
 def shear_y(x, shear):
     """PIL transform (1, 0, 0, s, 1, 0): input y = s x + y."""
-    shear = _per_sample_value(shear, x)
-    shifts = _line_shifts(shear, torch.ones_like(shear, dtype=torch.bool), x.shape[-1])
-    return _shift_lines(x.transpose(-1, -2), shifts).transpose(-1, -2)
+    return _move_lines(x, shear, is_shear=True, columns=True)
 
 
 def translate_x(x, pixels):
     """PIL transform (1, 0, t, 0, 1, 0): input x = x + t, so the picture moves by -t."""
-    pixels = _per_sample_value(pixels, x)
-    return _shift_lines(x, _line_shifts(pixels, torch.zeros_like(pixels, dtype=torch.bool), x.shape[-2]))
+    return _move_lines(x, pixels, is_shear=False, columns=False)
 
 
 def translate_y(x, pixels):
-    pixels = _per_sample_value(pixels, x)
-    shifts = _line_shifts(pixels, torch.zeros_like(pixels, dtype=torch.bool), x.shape[-1])
-    return _shift_lines(x.transpose(-1, -2), shifts).transpose(-1, -2)
+    return _move_lines(x, pixels, is_shear=False, columns=True)
+
+
+def _move_lines(x, amount, is_shear, columns):
+    """Shear or translate every row of x (every column with `columns`) by `amount`."""
+    amount = _per_sample_value(amount, x)
+    lines = x.transpose(-1, -2) if columns else x
+    shifts = _line_shifts(amount, torch.full_like(amount, is_shear, dtype=torch.bool), lines.shape[-2])
+    moved = _shift_lines(lines, shifts)
+    return moved.transpose(-1, -2) if columns else moved
 
 
 # ---------------------------------------------------------------- the random augmentation
