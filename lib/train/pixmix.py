@@ -49,8 +49,9 @@ from lib.train.pixmix_ops import ALL_OPS, OPS, augment_requests, level_and_sign,
 from lib.train.pixmix_shards import run_in_shards
 
 # Samples per block of random draws on the CPU: the unit shards are made of, so the
-# draws never depend on the number of threads. Changing it changes every batch that a
-# seed gives.
+# draws never depend on the number of threads. It equals pixmix_shards.MIN_SHARD: the
+# smallest shard is one block, and each block's own generator costs little beside its
+# 1,024 pictures. Changing it changes every batch that a seed gives.
 _PLAN_BLOCK = 1024
 # the blocks' seeds are drawn from [0, _SEED_LIMIT): any bound inside int64 (randint's
 # type) would do, and changing it changes every batch that a seed gives

@@ -290,7 +290,9 @@ def _shift_lines(x, shift, pad=None, out=None):
 
 
 def _shift_pad(severity, image_shape):
-    """A pad above every shift the level scheme can draw at this severity."""
+    """A pad above every shift the level scheme can draw at this severity: a shear of at
+    most 0.3 level/10 moves a line by up to that times the number of lines, a translation
+    moves by up to width/3 level/10 (the scales of _magnitude_rules)."""
     lines = max(image_shape[-2:])
     level = max(severity, 0.1)
     largest = level / 10 * max(0.3 * lines, image_shape[-1] / 3)
