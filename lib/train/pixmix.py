@@ -125,7 +125,9 @@ def _draw_plan(block_sizes, seeds, n_mixing, k, beta, severity, all_ops, device)
     0..k-1.
     """
     n_ops = len(ALL_OPS) if all_ops else len(OPS)
-    uniform_rows = [1, k, k, k, k, k, k + 1, k + 1]  # as unpacked below
+    # rows of the uniforms: the start kind; per round the partner kind, mixing op, weight
+    # kind, u_a and u_b; per slot the level and the sign (unpacked in this order below)
+    uniform_rows = [1, k, k, k, k, k, k + 1, k + 1]
     draws = []
     for size, seed in zip(block_sizes, seeds):
         generator = torch.Generator(device=device).manual_seed(seed)
@@ -216,7 +218,7 @@ def _pixmix_rows(out, x, mixing, mixing_log2, plan, k, severity):
         adds, multiplies = _rows(round_ends, *_ADD_GROUPS), _rows(round_ends, *_MULTIPLY_GROUPS)
         _add_into(mixed[adds], partner[adds], a[adds], b[adds]).clamp_(0, 1)
         _multiply_by_log2_into(mixed[multiplies], partner[multiplies], a[multiplies], b[multiplies], clip=True)
-        for groups in _FINISHING_GROUPS:
+        for groups in _FINISHING_GROUPS:  # the samples with i + 1 rounds are done
             finished = _rows(round_ends, *groups)
             _copy_rows_(out, samples[finished], mixed[finished])
         if i + 1 < k and ends[i + 1][-1]:
