@@ -26,7 +26,7 @@ rule report:
         detection=layout.table_file("detection.csv"),
         accuracy=layout.table_file("accuracy.csv"),
         leaks=layout.table_file("leaks.json"),
-        train_logs=expand_models(layout.train_log_file()),
+        train_logs=[layout.train_log_file(**m) for m in trained_models()],
         # The figures are drawn from the cached logits; the checksums hash the prepared data.
         logits=[p for name in ("id_test", *OOD_SETS) for p in expand_models(layout.logits_file(name))],
         data=[layout.data_file(name) for name in dict.fromkeys([ID, *OOD_SETS])],
