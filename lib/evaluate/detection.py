@@ -12,11 +12,23 @@ numpy; they are plain functions of paths and values, callable from Python too:
     stats = load_train_stats(layout.mahalanobis_stats_file("none", "baseline", 1))
     detection_record(id_path, ood_path, "mahalanobis", stats)
     score_job(id_path, ood_path, "results/scores/none/baseline/seed1/gaussian/msp.json", "score.log",
-              augment="none", oe="baseline", seed=1, ood_set="gaussian", score="msp")
+              augment="none", oe="baseline", seed=1, ood_set="gaussian", score="msp",
+              protocol={"protocol": "oe_paper", "draws": 10, "ood_fraction": 0.2}, base_seed=0)
+
+Protocols (config `evaluation`): `full` scores every ID test image against every OOD
+image. `oe_paper` is the Outlier Exposure authors' (hendrycks/outlier-exposure,
+MNIST/test.py): each draw takes ood_fraction x n_id OOD images at random without
+replacement (all of them when the set is smaller), the metrics are computed per draw
+against the whole ID test set, and the record holds their mean over the draws (under
+the usual names), their std (`<metric>_draw_std`, ddof=0 as numpy's default that the
+authors printed) and every draw's values (`draws`). The draws depend on the config seed
+and the OOD set only, so every model is scored on the same images.
 """
 import os
 
-from lib.common import job_logger, load_npz, write_json_atomic
+import numpy as np
+
+from lib.common import derive_seed, job_logger, load_npz, write_json_atomic
 from lib.evaluate.metrics import detection_metrics
 from lib.evaluate.scores import compute_score
 
@@ -34,19 +46,47 @@ def load_train_stats(path):
     return stats
 
 
-def detection_record(id_path, ood_path, score, train_stats=None):
-    """AUROC, AUPR-in, AUPR-out, FPR95 (OOD = positive class) of one score on one set."""
+FULL = {"protocol": "full"}
+DRAWN_METRICS = ("auroc", "aupr_in", "aupr_out", "fpr95", "fpr95_nearest")
+
+
+def ood_draws(n_id, n_ood, draws, ood_fraction, seed):
+    """Index arrays of the oe_paper protocol's OOD draws: round(ood_fraction x n_id) each, seeded."""
+    size = min(n_ood, max(1, int(round(ood_fraction * n_id))))
+    rng = np.random.default_rng(seed)
+    return [np.sort(rng.choice(n_ood, size=size, replace=False)) for _ in range(draws)]
+
+
+def drawn_metrics(id_scores, ood_scores, draws, ood_fraction, seed):
+    """detection_metrics per OOD draw, and their mean (metric) and std (metric_draw_std) over the draws."""
+    per_draw = [detection_metrics(id_scores, ood_scores[idx])
+                for idx in ood_draws(len(id_scores), len(ood_scores), draws, ood_fraction, seed)]
+    out = {"protocol": "oe_paper", "n_draws": len(per_draw), "n_id": per_draw[0]["n_id"],
+           "n_ood": per_draw[0]["n_ood"], "n_ood_total": int(len(ood_scores)), "draws": per_draw}
+    for metric in DRAWN_METRICS:
+        values = np.array([d[metric] for d in per_draw])
+        out[metric], out[f"{metric}_draw_std"] = float(values.mean()), float(values.std())
+    return out
+
+
+def detection_record(id_path, ood_path, score, train_stats=None, protocol=FULL, draw_seed=0):
+    """AUROC, AUPR-in, AUPR-out, FPR95 (OOD = positive class) of one score on one set, under `protocol`."""
     id_out, ood_out = load_npz(id_path), load_npz(ood_path)
     id_scores = compute_score(score, id_out, train_stats)
     ood_scores = compute_score(score, ood_out, train_stats)
-    return {"score": score, **detection_metrics(id_scores, ood_scores)}
+    if protocol["protocol"] == "oe_paper":
+        return {"score": score, **drawn_metrics(id_scores, ood_scores, protocol["draws"],
+                                                protocol["ood_fraction"], draw_seed)}
+    return {"score": score, "protocol": "full", **detection_metrics(id_scores, ood_scores)}
 
 
-def score_job(id_path, ood_path, out_json, log_path, *, augment, oe, seed, ood_set, score, train_stats_path=None):
+def score_job(id_path, ood_path, out_json, log_path, *, augment, oe, seed, ood_set, score, train_stats_path=None,
+              protocol=FULL, base_seed=0):
     """The per-(model, OOD set, score) rule: detection_record plus the model and set, written as JSON."""
     log = job_logger(log_path)
     train_stats = load_train_stats(train_stats_path) if train_stats_path else None
-    record = detection_record(id_path, ood_path, score, train_stats)
+    record = detection_record(id_path, ood_path, score, train_stats, protocol,
+                              draw_seed=derive_seed(base_seed, "ood_draws", ood_set))
     record.update(augment=augment, oe=oe, seed=int(seed), ood_set=ood_set, source=str(ood_path))
     write_json_atomic(out_json, record)
     log.info("%s", record)
