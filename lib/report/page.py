@@ -52,6 +52,7 @@ from lib.common import sha256_file, write_text_atomic
 from lib.data.leaks import leaked_sets
 from lib.evaluate.scores import SCORE_INPUTS, compute_score
 from lib.evaluate.stats import paired_difference_ci
+from lib.train.external import EXTERNAL_AUGMENT
 
 AUGMENT_LABELS = {"none": "Base", "saltpepper": "S&P", "pixmix": "PixMix"}
 OE_LABELS = {"baseline": "", "oe": "+OE", "oe_tune": "+OE tune"}
@@ -77,7 +78,12 @@ LEAK_MARK = "†"  # dagger after a test set that was seen in training
 # ---- labels and cells -----------------------------------------------------------------
 
 
+NOT_TRAINED_HERE = "not trained here"
+
+
 def model_label(augment, oe):
+    if augment == EXTERNAL_AUGMENT:  # a checkpoint from config external_models: its name
+        return f"{oe} ({NOT_TRAINED_HERE})"
     return (AUGMENT_LABELS.get(augment, augment) + " " + OE_LABELS.get(oe, oe)).strip()
 
 
@@ -191,8 +197,25 @@ def long_table(ctx, name):
     return ctx["_long"][name]
 
 
-def grid_columns(cfg):
+def trained_columns(cfg):
+    """(augment, oe) of every model trained here."""
     return [(a, o) for a in cfg["augment"] for o in cfg["oe"]]
+
+
+def grid_columns(cfg):
+    """(augment, oe) of every column: the models trained here, then the external checkpoints."""
+    return trained_columns(cfg) + [(EXTERNAL_AUGMENT, name) for name in cfg.get("external_models", {})]
+
+
+def protocol_text(cfg):
+    """The sentence that says how every OOD number of this run was measured."""
+    ev = cfg.get("evaluation", {"protocol": "full"})
+    if ev["protocol"] == "oe_paper":
+        return (f"Protocol oe_paper (the Outlier Exposure authors'): each OOD set scored on "
+                f"{ev['draws']} seeded random draws of {ev['ood_fraction']:g} × the ID test size "
+                f"against the whole ID test set; every OOD number is the mean over the draws "
+                f"(its std over the draws is in detection.csv as <metric>_draw_std).")
+    return "Protocol full: every ID test image against every image of each OOD set."
 
 
 def model_dir(ctx, augment, oe, seed):
@@ -410,7 +433,7 @@ def summary_section(ctx):
     if versus:
         reading["sentences"].append("Against the published study, ours differ on average by " + _join(versus) + ".")
     return {"study": study, "reading": reading, "published_shown": cfg["in_distribution"] == "mnist",
-            "oe_reference": published.OE_REFERENCE}
+            "oe_reference": published.OE_REFERENCE, "protocol": protocol_text(cfg)}
 
 
 def detection_tables(cfg, det, det_src, leaks=()):
@@ -481,7 +504,7 @@ def detection_section(ctx):
     if det is None:
         return None
     return {"tables": detection_tables(ctx["cfg"], det["summary"], det["source"], ctx["leaks"]),
-            "figures": detection_figures(ctx, det["summary"])}
+            "figures": detection_figures(ctx, det["summary"]), "protocol": protocol_text(ctx["cfg"])}
 
 
 def long_tables(ctx, name, row_keys=("set", "score"), skip_metrics=()):
@@ -511,7 +534,7 @@ def long_tables(ctx, name, row_keys=("set", "score"), skip_metrics=()):
 def training_runs(ctx):
     """{label: (train_log DataFrame, shown path)} for every model of the grid with a log."""
     cfg, runs = ctx["cfg"], {}
-    for a, o in grid_columns(cfg):
+    for a, o in trained_columns(cfg):
         for s in cfg["seeds"]:
             path = os.path.join(model_dir(ctx, a, o, s), layout.TRAIN_LOG)
             if os.path.exists(path):
@@ -537,7 +560,7 @@ def training_section(ctx):
                        "column=images_per_s;stat=median"),
             plain_cell(log["seconds"].sum(), f"{log['seconds'].sum():.1f}", source, "column=seconds;stat=sum")]})
     figure = report_figures.training_figure({label: log for label, (log, _) in runs.items()})
-    expected = len(grid_columns(ctx["cfg"])) * len(ctx["cfg"]["seeds"])
+    expected = len(trained_columns(ctx["cfg"])) * len(ctx["cfg"]["seeds"])
     return {"rows": rows, "figure": figure, "missing": expected - len(runs)}
 
 

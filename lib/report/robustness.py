@@ -29,7 +29,7 @@ from matplotlib.figure import Figure
 from lib import layout
 from lib.evaluate.aggregate import summarize
 from lib.data.mnist_c import CORRUPTIONS
-from lib.report.page import model_label, section, shown_path
+from lib.report.page import grid_columns, model_label, section, shown_path
 from lib.evaluate.robustness import OVERLAP
 
 SUMMARY_LABELS = {"mean_accuracy": "mean of the 15 corruptions",
@@ -64,7 +64,7 @@ def summary_cell(summary, source, overlap=False, **key):
 
 
 def grid_models(cfg):
-    return [(a, o) for a in cfg["augment"] for o in cfg["oe"]]
+    return grid_columns(cfg)  # trained here, then external checkpoints
 
 
 def per_corruption_rows(cfg, long_summary, long_src, summary, summary_src):
