@@ -46,13 +46,13 @@ import numpy as np
 import pandas as pd
 
 from lib import layout
+from lib.layout import EXTERNAL_AUGMENT
 from lib.report import published
 from lib.evaluate.aggregate import summarize
 from lib.common import sha256_file, write_text_atomic
 from lib.data.leaks import leaked_sets
 from lib.evaluate.scores import SCORE_INPUTS, compute_score
 from lib.evaluate.stats import paired_difference_ci
-from lib.train.external import EXTERNAL_AUGMENT
 
 AUGMENT_LABELS = {"none": "Base", "saltpepper": "S&P", "pixmix": "PixMix"}
 OE_LABELS = {"baseline": "", "oe": "+OE", "oe_tune": "+OE tune"}
@@ -387,25 +387,29 @@ def study_tables(cfg, acc, det, acc_src, det_src, leaks=(), mnist_c=None):
     `mnist_c` is the long_table() of robustness_summary.csv, or None."""
     id_name = cfg["in_distribution"]
     pub_id = "mnist" if id_name == "mnist" else None
-    augments = cfg["augment"]
+    # Columns: each augmentation's model without OE, then the external checkpoints (no published number).
+    acc_columns = [(a, "baseline") for a in cfg["augment"]] + grid_columns(cfg)[len(trained_columns(cfg)):]
+    acc_pub = {(a, o): published.ACCURACY.get((pub_id, a)) if pub_id and o == "baseline" else None
+               for a, o in acc_columns}
     acc_rows = [{"label": f"{id_name} test accuracy", "note": "", "cells": [
-        cell(acc, acc_src, published_value=published.ACCURACY.get((pub_id, a)) if pub_id else None,
-             augment=a, oe="baseline", metric="accuracy", set="id_test") for a in augments]}]
+        cell(acc, acc_src, published_value=acc_pub[a, o], augment=a, oe=o, metric="accuracy", set="id_test")
+        for a, o in acc_columns]}]
     # The published MNIST-C numbers are for the official files; generated corruptions show ours alone.
     official = cfg.get("corruptions", "official") == "official"
-    mnist_c_pub = {a: published.ACCURACY.get(("mnist_c", a)) if pub_id and official else None for a in augments}
+    mnist_c_pub = {(a, o): published.ACCURACY.get(("mnist_c", a)) if pub_id and official and o == "baseline" else None
+                   for a, o in acc_columns}
     if mnist_c is not None:
         on = ("the official MNIST-C test sets (Zenodo 3239543)" if official else
               f"the 15 MNIST-C corruptions generated offline from the {id_name} test set")
         acc_rows.append({"label": "MNIST-C accuracy (mean over the corruptions)", "note": f"On {on}.", "cells": [
-            cell(mnist_c["summary"], mnist_c["source"], published_value=mnist_c_pub[a],
-                 augment=a, oe="baseline", metric=MNIST_C_METRIC) for a in augments]})
+            cell(mnist_c["summary"], mnist_c["source"], published_value=mnist_c_pub[a, o],
+                 augment=a, oe=o, metric=MNIST_C_METRIC) for a, o in acc_columns]})
     else:
         acc_rows.append({"label": "MNIST-C accuracy (mean over the corruptions)",
                          "note": f"Not in this run: results/tables/{MNIST_C_TABLE} is absent.",
                          "cells": [{"text": "—", "value": "", "std": "", "n": "", "scale": 100, "key": "",
-                                    "source": "", "delta": "", "published": _pub(mnist_c_pub[a], True)}
-                                   for a in augments]})
+                                    "source": "", "delta": "", "published": _pub(mnist_c_pub[c], True)}
+                                   for c in acc_columns]})
     columns = grid_columns(cfg)
     auroc_rows = []
     for ood in cfg["ood_sets"]:
@@ -413,7 +417,8 @@ def study_tables(cfg, acc, det, acc_src, det_src, leaks=(), mnist_c=None):
             auroc_rows.append({"label": f"{set_label(ood, leaks)}, {SCORE_LABELS[score]}", "cells": [
                 cell(det, det_src, published_value=published.AUROC.get((ood, score, a, o)) if pub_id else None,
                      augment=a, oe=o, metric="auroc", set=ood, score=score) for a, o in columns]})
-    return {"accuracy_header": [AUGMENT_LABELS.get(a, a) for a in augments], "accuracy_rows": acc_rows,
+    return {"accuracy_header": [model_label(a, o) if a == EXTERNAL_AUGMENT else AUGMENT_LABELS.get(a, a)
+                                for a, o in acc_columns], "accuracy_rows": acc_rows,
             "auroc_header": [model_label(a, o) for a, o in columns], "auroc_rows": auroc_rows}
 
 

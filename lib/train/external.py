@@ -20,8 +20,6 @@ from lib.common import job_logger
 from lib.data.download import DataError, ensure_file, file_digests, stage_hint
 from lib.train.models import build_model, load_weights_only, save_torch_atomic
 
-EXTERNAL_AUGMENT = "external"  # the augment key of external models in the results layout
-EXTERNAL_SEED = 0              # they have one "seed": the checkpoint itself
 
 
 class ExternalModelError(ValueError):

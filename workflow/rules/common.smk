@@ -6,7 +6,7 @@ import shlex
 
 from lib import layout
 from lib.data.mnist_c import CORRUPTIONS  # the 15 MNIST-C corruptions (numpy-only import, fast to parse)
-from lib.train.external import EXTERNAL_AUGMENT, EXTERNAL_SEED, ExternalModelError, check_external_models
+from lib.layout import EXTERNAL_AUGMENT, EXTERNAL_SEED
 
 ROOT = workflow.basedir
 # Jobs run `python -m lib.<module>` with the interpreter that runs Snakemake (the
@@ -26,6 +26,8 @@ EXTERNALS = config["external_models"]
 # Before any job (and only in the main process, not again inside each job): every external
 # checkpoint is there (downloaded unless offline), has its pinned sha256 and loads strictly.
 if EXTERNALS and workflow.is_main_process:
+    from lib.train.external import ExternalModelError, check_external_models  # torch: only when needed
+
     try:
         check_external_models(config)
     except ExternalModelError as error:

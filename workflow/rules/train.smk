@@ -1,8 +1,6 @@
 # Train: one GPU job per model of the grid, {augment} x {oe} x {seed}; external checkpoints
 # (config external_models) are imported instead.
 
-import lib.train.external as lib_external
-
 
 def train_inputs(wildcards):
     inputs = {"data": layout.data_file(ID)}
@@ -59,6 +57,8 @@ if EXTERNALS:
         log:
             layout.log_file("import_external/{name}"),
         run:
+            import lib.train.external as lib_external
+
             lib_external.import_job(wildcards.name, EXTERNALS[wildcards.name], config["data_dir"],
                                     config.get("offline", False), output.model, log[0])
 
