@@ -46,16 +46,15 @@ rule score:
     output:
         json=layout.score_file(),
     params:
-        protocol=config["evaluation"],  # full | oe_paper (OOD draws); a change rescores every model
-        seed=config["seed"],
+        # full | oe_paper (seeded OOD draws): a change rescores every model
+        scoring=dict(protocol=config["evaluation"], base_seed=config["seed"]),
     log:
         layout.log_file("score/{augment}/{oe}/seed{seed}/{ood_set}/{score}"),
     run:
         # In-process: a score is a few milliseconds of numpy; a Python start per job would cost 100x more.
         lib_detection.score_job(input.id_logits, input.ood_logits, output.json, log[0], **model_values(wildcards),
-                                ood_set=wildcards.ood_set, score=wildcards.score,
-                                train_stats_path=input.train_stats[0] if input.train_stats else None,
-                                protocol=params.protocol, base_seed=params.seed)
+                                ood_set=wildcards.ood_set, score=wildcards.score, **params.scoring,
+                                train_stats_path=input.train_stats[0] if input.train_stats else None)
 
 
 rule model_metrics:
