@@ -1,9 +1,12 @@
 # Calibration per model (before/after temperature scaling, ID test set and MNIST-C when it
-# was evaluated), its tables, and every model's difference to none/baseline with intervals.
+# was evaluated), its tables, the differences between models with two-level bootstrap
+# intervals and Holm-corrected p-values, and the ranks over data sets (Friedman, Nemenyi CD).
 
 import os
 
 import lib.evaluate.calibration as lib_calibration
+import lib.evaluate.differences as lib_differences
+import lib.evaluate.ranks as lib_ranks
 
 
 def mnistc_sets():
@@ -48,23 +51,44 @@ rule compare:
         accuracy="results/tables/accuracy.csv",
         detection="results/tables/detection.csv",
         calibration="results/tables/calibration.csv",
-        # Per-example arrays: the bootstrap over test examples reads them when there is one seed.
-        logits=[f for m in models() for f in model_logit_files(m["augment"], m["oe"], m["seed"], EVAL_SETS + mnistc_sets())],
-        train_stats=expand_models(f"{LOGIT_DIR}/mahalanobis_stats.npz"),
+        # The per-example files the two-level bootstrap resamples: each model's ID test and
+        # MNIST-C logits, and its per-example scores of every OOD set and score.
+        logits=[f for m in models() for f in model_logit_files(m["augment"], m["oe"], m["seed"], ["id_test", *mnistc_sets()])],
+        scores=[f"results/scores/{m['augment']}/{m['oe']}/seed{m['seed']}/{o}/{s}.npz"
+                for m in models() for o in OOD_SETS for s in SCORES],
     output:
         differences="results/tables/differences.csv",
+        detectable="results/tables/detectable.csv",
     params:
         py=PY,
         seed=config["seed"],
+        score=lib_differences.headline_score(SCORES),
     log:
         "results/logs/compare.log",
     benchmark:
         "results/benchmarks/compare.tsv"
     shell:
-        "{params.py} -m lib.evaluate.differences --tables results/tables --logits results/logits --seed {params.seed} "
-        "--out {output.differences:q} > {log:q} 2>&1"
+        "{params.py} -m lib.evaluate.differences --tables results/tables --logits results/logits "
+        "--scores results/scores --headline-score {params.score} --seed {params.seed} "
+        "--out {output.differences:q} --detectable-out {output.detectable:q} > {log:q} 2>&1"
+
+
+rule ranks:
+    input:
+        detection="results/tables/detection.csv",
+        calibration="results/tables/calibration.csv",
+    output:
+        ranks="results/tables/ranks.csv",
+    params:
+        score=lib_differences.headline_score(SCORES),
+    log:
+        "results/logs/ranks.log",
+    run:
+        # In-process: a Friedman test per comparison is milliseconds of pandas and scipy.
+        lib_ranks.ranks_job(os.path.dirname(input.detection), params.score, output.ranks, log[0])
 
 
 localrules:
     calibrate,
     aggregate_calibration,
+    ranks,

@@ -40,12 +40,16 @@ rule score:
         if wc.score == "mahalanobis" else [],
     output:
         json="results/scores/{augment}/{oe}/seed{seed}/{ood_set}/{score}.json",
+        # Per-example scores for the differences step, which resamples them (Mahalanobis
+        # scores cost seconds per set: computed once, here).
+        npz="results/scores/{augment}/{oe}/seed{seed}/{ood_set}/{score}.npz",
     log:
         "results/logs/score/{augment}/{oe}/seed{seed}/{ood_set}/{score}.log",
     run:
         # In-process: a score is a few milliseconds of numpy; a Python start per job would cost 100x more.
         lib_detect.score_job(input.id_logits, input.ood_logits, wildcards, output.json, log[0],
-                             train_stats_path=input.train_stats[0] if input.train_stats else None)
+                             train_stats_path=input.train_stats[0] if input.train_stats else None,
+                             out_npz=output.npz)
 
 
 rule model_metrics:

@@ -40,6 +40,8 @@ rule report:
         calibration="results/tables/calibration.csv",
         reliability="results/tables/reliability.csv",
         differences="results/tables/differences.csv",
+        detectable="results/tables/detectable.csv",
+        ranks="results/tables/ranks.csv",
         mixing=mixing_inputs(),  # the samples figure reads results/data/mixing.npz when pixmix trains
     output:
         html="results/report.html",
