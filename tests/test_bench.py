@@ -65,7 +65,7 @@ def test_make_bench_runs_at_tiny_size_and_writes_csv_and_json(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     table = done.stdout.splitlines()
     names = ["pixmix batched on the CPU's", "pixmix batched on one thread", "augmentation overhead", "vs the usual setup", "OE step cost", "evaluation",
-             "snakemake -n"]
+             "snakemake -n", "differences step"]
     for name in names:
         assert any(row.startswith(name) and " | " in row for row in table), name
     assert "glibc MALLOC_* set (JOB_ENV)" in table[-1]
