@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SNAKEMAKE := $(VENV)/bin/snakemake
 # Large CPU batches page-fault their activation buffers back in every step unless glibc
-# keeps freed memory; set for our own jobs only (see README, Performance).
+# keeps freed memory; set for our own jobs only (see docs/performance.md).
 JOB_ENV := MALLOC_MMAP_THRESHOLD_=17179869184 MALLOC_TRIM_THRESHOLD_=17179869184 MALLOC_TOP_PAD_=536870912
 
 .PHONY: demo test bench

@@ -43,4 +43,4 @@ include: "workflow/rules/report.smk"
 
 rule all:
     input:
-        report="results/report.html",
+        report=layout.report_file(),

@@ -8,7 +8,7 @@ KMNIST), trains every model of lib.train.models.MODELS through lib.train.loop.tr
 defaults: SGD with Nesterov momentum, cosine schedule, batch 128, no augmentation) and
 prints per model: MFLOPs per image (forward), parameters, test accuracy, training
 images/s on this machine. Not part of `make bench` (minutes per model on a CPU); its
-figures back the choice of default model in README.md ("Performance").
+figures back the choice of default model in docs/performance.md.
 """
 import argparse
 import logging
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from lib.config import validate_config
-from lib.data.formats import read_idx
+from lib.data.readers import read_idx
 from lib.train.models import MODELS, build_model, model_mflops
 from lib.train.loop import train
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU check for a lent GPU machine (no internet needed): the examples/mnist-style loop against
+# GPU check for a machine with a CUDA GPU (no internet needed): the examples/mnist-style loop against
 # ours for one epoch each, then the six models of the grid trained for 10 epochs and evaluated,
 # then one epoch of PixMix augmentation alone.
 #
@@ -19,7 +19,7 @@ elif [[ -x .venv/bin/python ]]; then
 else
     python=python3
 fi
-# glibc keeps freed memory instead of returning it to the OS (see README.md ("Performance"))
+# glibc keeps freed memory instead of returning it to the OS (see docs/performance.md)
 export MALLOC_MMAP_THRESHOLD_=17179869184 MALLOC_TRIM_THRESHOLD_=17179869184 MALLOC_TOP_PAD_=536870912
 "$python" -c "import torch; print('torch', torch.__version__, '| CUDA:', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none')"
 command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true

@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from lib.common import derive_seed, save_npz_atomic
-from lib.evaluate.calibration import MNISTC_PREFIX, confidence_and_correct
+from lib import layout
+from lib.evaluate.calibration import confidence_and_correct
 from lib.evaluate.metrics import auroc_pair_count, ece
 
 AUGMENTS = ("none", "saltpepper", "pixmix")
@@ -45,7 +46,7 @@ def write_study(folder, augments=AUGMENTS, oes=OES, seeds=(1, 2, 3), ood_sets=OO
                 corruptions=CORRUPTIONS, n_test=10_000, n_ood=10_000, n_corrupted=10_000, gap=0.2):
     """Write the study under folder/results; returns the results folder. `gap`: how much each
     augmentation step strengthens the class signal (OE half as much)."""
-    results = os.path.join(folder, "results")
+    results = os.path.join(folder, layout.RESULTS)
     rows = {"accuracy": [], "detection": [], "calibration": []}
     labels = np.random.default_rng(0).integers(0, 10, n_test)
     for a_index, augment in enumerate(augments):
@@ -53,15 +54,15 @@ def write_study(folder, augments=AUGMENTS, oes=OES, seeds=(1, 2, 3), ood_sets=OO
             for seed in seeds:
                 rng = np.random.default_rng(derive_seed(0, "study", augment, oe, seed))
                 strength = 3.0 + gap * (a_index + o_index / 2) + rng.normal(0, 0.05)
-                logit_dir = os.path.join(results, "logits", augment, oe, f"seed{seed}")
+                logit_dir = layout.logits_dir(augment, oe, seed, results)
                 id_logits = _logits(rng, labels, strength)
-                save_npz_atomic(os.path.join(logit_dir, "id_test.npz"), logits=id_logits, labels=labels)
+                save_npz_atomic(layout.logits_file("id_test", augment, oe, seed, results), logits=id_logits, labels=labels)
                 temperature = 1.0 + 0.1 * a_index
                 for set_name, logits, set_labels in [("id_test", id_logits, labels)] + [
-                        (MNISTC_PREFIX + c, _logits(rng, labels[:n_corrupted], strength - 1.0 - 0.1 * i),
+                        (layout.mnistc_set(c), _logits(rng, labels[:n_corrupted], strength - 1.0 - 0.1 * i),
                          labels[:n_corrupted]) for i, c in enumerate(corruptions)]:
                     if set_name != "id_test":
-                        save_npz_atomic(os.path.join(logit_dir, f"{set_name}.npz"), logits=logits, labels=set_labels)
+                        save_npz_atomic(layout.logits_file(set_name, augment, oe, seed, results), logits=logits, labels=set_labels)
                     for variant, t in (("uncalibrated", 1.0), ("temperature_scaled", temperature)):
                         confidence, correct = confidence_and_correct(logits, set_labels, t)
                         rows["calibration"] += [
@@ -75,7 +76,7 @@ def write_study(folder, augments=AUGMENTS, oes=OES, seeds=(1, 2, 3), ood_sets=OO
                     id_scores = rng.normal(0.0, 1.0, n_test)  # one model's ID scores: the same for every OOD set
                     for s_index, ood_set in enumerate(ood_sets):
                         ood_scores = rng.normal(0.5 + 0.1 * s_index + gap / 4 * (a_index + o_index), 1.0, n_ood)
-                        path = os.path.join(results, "scores", augment, oe, f"seed{seed}", ood_set, f"{score}.npz")
+                        path = layout.example_scores_file(ood_set, score, augment, oe, seed, results)
                         save_npz_atomic(path, id_scores=id_scores, ood_scores=ood_scores)
                         rows["detection"].append(_row(augment, oe, seed, "auroc", ood_set, score,
                                                       auroc_pair_count(id_scores, ood_scores), path))
@@ -83,10 +84,9 @@ def write_study(folder, augments=AUGMENTS, oes=OES, seeds=(1, 2, 3), ood_sets=OO
         for variant in ("uncalibrated", "temperature_scaled"):
             for metric in ("accuracy", "ece"):
                 values = [r["value"] for r in rows["calibration"] if (r["augment"], r["oe"], r["seed"], r["metric"],
-                          r["score"]) == (augment, oe, seed, metric, variant) and r["set"].startswith(MNISTC_PREFIX)]
+                          r["score"]) == (augment, oe, seed, metric, variant) and layout.corruption_of(r["set"])]
                 rows["calibration"].append(_row(augment, oe, seed, metric, "mnist_c", variant, np.mean(values), ""))
-    tables = os.path.join(results, "tables")
-    os.makedirs(tables, exist_ok=True)
+    os.makedirs(layout.tables_dir(results), exist_ok=True)
     for name, table in rows.items():
-        pd.DataFrame(table).to_csv(os.path.join(tables, f"{name}.csv"), index=False)
+        pd.DataFrame(table).to_csv(layout.table_file(f"{name}.csv", results), index=False)
     return results

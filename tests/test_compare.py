@@ -230,3 +230,32 @@ def test_ranks_of_models_scores_and_corruptions(study):
     assert models.set_index("item")["mean_rank"]["saltpepper/oe"] == 1.0
     assert (df[df.comparison == "scores_ood"]["k"] == 2).all() and df[df.comparison == "scores_ood"]["p"].isna().all()
     assert (df[df.comparison == "models_mnistc"]["blocks"] == "fog;shear").all()
+
+
+def test_command_line_reads_the_logits_and_scores_beside_the_tables_by_default(tmp_path, monkeypatch):
+    write_study(str(tmp_path), augments=("none",), oes=("baseline", "oe"), seeds=(1,), ood_sets=("gaussian",),
+                scores=("msp",), corruptions=("fog",), n_test=50, n_ood=40, n_corrupted=30)
+    monkeypatch.chdir(tmp_path)
+    main(["--tables", "results/tables", "--out", "differences.csv", "--detectable-out", "detectable.csv",
+          "--n-boot", "20"])
+    sources = set(pd.read_csv(tmp_path / "differences.csv")["source"])
+    assert "results/logits/{none/baseline,none/oe}/seed{1}/id_test.npz" in sources
+    assert "results/scores/{none/baseline,none/oe}/seed{1}/gaussian/msp.npz" in sources
+
+
+def test_the_default_folders_are_the_tables_siblings_however_tables_is_named(tmp_path, monkeypatch):
+    seen = []
+
+    def record_folders(tables, logits_root, scores_root, score, **options):
+        seen.append((logits_root, scores_root))
+        return {"differences": pd.DataFrame(columns=DIFFERENCE_COLUMNS), "detectable": pd.DataFrame(columns=DETECTABLE_COLUMNS)}
+    monkeypatch.setattr("lib.evaluate.differences.compare_study", record_folders)
+    (tmp_path / "results" / "tables").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "results" / "tables")
+    out = ["--out", str(tmp_path / "differences.csv"), "--detectable-out", str(tmp_path / "detectable.csv")]
+    for tables in (str(tmp_path / "results" / "tables"), ".", "../tables/"):
+        main(["--tables", tables, *out])
+    monkeypatch.chdir(tmp_path)
+    main(["--tables", "results/tables", *out])
+    absolute = (str(tmp_path / "results" / "logits"), str(tmp_path / "results" / "scores"))
+    assert seen == [absolute] * 2 + [("../logits", "../scores"), ("results/logits", "results/scores")]

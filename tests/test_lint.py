@@ -1,9 +1,9 @@
-"""`snakemake --lint` on the real Snakefile: every finding is one README.md ("Running on a cluster") (Lint) explains.
+"""`snakemake --lint` on the real Snakefile: every finding is one that docs/testing.md ("Lint") explains.
 
     .venv/bin/python -m pytest tests/test_lint.py -q
 
 A finding of a kind not listed below fails the test: fix it, or, if it does not
-matter, add it here and to the Lint note in README.md ("Running on a cluster") with the reason.
+matter, add it here and to the Lint list in docs/testing.md with the reason.
 """
 import re
 import subprocess

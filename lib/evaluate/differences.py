@@ -1,9 +1,9 @@
 """Differences between models on the headline metrics: two-level bootstrap intervals,
 Holm-corrected p-values, verdicts, and the smallest difference the study can detect.
 
-    python -m lib.evaluate.differences --tables results/tables --logits results/logits \
-        --scores results/scores --headline-score msp --out results/tables/differences.csv \
-        --detectable-out results/tables/detectable.csv [--n-boot 200] [--seed 0]
+    python -m lib.evaluate.differences --tables results/tables --headline-score msp \
+        --out results/tables/differences.csv --detectable-out results/tables/detectable.csv \
+        [--logits results/logits] [--scores results/scores] [--n-boot 200] [--seed 0]
 
     from lib.evaluate.differences import compare_study, read_tables
     out = compare_study(read_tables("results/tables"), "results/logits", "results/scores")
@@ -50,7 +50,8 @@ import pandas as pd
 from lib.common import derive_seed, setup_logging
 from lib.evaluate import stats
 from lib.evaluate.aggregate import write_csv_atomic
-from lib.evaluate.calibration import MNISTC_PREFIX, confidence_and_correct
+from lib import layout
+from lib.evaluate.calibration import confidence_and_correct
 from lib.evaluate.detection import load_example_scores
 
 BASELINE = ("none", "baseline")
@@ -161,7 +162,7 @@ def _corruptions(tables, unit):
     augment, oe, seed = unit
     cal = tables["calibration"][0]
     rows = cal[(cal["augment"] == augment) & (cal["oe"] == oe) & (cal["seed"] == seed)
-               & cal["set"].str.startswith(MNISTC_PREFIX)]
+               & cal["set"].str.startswith(layout.MNISTC_PREFIX)]
     return sorted(rows["set"].unique())
 
 
@@ -172,9 +173,9 @@ def _labelled(path):
         return f["logits"], f["labels"]
 
 
-def _logit_dir(root, unit):
-    augment, oe, seed = unit
-    return os.path.join(root, augment, oe, f"seed{seed}")
+def _model_dir(root, unit):
+    """One model's folder under a per-model root (results/logits, results/scores)."""
+    return os.path.join(root, layout.model_part(*unit))
 
 
 class Draws:
@@ -235,7 +236,7 @@ def headline_values(tables, logits_root, scores_root, models, n_boot=stats.N_BOO
     id_keys = [k for k in by_key if k[1] == "id_test"]
     if id_keys:
         units = sorted(set.union(*(set(_units(tables, by_key[k], models)) for k in id_keys)))
-        files = [os.path.join(_logit_dir(logits_root, u), "id_test.npz") for u in units]
+        files = [layout.npz_in(_model_dir(logits_root, u), "id_test") for u in units]
         temps = [_temperature(tables, *u) if has_cal and ("ece", "id_test", "temperature_scaled") in by_key else 1.0
                  for u in units]
         groups = _calibration_groups(files, temps)
@@ -261,7 +262,7 @@ def headline_values(tables, logits_root, scores_root, models, n_boot=stats.N_BOO
         temps = [_temperature(tables, *u) for u in units]
         sums, n_examples = {}, 0
         for name in names:
-            groups = _calibration_groups([os.path.join(_logit_dir(logits_root, u), f"{name}.npz") for u in units],
+            groups = _calibration_groups([layout.npz_in(_model_dir(logits_root, u), name) for u in units],
                                          temps)
             n_examples += len(groups[0]["accuracy"])
             for key, (obs, reps) in _set_values(groups, draw(name, len(groups[0]["accuracy"]))).items():
@@ -271,7 +272,7 @@ def headline_values(tables, logits_root, scores_root, models, n_boot=stats.N_BOO
             metric, _, variant = key
             obs, reps = sums["accuracy" if metric == "accuracy" else variant]
             out[key] = dict(units=units, observed=obs / len(names), replicates=reps / len(names), n_examples=n_examples,
-                            source=_source(logits_root, units, f"{MNISTC_PREFIX}*.npz") + ";" + tables["calibration"][1])
+                            source=_source(logits_root, units, f"{layout.MNISTC_PREFIX}*.npz") + ";" + tables["calibration"][1])
     # AUROC: per model and score, the ID draw's cumulative counts serve every OOD set
     auroc_keys = [k for k in by_key if k[0] == "auroc"]
     for score in dict.fromkeys(k[2] for k in auroc_keys):
@@ -280,7 +281,7 @@ def headline_values(tables, logits_root, scores_root, models, n_boot=stats.N_BOO
         per_unit = {}
         for unit in dict.fromkeys(u for k in keys for u in units[k]):
             sets = [k[1] for k in keys if unit in units[k]]
-            pairs = [load_example_scores(os.path.join(_logit_dir(scores_root, unit), s, f"{score}.npz")) for s in sets]
+            pairs = [load_example_scores(layout.npz_in(os.path.join(_model_dir(scores_root, unit), s), score)) for s in sets]
             _check_sizes(score, sets, pairs, per_unit)
             observed, reps = stats.auroc_replicates(pairs[0][0], draw("id_test", len(pairs[0][0])),
                                                     [o for _, o in pairs], [draw(s, len(o)) for s, (_, o) in zip(sets, pairs)])
@@ -397,8 +398,10 @@ def compare_study(tables, logits_root, scores_root, score=None, baseline=BASELIN
 def main(argv=None):
     p = argparse.ArgumentParser(description="Differences between models with two-level bootstrap intervals.")
     p.add_argument("--tables", required=True, help="folder with accuracy.csv, detection.csv, calibration.csv")
-    p.add_argument("--logits", required=True, help="results/logits (id_test.npz, mnistc_*.npz per model)")
-    p.add_argument("--scores", required=True, help="results/scores (per-example scores per model, set and score)")
+    p.add_argument("--logits", help="the folder of every model's logits (id_test.npz, mnistc_*.npz); default: the "
+                   "logits folder beside --tables, as lib.layout places it")
+    p.add_argument("--scores", help="the folder of every model's per-example scores (<set>/<score>.npz); default: "
+                   "the scores folder beside --tables")
     p.add_argument("--headline-score", help="the summary's score (default: msp, else the first)")
     p.add_argument("--out", required=True, help="differences.csv")
     p.add_argument("--detectable-out", required=True, help="detectable.csv")
@@ -407,7 +410,13 @@ def main(argv=None):
     p.add_argument("--log")
     a = p.parse_args(argv)
     setup_logging(a.log)
-    out = compare_study(read_tables(a.tables), a.logits, a.scores, a.headline_score, n_boot=a.n_boot, seed=a.seed)
+    # Beside --tables and relative when it is, so the `source` column names files as the rules do.
+    tables = os.path.normpath(a.tables)
+    if os.path.basename(tables) in (os.curdir, os.pardir):  # "." or "..": the folder needs its name
+        tables = os.path.abspath(tables)
+    results = os.path.dirname(tables)
+    out = compare_study(read_tables(a.tables), a.logits or layout.logits_root(results),
+                        a.scores or layout.scores_root(results), a.headline_score, n_boot=a.n_boot, seed=a.seed)
     write_csv_atomic(out["differences"], a.out)
     write_csv_atomic(out["detectable"], a.detectable_out)
     log.info("%d differences -> %s; %d detectable-difference rows -> %s", len(out["differences"]), a.out,

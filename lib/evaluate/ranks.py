@@ -3,7 +3,8 @@
     from lib.evaluate.ranks import rank_tables
     from lib.evaluate.differences import read_tables
     df = rank_tables(read_tables("results/tables"), score="msp")   # RANK_COLUMNS, one row per item
-    # in the workflow: rule ranks -> results/tables/ranks.csv (ranks_job)
+    ranks_job("results/tables/detection.csv", "results/tables/calibration.csv", "msp",
+              "results/tables/ranks.csv", "results/logs/ranks.log")          # the ranks rule
 
 Three comparisons (COMPARISONS), each with data sets as blocks, ranked within each block
 (rank 1 = best; ties share their mean rank), from the mean over seeds of each value:
@@ -21,8 +22,8 @@ import pandas as pd
 from lib.common import job_logger
 from lib.evaluate import stats
 from lib.evaluate.aggregate import write_csv_atomic
-from lib.evaluate.calibration import MNISTC_PREFIX
-from lib.evaluate.differences import headline_score, read_tables
+from lib import layout
+from lib.evaluate.differences import headline_score, read_table
 
 ALPHA = 0.05
 COMPARISONS = {
@@ -43,8 +44,8 @@ def block_values(tables, comparison, score=None):
         if "calibration" not in tables:
             return None
         cal = tables["calibration"][0]
-        rows = cal[(cal["metric"] == "accuracy") & (cal["score"] == "uncalibrated") & cal["set"].str.startswith(MNISTC_PREFIX)]
-        rows = rows.assign(block=rows["set"].str[len(MNISTC_PREFIX):], item=_model(rows))
+        rows = cal[(cal["metric"] == "accuracy") & (cal["score"] == "uncalibrated") & cal["set"].str.startswith(layout.MNISTC_PREFIX)]
+        rows = rows.assign(block=rows["set"].map(layout.corruption_of), item=_model(rows))
     else:
         if "detection" not in tables:
             return None
@@ -84,10 +85,13 @@ def rank_tables(tables, score=None, alpha=ALPHA):
     return pd.DataFrame(rows, columns=RANK_COLUMNS)
 
 
-def ranks_job(tables_dir, score, out_csv, log_path):
-    """The ranks rule: results/tables -> ranks.csv (in Snakemake's process: a few ms of pandas)."""
+def ranks_job(detection_csv, calibration_csv, score, out_csv, log_path):
+    """The ranks rule: detection.csv and calibration.csv -> ranks.csv (in Snakemake's process:
+    milliseconds of pandas and scipy)."""
     log = job_logger(log_path)
-    df = rank_tables(read_tables(tables_dir, ("detection", "calibration")), score)
+    tables = {name: (read_table(path), path) for name, path in (("detection", detection_csv),
+                                                                 ("calibration", calibration_csv))}
+    df = rank_tables(tables, score)
     write_csv_atomic(df, out_csv)
     for comparison, part in df.groupby("comparison", sort=False):
         first = part.iloc[0]

@@ -26,6 +26,7 @@ import pandas as pd
 # Figure without pyplot: no global state and no display needed (savefig uses Agg).
 from matplotlib.figure import Figure
 
+from lib import layout
 from lib.evaluate.aggregate import summarize
 from lib.data.mnist_c import CORRUPTIONS
 from lib.report.page import model_label, section, shown_path
@@ -122,7 +123,7 @@ def example_images(corruptions_dir, id_data_path, index=0):
     images = []
     first = None
     for corruption in CORRUPTIONS:
-        with np.load(os.path.join(corruptions_dir, f"{corruption}.npz")) as arrays:
+        with np.load(layout.npz_in(corruptions_dir, corruption)) as arrays:
             images.append((corruption, arrays["x_test"][index]))
             if first is None:
                 first = arrays["y_test"]
@@ -168,15 +169,15 @@ def robustness_report(cfg, tables_dir, corruptions_dir=None, id_data_path=None, 
         "chart_png": accuracy_chart(cfg, long_summary, summary),
         "examples_png": "",
     }
-    if corruptions_dir and all(os.path.exists(os.path.join(corruptions_dir, f"{c}.npz")) for c in CORRUPTIONS):
+    if corruptions_dir and all(os.path.exists(layout.npz_in(corruptions_dir, c)) for c in CORRUPTIONS):
         data["examples_png"] = examples_figure(example_images(corruptions_dir, id_data_path))
     return data
 
 
 def _report_section(ctx):
     cfg = ctx["cfg"]
-    return robustness_report(cfg, ctx["tables"], os.path.join(ctx["data"], "corruptions"),
-                             os.path.join(ctx["data"], f"{cfg['in_distribution']}.npz"), shown_path(ctx, ctx["tables"]))
+    return robustness_report(cfg, ctx["tables"], layout.corruption_dir(ctx["results"]),
+                             layout.data_file(cfg["in_distribution"], ctx["results"]), shown_path(ctx, ctx["tables"]))
 
 
 REPORT_SECTIONS = [section("robustness", "Robustness", _report_section, "robustness.html.j2",

@@ -816,7 +816,7 @@ _MIN_SHARD = 1024
 # and takes it back; a shard back from a long kernel can find the other shard making
 # short calls, taking the lock back each time before the waiting thread wakes, until the
 # interval runs out (5 ms by default). 0.2 ms bounds that wait: 1-5% faster on two cores
-# (benchmarks/RESULTS.md, session 14).
+# (measured in benchmarks/RESULTS.md).
 _SHARD_SWITCH_INTERVAL_S = 0.0002
 # pictures per block of random draws (see pixmix_batch)
 _PLAN_BLOCK = 1024

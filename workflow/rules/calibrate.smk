@@ -9,83 +9,72 @@ import lib.evaluate.differences as lib_differences
 import lib.evaluate.ranks as lib_ranks
 
 
-def mnistc_sets():
-    """Evaluation sets named mnistc_<corruption> (MNIST-C), evaluated by the evaluate job."""
-    return [lib_calibration.MNISTC_PREFIX + c for c in CORRUPTIONS]
-
-
-def model_logit_files(augment, oe, seed, names):
-    folder = LOGIT_DIR.format(augment=augment, oe=oe, seed=seed)
-    return [f"{folder}/{name}.npz" for name in names]
-
-
 rule calibrate:
     input:
-        id_test=f"{LOGIT_DIR}/id_test.npz",
-        id_val=f"{LOGIT_DIR}/id_val.npz",
-        mnistc=lambda wc: model_logit_files(wc.augment, wc.oe, wc.seed, mnistc_sets()),
+        id_test=layout.logits_file("id_test"),
+        id_val=layout.logits_file("id_val"),
+        mnistc=[layout.logits_file(name) for name in MNISTC_SETS],
     output:
-        json="results/metrics/{augment}/{oe}/seed{seed}/calibration.json",
+        json=layout.metrics_file("calibration"),
     log:
-        "results/logs/calibrate/{augment}/{oe}/seed{seed}.log",
+        layout.log_file("calibrate/{augment}/{oe}/seed{seed}"),
     run:
-        prefix = lib_calibration.MNISTC_PREFIX
-        mnistc = {os.path.basename(p)[len(prefix):-len(".npz")]: p for p in input.mnistc}
-        lib_calibration.calibration_job(input.id_test, input.id_val, mnistc, wildcards, output.json, log[0])
+        lib_calibration.calibration_job(input.id_test, input.id_val, dict(zip(CORRUPTIONS, input.mnistc)),
+                                        output.json, log[0], **model_values(wildcards))
 
 
 rule aggregate_calibration:
     input:
-        expand_models("results/metrics/{augment}/{oe}/seed{seed}/calibration.json"),
+        expand_models(layout.metrics_file("calibration")),
     output:
-        calibration="results/tables/calibration.csv",
-        reliability="results/tables/reliability.csv",
+        calibration=layout.table_file("calibration.csv"),
+        reliability=layout.table_file("reliability.csv"),
     log:
-        "results/logs/aggregate_calibration.log",
+        layout.log_file("aggregate_calibration"),
     run:
         lib_calibration.aggregate_calibration_job(list(input), output.calibration, output.reliability, log[0])
 
 
 rule compare:
     input:
-        accuracy="results/tables/accuracy.csv",
-        detection="results/tables/detection.csv",
-        calibration="results/tables/calibration.csv",
+        accuracy=layout.table_file("accuracy.csv"),
+        detection=layout.table_file("detection.csv"),
+        calibration=layout.table_file("calibration.csv"),
         # The per-example files the two-level bootstrap resamples: each model's ID test and
         # MNIST-C logits, and its per-example scores of every OOD set and score.
-        logits=[f for m in models() for f in model_logit_files(m["augment"], m["oe"], m["seed"], ["id_test", *mnistc_sets()])],
-        scores=[f"results/scores/{m['augment']}/{m['oe']}/seed{m['seed']}/{o}/{s}.npz"
-                for m in models() for o in OOD_SETS for s in SCORES],
+        logits=[layout.logits_file(name, **m) for m in models() for name in ["id_test", *MNISTC_SETS]],
+        scores=[layout.example_scores_file(o, s, **m) for m in models() for o in OOD_SETS for s in SCORES],
     output:
-        differences="results/tables/differences.csv",
-        detectable="results/tables/detectable.csv",
+        differences=layout.table_file("differences.csv"),
+        detectable=layout.table_file("detectable.csv"),
     params:
         py=PY,
         seed=config["seed"],
         score=lib_differences.headline_score(SCORES),
+        # lib.evaluate.differences finds the logits and scores beside the tables folder (lib.layout).
+        tables=lambda wc, input: os.path.dirname(input.accuracy),
     log:
-        "results/logs/compare.log",
+        layout.log_file("compare"),
     benchmark:
-        "results/benchmarks/compare.tsv"
+        layout.benchmark_file("compare")
     shell:
-        "{params.py} -m lib.evaluate.differences --tables results/tables --logits results/logits "
-        "--scores results/scores --headline-score {params.score} --seed {params.seed} "
-        "--out {output.differences:q} --detectable-out {output.detectable:q} > {log:q} 2>&1"
+        "{params.py} -m lib.evaluate.differences --tables {params.tables:q} --headline-score {params.score} "
+        "--seed {params.seed} --out {output.differences:q} --detectable-out {output.detectable:q} > {log:q} 2>&1"
 
 
 rule ranks:
     input:
-        detection="results/tables/detection.csv",
-        calibration="results/tables/calibration.csv",
+        detection=layout.table_file("detection.csv"),
+        calibration=layout.table_file("calibration.csv"),
     output:
-        ranks="results/tables/ranks.csv",
+        ranks=layout.table_file("ranks.csv"),
     params:
         score=lib_differences.headline_score(SCORES),
     log:
-        "results/logs/ranks.log",
+        layout.log_file("ranks"),
     run:
         # In-process: a Friedman test per comparison is milliseconds of pandas and scipy.
-        lib_ranks.ranks_job(os.path.dirname(input.detection), params.score, output.ranks, log[0])
+        lib_ranks.ranks_job(input.detection, input.calibration, params.score, output.ranks, log[0])
 
 
 localrules:
