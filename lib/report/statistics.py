@@ -1,6 +1,9 @@
-"""The report's statistics: how differences are tested, what the study can detect, and ranks.
+"""The report's statistics: verdicts, how differences are tested, what the study can detect, ranks.
 
-    from lib.report.statistics import cd_diagram, detectable_lines, METHOD_PARAGRAPH
+    from lib.report.statistics import cd_diagram, detectable_lines, family_results, METHOD_PARAGRAPH
+    results = family_results(differences_df, "summary/auroc_oe", metric="auroc", set="gaussian", score="msp")
+    results[("none", "oe")]            # {"diff", "verdict": "higher" | "lower" | "within noise" | "untested",
+                                       #  "rule": "tested" | "single", "reference": ("none", "baseline")}
     uri = cd_diagram({"Base": 2.6, "PixMix": 1.2, "S&P": 2.2}, cd=0.95, title="models over 10 OOD sets")
     lines = detectable_lines(detectable_df, differences_df)   # one sentence per (metric, set)
 
@@ -10,7 +13,7 @@ detectable.csv and ranks.csv (lib.evaluate.differences, lib.evaluate.ranks).
 import numpy as np
 
 from lib.evaluate import stats
-from lib.evaluate.differences import ALPHA, BEYOND, POWER
+from lib.evaluate.differences import ALPHA, BEYOND, POWER, UNTESTED, WITHIN
 from lib.report.figures import png_data_uri, plt
 
 METHOD_PARAGRAPH = (
@@ -28,6 +31,26 @@ METHOD_PARAGRAPH = (
     "it is within noise. With one seed the interval covers the test images only, and no difference is called "
     "real or noise."
 )
+
+
+def family_results(differences, family, **key):
+    """{model: result} of the rows of one family of differences.csv matching `key`: diff (model -
+    reference), verdict ("higher" or "lower" when beyond noise, "within noise", "untested" with one
+    seed), the rule that decided ("tested" or "single") and the reference model."""
+    if differences is None:
+        return {}
+    rows = differences[differences["family"] == family]
+    for column, value in key.items():
+        rows = rows[rows[column] == value]
+    out = {}
+    for r in rows.itertuples(index=False):
+        if r.verdict == BEYOND:
+            verdict = "higher" if r.diff > 0 else "lower"
+        else:
+            verdict = {WITHIN: "within noise", UNTESTED: "untested"}[r.verdict]
+        out[(r.augment, r.oe)] = {"diff": float(r.diff), "verdict": verdict, "reference": (r.ref_augment, r.ref_oe),
+                                  "rule": "single" if r.verdict == UNTESTED else "tested"}
+    return out
 
 
 def _points(value):
