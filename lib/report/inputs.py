@@ -10,12 +10,12 @@ and hands them to `python -m lib.report --inputs-json`; the report reads only th
 files (lib.report.context refuses any other), so a changed table, log or data set
 re-renders the report, and nothing a run left behind under results/ creeps into it.
 
-The names: one per table (ACCURACY ... DIFFERENCES below, a path each) and the lists
-train_logs (every model), logits (the first seed's, for the figures), data (the
-prepared sets the grid uses, for their checksums and the sample digits), mixing
-(PixMix's mixing set, when pixmix trains), corrupted (the 15 MNIST-C sets, for the
-example digit), fetched (the download records of the real sets) and benchmarks (the
-Snakemake benchmark files of the data, train and evaluate jobs, for the wall times).
+The names: one per table (TABLES below, a path each) and the lists train_logs (every
+model), logits (the first seed's, for the figures), data (the prepared sets the grid
+uses, for their checksums and the sample digits), mixing (PixMix's mixing set, when
+pixmix trains), corrupted (the 15 MNIST-C sets, for the example digit), fetched (the
+download records of the real sets) and benchmarks (the Snakemake benchmark files of the
+data, train and evaluate jobs, for the wall times).
 The paths are lib.layout's, the rules' own; a path no rule writes stops the dry run with
 Snakemake's "Missing input files for rule report". A section finds one of them with
 lib.layout too: layout.train_log_file("none", "baseline", 1, ctx["results"]).
