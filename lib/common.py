@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import os
+import platform
 import sys
 import tempfile
 
@@ -126,6 +127,18 @@ def job_logger(log_path):
     return logger
 
 
+def missing_cuda():
+    """Why `train.device: cuda` cannot run here, or None when torch sees a GPU."""
+    import torch
+    if torch.cuda.is_available():
+        return None
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "unset")
+    return (f"config key 'train.device': device 'cuda' is asked for, but torch sees no GPU on {platform.node()} "
+            f"(CUDA_VISIBLE_DEVICES={visible}, torch {torch.__version__} built for CUDA "
+            f"{torch.version.cuda or 'none'}); set train.device: auto (the CPU when there is no GPU) or cpu, "
+            f"or run where a GPU is (check the job's GPU request)")
+
+
 def pick_device(requested="auto"):
     """CUDA when present (or asked for), else the CPU with one warning line in the log."""
     import torch
@@ -134,8 +147,7 @@ def pick_device(requested="auto"):
     if torch.cuda.is_available():
         return torch.device("cuda")
     if requested == "cuda":
-        raise RuntimeError("config asks for device 'cuda' but torch sees no GPU "
-                           "(check CUDA_VISIBLE_DEVICES and the job's GPU request), or set device: auto")
+        raise RuntimeError(missing_cuda())
     # What the job was given and what torch was built for tell a GPU the scheduler handed
     # out but torch cannot use (a CPU-only wheel, a driver too old) from no GPU at all.
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "unset")
@@ -149,7 +161,6 @@ def device_name(device):
     import torch
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    import platform
     name = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:

@@ -193,6 +193,29 @@ DATASETS.update({
 })
 
 
+# Training images of each in-distribution set, before train.val_fraction of them is held out
+# (digits: make_digits' fixed 80 % split of 1,797; the others: their published training split).
+TRAIN_IMAGES = {"digits": 1437, "mnist": 60000, "fashion_mnist": 60000, "kmnist": 60000}
+
+
+def config_problems_with_data(cfg):
+    """What a validated config asks that its data cannot give, in lib.config's message form.
+
+    Checked before any job runs, so that a batch larger than the training split is not first
+    met as a reshape error inside the train job.
+    """
+    problems = []
+    name, train = cfg["in_distribution"], cfg["train"]
+    if name in TRAIN_IMAGES:
+        images = TRAIN_IMAGES[name] - validation_count(TRAIN_IMAGES[name], train["val_fraction"])
+        if train["batch_size"] > images:
+            problems.append(
+                f"config key 'train.batch_size': {train['batch_size']} is larger than the training split of "
+                f"{name!r} ({images} images once train.val_fraction {train['val_fraction']} is held out); "
+                f"use at most {images}")
+    return problems
+
+
 def is_downloaded(name):
     """True for real data sets (fetched by lib.data.real), False for generated or bundled ones."""
     return bool(DATASETS[name].get("download"))
@@ -266,5 +289,10 @@ def validation_split(n, seed, fraction):
     """
     rng = np.random.default_rng(derive_seed(seed, "validation-split"))
     order = rng.permutation(n)
-    n_val = int(round(n * fraction))
+    n_val = validation_count(n, fraction)
     return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def validation_count(n, fraction):
+    """Images validation_split holds out of n."""
+    return int(round(n * fraction))
