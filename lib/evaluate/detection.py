@@ -13,7 +13,7 @@ numpy; they are plain functions, callable from Python too:
 """
 import os
 
-from lib.common import job_logger, load_npz, write_json_atomic
+from lib.common import MissingCachedFileError, job_logger, load_npz, write_json_atomic
 from lib.evaluate.metrics import accuracy, detection_metrics, nll
 from lib.evaluate.scores import compute_score
 
@@ -27,19 +27,15 @@ def train_stats_file(logit_dir):
 def load_train_stats(path):
     """class_means and precision of one model's training features (lib.evaluate.forward wrote them)."""
     if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"{path}: the Mahalanobis statistics of this model are missing; rerun its evaluate job "
-            "(snakemake --forcerun evaluate), which fits them on the training split")
-    stats = load_npz(path)
-    missing = {"class_means", "precision"} - set(stats)
-    if missing:
-        raise ValueError(f"{path} lacks {sorted(missing)}; rerun the model's evaluate job to rewrite it")
-    return stats
+        raise MissingCachedFileError(
+            f"{path}: the Mahalanobis statistics of this model are missing; rerun its evaluate job, which "
+            "fits them on the training split: the same snakemake command does (docs/failure-modes.md)")
+    return load_npz(path, required=("class_means", "precision"))
 
 
 def detection_record(id_path, ood_path, score, train_stats=None):
     """AUROC, AUPR-in, AUPR-out, FPR95 (OOD = positive class) of one score on one set."""
-    id_out, ood_out = load_npz(id_path), load_npz(ood_path)
+    id_out, ood_out = load_npz(id_path, required=("logits",)), load_npz(ood_path, required=("logits",))
     id_scores = compute_score(score, id_out, train_stats)
     ood_scores = compute_score(score, ood_out, train_stats)
     return {"score": score, **detection_metrics(id_scores, ood_scores)}
@@ -57,7 +53,7 @@ def score_job(id_path, ood_path, wildcards, out_json, log_path, train_stats_path
 
 def accuracy_job(id_path, wildcards, out_json, log_path):
     log = job_logger(log_path)
-    out = load_npz(id_path)
+    out = load_npz(id_path, required=("logits", "labels"))
     record = {"augment": wildcards.augment, "oe": wildcards.oe, "seed": int(wildcards.seed),
               "accuracy": accuracy(out["logits"], out["labels"]), "nll": nll(out["logits"], out["labels"]),
               "n": int(len(out["labels"])), "source": str(id_path)}

@@ -338,8 +338,9 @@ def main(argv=None):
     cfg = json.loads(a.config_json)
     # One thread per job: on a few cores, parallel jobs beat one job's threads fighting them.
     torch.set_num_threads(a.threads)
-    train(load_npz(a.data), a.augment, a.oe, a.seed, cfg, a.out_model, a.out_log, a.checkpoint,
-          aux=load_npz(a.aux) if a.aux else None, mixing=load_npz(a.mixing) if a.mixing else None,
+    train(load_npz(a.data, required=("x_train", "y_train")), a.augment, a.oe, a.seed, cfg, a.out_model, a.out_log,
+          a.checkpoint, aux=load_npz(a.aux, required=("x_train",)) if a.aux else None,
+          mixing=load_npz(a.mixing, required=("images",)) if a.mixing else None,
           init=a.init, log=log)
 
 
