@@ -39,6 +39,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 
 import jinja2
 import markupsafe
@@ -46,8 +47,9 @@ import numpy as np
 import pandas as pd
 
 from lib.report import published
+from lib.report.citations import missing_cited_files
 from lib.evaluate.aggregate import summarize
-from lib.common import sha256_file, write_text_atomic
+from lib.common import load_npz, sha256_file, write_text_atomic
 from lib.data.registry import leaked_sets
 from lib.evaluate.scores import SCORE_INPUTS, compute_score
 from lib.evaluate.stats import paired_difference_ci
@@ -430,8 +432,7 @@ def figure_score(cfg):
 
 
 def load_logits(path):
-    with np.load(path) as f:
-        return {k: f[k] for k in f.files}
+    return load_npz(path, required=("logits",))
 
 
 def detection_figures(ctx, det_summary):
@@ -739,8 +740,13 @@ def main(argv=None):
     if not (a.results or a.tables):
         p.error("give --results (or --tables)")
     tables = a.tables or os.path.join(a.results, "tables")
-    page = render(tables, a.models_dir or os.path.join(a.results or os.path.dirname(tables), "models"),
+    results = a.results or os.path.dirname(os.path.abspath(tables))
+    page = render(tables, a.models_dir or os.path.join(results, "models"),
                   json.loads(a.config_json), a.template, a.repo, results_dir=a.results)
+    missing = missing_cited_files(page, os.path.dirname(os.path.abspath(results)))
+    if missing:
+        sys.exit(f"error: not writing {a.out}: it would cite {len(missing)} file(s) that are missing:\n  "
+                 + "\n  ".join(missing) + "\nRerun the same snakemake command: it rebuilds them, then the report.")
     write_text_atomic(a.out, page)
     print(os.path.abspath(a.out))
 
