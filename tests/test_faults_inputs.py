@@ -169,3 +169,73 @@ def test_damaged_model_file_is_reported_as_damaged_not_as_pickled_code(damage, t
         load_model_file(str(path))
     assert str(err.value).startswith(f"{path}: damaged or truncated")
     assert "Delete it and rerun the same command" in str(err.value) and "pickled" not in str(err.value)
+
+
+# ---- the checked loader of cached arrays ------------------------------------------------
+
+LOGITS = {"logits": np.zeros((4, 3), np.float32), "labels": np.array([0, 1, 2, -1]),
+          "features": np.ones((4, 5), np.float32)}
+DIGITS = {"x_test": np.zeros((4, 28, 28), np.uint8), "y_test": np.arange(4)}
+
+
+@pytest.mark.parametrize("arrays, required, words", [
+    ({**LOGITS, "features": np.array([[1.0, 2.0]] * 3 + [[1.0, np.nan]])}, (), "'features' holds 1 non-finite value(s) (NaN; first in row 3)"),
+    ({**LOGITS, "logits": np.full((4, 3), -np.inf, np.float32)}, (), "'logits' holds 12 non-finite value(s) (inf"),
+    ({**DIGITS, "x_test": np.zeros((4, 28, 28))}, (), "'x_test' is float64 [4, 28, 28], expected uint8 [N, 28, 28]"),
+    ({**DIGITS, "x_test": np.zeros((4, 32, 32), np.uint8)}, (), "expected uint8 [N, 28, 28] (images)"),
+    ({"x_test": np.zeros((0, 28, 28), np.uint8), "y_test": np.zeros(0, np.int64)}, (), "'x_test' is empty"),
+    ({**DIGITS, "y_test": np.arange(3)}, (), "lengths differ: 'x_test' 4, 'y_test' 3"),
+    ({**LOGITS, "labels": np.array([0, 1, 3, 0])}, (), "'labels' holds class 3 but 'logits' has 3 classes"),
+    ({**LOGITS, "labels": np.array([0, 1, -2, 0])}, (), "'labels' holds -2"),
+    ({"logits": LOGITS["logits"], "labels": LOGITS["labels"]}, ("logits", "features"),
+     "no array 'features' (it holds 'logits', 'labels')"),
+])
+def test_cached_array_problems_name_the_file_the_array_and_the_fix(arrays, required, words, tmp_path):
+    path = tmp_path / "set.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(lib.common.CachedFileError) as err:
+        lib.common.load_npz(str(path), required=required)
+    message = str(err.value)
+    assert message.startswith(f"{path}: ") and words in message, message
+    assert message.endswith("Delete it and rerun the same snakemake command: it is written again, and "
+                            "everything computed from it after it (docs/failure-modes.md).")
+
+
+def test_good_cached_arrays_load_unchanged(tmp_path):
+    np.savez(tmp_path / "ok.npz", **LOGITS, **DIGITS, source=np.array("fractals"))
+    arrays = lib.common.load_npz(str(tmp_path / "ok.npz"), required=("logits", "x_test"))
+    assert sorted(arrays) == sorted([*LOGITS, *DIGITS, "source"])
+    np.testing.assert_array_equal(arrays["features"], LOGITS["features"])
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated", "not_a_zip"])
+def test_missing_or_damaged_cached_file_is_named_with_the_fix(damage, tmp_path):
+    path = tmp_path / "set.npz"
+    if damage != "missing":
+        np.savez(path, **DIGITS)
+        path.write_bytes(path.read_bytes()[:200] if damage == "truncated" else b"not a zip file")
+    with pytest.raises(lib.common.CachedFileError) as err:
+        lib.common.load_npz(str(path))
+    if damage == "missing":
+        assert isinstance(err.value, FileNotFoundError)
+        assert str(err.value).startswith(f"{path} is missing. Rerun the same snakemake command")
+    else:
+        assert str(err.value).startswith(f"{path} is damaged or truncated (") and "Delete it" in str(err.value)
+
+
+def test_the_evaluate_job_refuses_to_write_non_finite_logits(tmp_path):
+    import logging
+    from lib.evaluate.forward import evaluate
+    from lib.train.models import build_model
+    model = build_model("small_convnet", 10)
+    with torch.no_grad():
+        model.head.bias[3] = float("nan")
+    save_torch_atomic(str(tmp_path / "model.pt"), {"state_dict": model.state_dict(), "model_name": "small_convnet",
+                                                   "num_classes": 10})
+    cfg = validate_config(merge_configs(TINY, {"train": {"device": "cpu"}}))
+    digits = make_dataset("digits")
+    id_data = {k: v[:300] for k, v in digits.items()}
+    out = tmp_path / "logits"
+    with pytest.raises(ValueError, match=r"model.pt on id_test: 'logits' holds 300 non-finite value\(s\) \(NaN"):
+        evaluate(str(tmp_path / "model.pt"), id_data, cfg, [], str(out), logging.getLogger("test"))
+    assert [p.name for p in out.iterdir()] == ["mahalanobis_stats.npz"]
