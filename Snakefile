@@ -68,23 +68,21 @@ def every_file_of_the_study():
     """
     trains_oe = any(o in ("oe", "oe_tune") for o in OES)
     sets = list(dict.fromkeys([ID, *OOD_SETS, *([OE_SOURCE] if trains_oe else [])]))
-    fetched = [f"results/data/fetched/{name}.json" for name in sets if name in REAL_SETS]
+    fetched = [layout.fetched_record(name) for name in sets if name in REAL_SETS]
     if config["corruptions"] == "official":
-        fetched.append("results/data/fetched/mnist_c.json")
-    per_model = [f"{MODEL_DIR}/model.pt", f"{MODEL_DIR}/train_log.csv", f"{LOGIT_DIR}/mahalanobis_stats.npz",
-                 *(f"{LOGIT_DIR}/{name}.npz" for name in EVAL_SETS + mnistc_sets()),
-                 *(f"results/metrics/{{augment}}/{{oe}}/seed{{seed}}/{name}.json"
-                   for name in ("accuracy", "calibration", "robustness"))]
-    scores = [f"results/scores/{m['augment']}/{m['oe']}/seed{m['seed']}/{o}/{s}.json"
-              for m in models() for o in OOD_SETS for s in SCORES]
-    tables = [f"results/tables/{name}" for name in (
+        fetched.append(layout.fetched_record("mnist_c"))
+    per_model = [layout.model_file(), layout.train_log_file(), layout.mahalanobis_stats_file(),
+                 *(layout.logits_file(name) for name in EVAL_SETS + MNISTC_SETS),
+                 *(layout.metrics_file(kind) for kind in ("accuracy", "calibration", "robustness")),
+                 *(layout.score_file(o, s) for o in OOD_SETS for s in SCORES)]
+    tables = [layout.table_file(name) for name in (
         "leaks.json", "accuracy.csv", "detection.csv", "robustness.csv", "robustness_summary.csv",
         "calibration.csv", "reliability.csv", "differences.csv")]
-    return ([data_file(name) for name in sets] + fetched + [corruption_file(c) for c in CORRUPTIONS]
-            + mixing_inputs() + [f for pattern in per_model for f in expand_models(pattern)] + scores + tables)
+    return ([layout.data_file(name) for name in sets] + fetched + [layout.corruption_file(c) for c in CORRUPTIONS]
+            + mixing_inputs() + [f for pattern in per_model for f in expand_models(pattern)] + tables)
 
 
 rule all:
     input:
-        report="results/report.html",
+        report=layout.report_file(),
         study=every_file_of_the_study(),

@@ -18,7 +18,8 @@ import lib.common
 import lib.data.real
 from lib.config import ConfigError, merge_configs, parse_command_line_config, validate_config
 from lib.data.download import ChecksumError, CorruptFileError
-from lib.data.registry import TRAIN_IMAGES, config_problems_with_data, make_dataset, validation_split
+from lib.data.registry import TRAIN_IMAGES, config_problems_with_data, make_dataset
+from lib.data.splits import validation_split
 from lib.train.loop import train
 from lib.train.models import DamagedFileError, load_model_file, save_torch_atomic
 from tests.test_real_data import build_idx

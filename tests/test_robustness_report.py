@@ -1,7 +1,6 @@
 """MNIST-C tables from per-model records, and the report's robustness section built from them."""
 import base64
 import json
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -59,7 +58,7 @@ def test_corruption_accuracies_and_the_job_record(tmp_path):
         write_logits(paths[c], labels, np.arange(40) < 10 * (i + 1))
     assert corruption_accuracies(paths) == {"fog": (0.25, 40), "stripe": (0.5, 40)}
     out, log = tmp_path / "m/robustness.json", tmp_path / "m.log"
-    robustness_job(paths, SimpleNamespace(augment="none", oe="oe", seed="3"), str(out), str(log))
+    robustness_job(paths, str(out), str(log), augment="none", oe="oe", seed="3")
     saved = json.loads(out.read_text())
     assert saved["seed"] == 3 and saved["augment"] == "none" and saved["oe"] == "oe"
     assert saved["corruptions"]["stripe"] == {"accuracy": 0.5, "n": 40, "source": str(paths["stripe"])}

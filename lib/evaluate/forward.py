@@ -23,11 +23,11 @@ import os
 import numpy as np
 import torch
 
+from lib import layout
 from lib.common import array_problems, keep_freed_memory, load_npz, pick_device, save_npz_atomic, setup_logging
-from lib.evaluate.detection import train_stats_file
 from lib.evaluate.scores import fit_mahalanobis, odin_logits
 from lib.train.models import load_model_file, to_device_images
-from lib.data.registry import validation_split
+from lib.data.splits import validation_split
 
 
 def forward_in_batches(model, x_uint8, device, batch_size=2048):
@@ -85,7 +85,7 @@ def evaluate(model_path, id_data, cfg, extra, out_dir, log, logits_only=(), odin
     os.makedirs(out_dir, exist_ok=True)
     batch_size = cfg["train"]["eval_batch_size"]
     stats = mahalanobis_stats(model, id_data, cfg, device)
-    save_npz_atomic(train_stats_file(out_dir), **stats)
+    save_npz_atomic(os.path.join(out_dir, layout.MAHALANOBIS_STATS), **stats)
     log.info("mahalanobis: class means %s, precision %s from the training split",
              stats["class_means"].shape, stats["precision"].shape)
     for name, x, y in evaluation_sets(id_data, cfg, extra):
@@ -99,7 +99,7 @@ def evaluate(model_path, id_data, cfg, extra, out_dir, log, logits_only=(), odin
             # Written, they would pass on a NaN to every score and table; the model is what is broken.
             raise ValueError(f"{model_path} on {name}: " + "; ".join(problems) + f". Nothing was written for "
                              f"{name}. Delete the model file and rerun the same snakemake command to train it again.")
-        save_npz_atomic(os.path.join(out_dir, f"{name}.npz"), **arrays)
+        save_npz_atomic(layout.npz_in(out_dir, name), **arrays)
         acc = float((logits.argmax(1) == y).mean()) if (y >= 0).all() else float("nan")
         log.info("%s: %d images, accuracy %.4f%s", name, len(x), acc, ", with ODIN logits" if odin else "")
 
@@ -122,7 +122,8 @@ def main(argv=None):
     torch.set_num_threads(a.threads)
     extra = [tuple(s.split("=", 1)) for s in a.set]
     logits_only = [tuple(s.split("=", 1)) for s in a.logits_set]
-    evaluate(a.model, load_npz(a.id_data, required=("x_train", "y_train", "x_test", "y_test")), json.loads(a.config_json), extra + logits_only, a.out_dir, log,
+    id_data = load_npz(a.id_data, required=("x_train", "y_train", "x_test", "y_test"))
+    evaluate(a.model, id_data, json.loads(a.config_json), extra + logits_only, a.out_dir, log,
              logits_only={name for name, _ in logits_only}, odin=a.odin)
 
 

@@ -26,6 +26,7 @@ import torch
 # Figure without pyplot: no global state and no display needed (savefig uses Agg).
 from matplotlib.figure import Figure
 
+from lib import layout
 from lib.train.augment import augment_batch
 from lib.common import derive_seed, load_npz
 from lib.data.mixing import load_mixing_set
@@ -33,7 +34,6 @@ from lib.report.page import section
 from lib.train.models import to_device_images
 
 N_DIGITS = 10     # columns: one training digit per class where labels exist
-MIXING_FILE = os.path.join("data", "mixing.npz")  # relative to the results folder
 
 
 def sample_digits(data, count=N_DIGITS):
@@ -101,7 +101,7 @@ def augment_samples_section(cfg, id_data_path, tables_dir):
     digits = sample_digits(data)
     mixing, mixing_info = None, None
     if "pixmix" in cfg["augment"]:
-        path = os.path.join(os.path.dirname(os.path.abspath(tables_dir)), MIXING_FILE)
+        path = layout.mixing_file(os.path.dirname(os.path.abspath(tables_dir)))
         mixing, source = load_mixing(path)
         mixing_info = {"source": source, "count": len(mixing)}
     rows = augmented_rows(digits, cfg["augment"], cfg, mixing)
@@ -116,8 +116,8 @@ def _report_section(ctx):
     cfg = ctx["cfg"]
     if all(a == "none" for a in cfg["augment"]):
         return None
-    id_path = os.path.join(ctx["data"], f"{cfg['in_distribution']}.npz")
-    mixing_path = os.path.join(os.path.dirname(ctx["tables"]), MIXING_FILE)
+    id_path = layout.data_file(cfg["in_distribution"], ctx["results"])
+    mixing_path = layout.mixing_file(os.path.dirname(ctx["tables"]))
     if not os.path.exists(id_path) or ("pixmix" in cfg["augment"] and not os.path.exists(mixing_path)):
         return None
     return augment_samples_section(cfg, id_path, ctx["tables"])

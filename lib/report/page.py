@@ -46,11 +46,12 @@ import markupsafe
 import numpy as np
 import pandas as pd
 
+from lib import layout
 from lib.report import published
 from lib.report.citations import missing_cited_files
 from lib.evaluate.aggregate import summarize
 from lib.common import load_npz, sha256_file, write_text_atomic
-from lib.data.registry import leaked_sets
+from lib.data.leaks import leaked_sets
 from lib.evaluate.scores import SCORE_INPUTS, compute_score
 from lib.evaluate.stats import paired_difference_ci
 
@@ -155,10 +156,10 @@ def make_context(cfg, results_dir, tables_dir=None, models_dir=None, repo="."):
     that holds results/, the run's working directory."""
     results_dir = os.path.abspath(results_dir)
     return {"cfg": cfg, "repo": repo, "results": results_dir, "workdir": os.path.dirname(results_dir),
-            "tables": os.path.abspath(tables_dir or os.path.join(results_dir, "tables")),
-            "models": os.path.abspath(models_dir or os.path.join(results_dir, "models")),
-            "logits": os.path.join(results_dir, "logits"), "data": os.path.join(results_dir, "data"),
-            "benchmarks": os.path.join(results_dir, "benchmarks"), "_long": {}}
+            "tables": os.path.abspath(tables_dir or layout.tables_dir(results_dir)),
+            "models": os.path.abspath(models_dir or layout.models_dir(results_dir)),
+            "logits": layout.logits_root(results_dir), "data": layout.data_dir(results_dir),
+            "benchmarks": layout.benchmarks_dir(results_dir), "_long": {}}
 
 
 def shown_path(ctx, path):
@@ -197,7 +198,7 @@ def grid_columns(cfg):
 
 
 def model_dir(ctx, augment, oe, seed):
-    return os.path.join(ctx["models"], augment, oe, f"seed{seed}")
+    return os.path.join(ctx["models"], layout.model_part(augment, oe, seed))
 
 
 # ---- the reading: which method wins where, and which differences are noise -------------
@@ -449,8 +450,8 @@ def detection_figures(ctx, det_summary):
     seed = cfg["seeds"][0]
     curves, sources, missing = {ood: {} for ood in cfg["ood_sets"]}, [], []
     for a, o in grid_columns(cfg):
-        folder = os.path.join(ctx["logits"], a, o, f"seed{seed}")
-        paths = {name: os.path.join(folder, f"{name}.npz") for name in ["id_test", *cfg["ood_sets"]]}
+        folder = os.path.join(ctx["logits"], layout.model_part(a, o, seed))
+        paths = {name: layout.npz_in(folder, name) for name in ["id_test", *cfg["ood_sets"]]}
         if not all(os.path.exists(p) for p in paths.values()):
             missing.append(model_label(a, o))
             continue
@@ -513,7 +514,7 @@ def training_runs(ctx):
     cfg, runs = ctx["cfg"], {}
     for a, o in grid_columns(cfg):
         for s in cfg["seeds"]:
-            path = os.path.join(model_dir(ctx, a, o, s), "train_log.csv")
+            path = os.path.join(model_dir(ctx, a, o, s), layout.TRAIN_LOG)
             if os.path.exists(path):
                 runs[f"{model_label(a, o)} seed {s}"] = (pd.read_csv(path), shown_path(ctx, path))
     return runs
@@ -739,9 +740,9 @@ def main(argv=None):
     a = p.parse_args(argv)
     if not (a.results or a.tables):
         p.error("give --results (or --tables)")
-    tables = a.tables or os.path.join(a.results, "tables")
+    tables = a.tables or layout.tables_dir(a.results)
     results = a.results or os.path.dirname(os.path.abspath(tables))
-    page = render(tables, a.models_dir or os.path.join(results, "models"),
+    page = render(tables, a.models_dir or layout.models_dir(results),
                   json.loads(a.config_json), a.template, a.repo, results_dir=a.results)
     missing = missing_cited_files(page, os.path.dirname(os.path.abspath(results)))
     if missing:

@@ -26,6 +26,7 @@ import pandas as pd
 # Figure without pyplot: no global state and no display needed (savefig uses Agg).
 from matplotlib.figure import Figure
 
+from lib import layout
 from lib.evaluate.aggregate import summarize
 from lib.common import load_npz
 from lib.data.mnist_c import CORRUPTIONS
@@ -123,7 +124,7 @@ def example_images(corruptions_dir, id_data_path, index=0):
     images = []
     first = None
     for corruption in CORRUPTIONS:
-        arrays = load_npz(os.path.join(corruptions_dir, f"{corruption}.npz"), required=("x_test", "y_test"))
+        arrays = load_npz(layout.npz_in(corruptions_dir, corruption), required=("x_test", "y_test"))
         images.append((corruption, arrays["x_test"][index]))
         if first is None:
             first = arrays["y_test"]
@@ -169,15 +170,15 @@ def robustness_report(cfg, tables_dir, corruptions_dir=None, id_data_path=None, 
         "chart_png": accuracy_chart(cfg, long_summary, summary),
         "examples_png": "",
     }
-    if corruptions_dir and all(os.path.exists(os.path.join(corruptions_dir, f"{c}.npz")) for c in CORRUPTIONS):
+    if corruptions_dir and all(os.path.exists(layout.npz_in(corruptions_dir, c)) for c in CORRUPTIONS):
         data["examples_png"] = examples_figure(example_images(corruptions_dir, id_data_path))
     return data
 
 
 def _report_section(ctx):
     cfg = ctx["cfg"]
-    return robustness_report(cfg, ctx["tables"], os.path.join(ctx["data"], "corruptions"),
-                             os.path.join(ctx["data"], f"{cfg['in_distribution']}.npz"), shown_path(ctx, ctx["tables"]))
+    return robustness_report(cfg, ctx["tables"], layout.corruption_dir(ctx["results"]),
+                             layout.data_file(cfg["in_distribution"], ctx["results"]), shown_path(ctx, ctx["tables"]))
 
 
 REPORT_SECTIONS = [section("robustness", "Robustness", _report_section, "robustness.html.j2",
