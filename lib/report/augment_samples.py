@@ -28,7 +28,8 @@ from matplotlib.figure import Figure
 
 from lib import layout
 from lib.train.augment import augment_batch
-from lib.common import derive_seed
+from lib.common import derive_seed, load_npz
+from lib.data.mixing import load_mixing_set
 from lib.report.context import input_file
 from lib.train.models import to_device_images
 
@@ -89,16 +90,14 @@ def load_mixing(path):
         raise FileNotFoundError(f"PixMix mixing set {path} is missing, but pixmix is in 'augment'; "
                                 "make it first (snakemake results/data/mixing.npz, or python -m lib.data.mixing "
                                 f"--out {path})")
-    with np.load(path) as f:
-        return f["images"], str(f["source"])
+    return load_mixing_set(path)
 
 
 def augment_samples_section(cfg, id_data_path, tables_dir):
     """The template's `augment_samples`; None when no in-distribution file is given."""
     if not id_data_path:
         return None
-    with np.load(id_data_path) as f:
-        data = {k: f[k] for k in f.files}
+    data = load_npz(id_data_path, required=("x_test", "y_test"))
     digits = sample_digits(data)
     mixing, mixing_info = None, None
     if "pixmix" in cfg["augment"]:

@@ -6,10 +6,10 @@ model, ROC curves and score histograms drawn from the cached logits.
     data["tables"][0]["rows"]          # AUROC rows "gaussian, MSP" with one cell per model
     data["figures"]["roc"]             # PNG data URI, or data["figures"] None without logits
 """
-import numpy as np
 import pandas as pd
 
 from lib import layout
+from lib.common import load_npz
 from lib.evaluate.scores import SCORE_INPUTS, compute_score
 from lib.report.cells import HEADLINE_SCORE, SCORE_LABELS, cell, grid_columns, model_label, set_label
 from lib.report.context import input_file, long_table, shown_path
@@ -36,8 +36,7 @@ def figure_score(cfg):
 
 
 def load_logits(path):
-    with np.load(path) as f:
-        return {k: f[k] for k in f.files}
+    return load_npz(path, required=("logits",))
 
 
 def detection_figures(ctx, det_summary):

@@ -18,6 +18,7 @@ the files it reads named in lib.report.inputs (the rule declares them), and its 
 import argparse
 import json
 import os
+import sys
 
 import jinja2
 import markupsafe
@@ -26,6 +27,7 @@ from lib.common import write_text_atomic
 from lib.report import (augment_samples, detection, evaluation, provenance, robustness, summary,
                         training)
 from lib.report.cells import LEAK_MARK
+from lib.report.citations import missing_cited_files
 from lib.report.context import input_file, make_context, read_leaks
 from lib.report.inputs import report_inputs
 
@@ -102,7 +104,13 @@ def main(argv=None):
     a = p.parse_args(argv)
     cfg = json.loads(a.config_json)
     inputs = json.loads(a.inputs_json) if a.inputs_json else report_inputs(cfg, a.results)
-    write_text_atomic(a.out, render(cfg, inputs, a.template, a.results, a.repo))
+    page = render(cfg, inputs, a.template, a.results, a.repo)
+    declared = [path for value in inputs.values() for path in (value if isinstance(value, list) else [value])]
+    missing = missing_cited_files(page, os.path.dirname(os.path.abspath(a.results)), declared)
+    if missing:
+        sys.exit(f"error: not writing {a.out}: it would cite {len(missing)} file(s) that are missing:\n  "
+                 + "\n  ".join(missing) + "\nRerun the same snakemake command: it rebuilds them, then the report.")
+    write_text_atomic(a.out, page)
     print(os.path.abspath(a.out))
 
 

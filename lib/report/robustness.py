@@ -27,8 +27,9 @@ from matplotlib.figure import Figure
 
 from lib import layout
 from lib.evaluate.aggregate import summarize
+from lib.common import load_npz
 from lib.data.mnist_c import CORRUPTIONS
-from lib.report.cells import model_label
+from lib.report.cells import key_text, model_label
 from lib.report.context import input_file, shown_path
 from lib.evaluate.robustness import OVERLAP
 
@@ -57,10 +58,10 @@ def summary_cell(summary, source, overlap=False, **key):
     for k, v in key.items():
         rows = rows[rows[k] == v]
     if rows.empty:
-        return {"text": "—", "value": "", "source": source, "overlap": overlap, "n": 0}
+        return {"text": "—", "value": "", "source": source, "key": key_text(**key), "overlap": overlap, "n": 0}
     r = rows.iloc[0]
     return {"text": percent_text(float(r["mean"]), float(r["std"]), int(r["n"])), "value": repr(float(r["mean"])),
-            "source": source, "overlap": overlap, "n": int(r["n"])}
+            "source": source, "key": key_text(**key), "overlap": overlap, "n": int(r["n"])}
 
 
 def grid_models(cfg):
@@ -123,14 +124,14 @@ def example_images(corruptions_dir, id_data_path, index=0):
     images = []
     first = None
     for corruption in CORRUPTIONS:
-        with np.load(layout.npz_in(corruptions_dir, corruption)) as arrays:
-            images.append((corruption, arrays["x_test"][index]))
-            if first is None:
-                first = arrays["y_test"]
+        arrays = load_npz(layout.npz_in(corruptions_dir, corruption), required=("x_test", "y_test"))
+        images.append((corruption, arrays["x_test"][index]))
+        if first is None:
+            first = arrays["y_test"]
     if id_data_path and os.path.exists(id_data_path):
-        with np.load(id_data_path) as arrays:
-            if len(arrays["y_test"]) == len(first) and np.array_equal(arrays["y_test"], first):
-                images.insert(0, ("clean", arrays["x_test"][index]))
+        arrays = load_npz(id_data_path, required=("x_test", "y_test"))
+        if len(arrays["y_test"]) == len(first) and np.array_equal(arrays["y_test"], first):
+            images.insert(0, ("clean", arrays["x_test"][index]))
     return images
 
 
