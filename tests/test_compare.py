@@ -206,7 +206,7 @@ def test_one_seed_bootstraps_over_examples_and_says_it_is_untested(tmp_path):
 
 def test_missing_per_example_scores_name_the_rule(study, tmp_path):
     results, tables, _ = study
-    with pytest.raises(FileNotFoundError, match="msp.npz.*score rule"):
+    with pytest.raises(FileNotFoundError, match="msp.npz is missing. Rerun the same snakemake command"):
         compare_study({"detection": tables["detection"]}, str(tmp_path), str(tmp_path), n_boot=20)
 
 

@@ -196,7 +196,7 @@ def test_leaks_follow_a_pixmix_mixing_folder_only_when_pixmix_trains_on_it(tmp_p
 
 
 def test_report_labels_and_footnote_mark_leaked_rows():
-    from lib.report import page as report
+    from lib.report import cells as report
     leaks = {"fashion_mnist": "shares its source (Fashion-MNIST) with the Outlier-Exposure set fashion_mnist"}
     assert report.set_label("fashion_mnist", leaks) == f"fashion_mnist {report.LEAK_MARK}"
     assert report.set_label("kmnist", leaks) == "kmnist"

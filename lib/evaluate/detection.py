@@ -18,7 +18,7 @@ numpy; they are plain functions of paths and values, callable from Python too:
 """
 import os
 
-from lib.common import job_logger, load_npz, save_npz_atomic, write_json_atomic
+from lib.common import MissingCachedFileError, job_logger, load_npz, save_npz_atomic, write_json_atomic
 from lib.evaluate.metrics import detection_metrics
 from lib.evaluate.scores import compute_score
 
@@ -26,19 +26,15 @@ from lib.evaluate.scores import compute_score
 def load_train_stats(path):
     """class_means and precision of one model's training features (lib.evaluate.forward wrote them)."""
     if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"{path}: the Mahalanobis statistics of this model are missing; rerun its evaluate job "
-            "(snakemake --forcerun evaluate), which fits them on the training split")
-    stats = load_npz(path)
-    missing = {"class_means", "precision"} - set(stats)
-    if missing:
-        raise ValueError(f"{path} lacks {sorted(missing)}; rerun the model's evaluate job to rewrite it")
-    return stats
+        raise MissingCachedFileError(
+            f"{path}: the Mahalanobis statistics of this model are missing; rerun its evaluate job, which "
+            "fits them on the training split: the same snakemake command does (docs/failure-modes.md)")
+    return load_npz(path, required=("class_means", "precision"))
 
 
 def example_scores(id_path, ood_path, score, train_stats=None):
     """Per-example scores (float64) of the ID test set and of one OOD set."""
-    id_out, ood_out = load_npz(id_path), load_npz(ood_path)
+    id_out, ood_out = load_npz(id_path, required=("logits",)), load_npz(ood_path, required=("logits",))
     return compute_score(score, id_out, train_stats), compute_score(score, ood_out, train_stats)
 
 
@@ -48,13 +44,8 @@ def detection_record(id_path, ood_path, score, train_stats=None):
 
 
 def load_example_scores(path):
-    """(id_scores, ood_scores) that a score job saved (score_job's out_npz)."""
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: per-example scores are missing; rerun the score rule that writes them "
-                                "(snakemake --forcerun score)")
-    saved = load_npz(path)
-    if set(saved) != {"id_scores", "ood_scores"}:
-        raise ValueError(f"{path} holds {sorted(saved)}, not id_scores and ood_scores; rerun the score rule")
+    """(id_scores, ood_scores) that a score job saved (score_job's out_npz), checked by load_npz."""
+    saved = load_npz(path, required=("id_scores", "ood_scores"))
     return saved["id_scores"], saved["ood_scores"]
 
 

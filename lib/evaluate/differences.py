@@ -47,10 +47,10 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
-from lib.common import derive_seed, setup_logging
+from lib import layout
+from lib.common import derive_seed, load_npz, setup_logging
 from lib.evaluate import stats
 from lib.evaluate.aggregate import write_csv_atomic
-from lib import layout
 from lib.evaluate.calibration import confidence_and_correct
 from lib.evaluate.detection import load_example_scores
 
@@ -167,10 +167,9 @@ def _corruptions(tables, unit):
 
 
 def _labelled(path):
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: the per-example logits are missing; rerun the model's evaluate job")
-    with np.load(path) as f:  # only these two arrays: id_test.npz also holds large features
-        return f["logits"], f["labels"]
+    # only these two arrays: id_test.npz also holds the penultimate features, tens of MB per model
+    out = load_npz(path, required=("logits", "labels"), names=("logits", "labels"))
+    return out["logits"], out["labels"]
 
 
 def _model_dir(root, unit):

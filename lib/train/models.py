@@ -11,6 +11,7 @@ stay uint8-derived and augmentations work in [0, 1]) and exposes
     model_mflops("convnet")   # multiply-adds x 2 per image, forward pass
 """
 import pickle
+import zipfile
 
 import numpy as np
 import torch
@@ -119,17 +120,37 @@ def to_device_images(x_uint8, device):
 
 
 def save_torch_atomic(path, obj):
-    replace_atomic(path, lambda tmp: torch.save(obj, tmp))
+    def write(tmp):
+        # Through a file object: given a path, torch.save names the records inside its zip
+        # after the (temporary) file name, and identical models would differ byte-wise.
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+    replace_atomic(path, write)
 
 
 class UnsafeFileError(pickle.UnpicklingError):
     pass
 
 
+class DamagedFileError(ValueError):
+    pass
+
+
 def load_weights_only(path, device="cpu"):
     """torch.load(path, weights_only=True), with a message that does not invite turning that off."""
+    # torch.load falls back to reading any file that is not a zip as a bare pickle, so random
+    # or cut-off bytes would be reported as pickled code: look at the container first.
+    if not zipfile.is_zipfile(path):
+        raise DamagedFileError(
+            f"{path}: damaged or truncated: not a torch file (this project writes them as zip archives). "
+            f"Delete it and rerun the same command; the training job writes it again.")
     try:
         return torch.load(path, map_location=device, weights_only=True)
+    except (RuntimeError, EOFError, zipfile.BadZipFile) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DamagedFileError(
+            f"{path}: damaged or truncated ({first}). Delete it and rerun the same command; the training "
+            f"job writes it again.") from None
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
         raise UnsafeFileError(
