@@ -222,6 +222,8 @@ def check_cell(workdir, cell):
         return f"{where}: data-source does not exist"
     if not a.get("data-key"):
         return _check_keyless(where, source, cell)
+    if "column" in parse_key(a["data-key"]) and source.endswith(".csv"):
+        return _check_row(where, source, cell)
     value, scale = float(a["data-value"]), float(a["data-scale"])
     key = parse_key(a["data-key"])
     shown = SHOWN.match(cell.text)
@@ -247,6 +249,32 @@ def check_cell(workdir, cell):
         return f"{where}: data-value {value!r} != {expected!r} in the file"
     if not _close(shown.group(1), expected * scale):
         return f"{where}: shown text != {expected * scale}"
+    return None
+
+
+def _check_row(where, source, cell):
+    """A cell of a table with one row per comparison (differences.csv): its data-key names the
+    row (every key but `column`) and the column(s); the shown numbers are those values x
+    data-scale, to the digits shown ('< 0.001' shows a value below 0.001)."""
+    key = parse_key(cell.attrs["data-key"])
+    columns = key.pop("column").split(",")
+    table = pd.read_csv(source, keep_default_na=False, dtype=str)
+    rows = table
+    for k, v in key.items():
+        rows = rows[rows[k] == v]
+    if len(rows) != 1:
+        return f"{where}: the key matches {len(rows)} rows, not one"
+    values = [float(v) for v in cell.attrs["data-value"].split(",")]
+    expected = [float(rows.iloc[0][c]) for c in columns]
+    if not all(math.isclose(v, e, rel_tol=1e-12, abs_tol=1e-15) for v, e in zip(values, expected)):
+        return f"{where}: data-value {values} != {expected} in the file"
+    scale = float(cell.attrs["data-scale"])
+    if cell.text.startswith("<"):
+        bound = float(cell.text.lstrip("< "))
+        return None if len(values) == 1 and values[0] * scale < bound else f"{where}: {values} is not below {bound}"
+    shown = re.findall(r"[-+]?\d+(?:\.\d+)?", cell.text)
+    if len(shown) != len(values) or not all(_close(t.lstrip("+"), v * scale) for t, v in zip(shown, values)):
+        return f"{where}: shown {shown} != {[v * scale for v in values]}"
     return None
 
 

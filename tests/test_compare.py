@@ -40,7 +40,7 @@ def test_every_model_is_compared_with_base_on_every_headline(study):
 
 
 def test_diff_is_the_mean_over_seeds_of_the_tables_paired_differences(study):
-    _, tables, out = study
+    results, tables, out = study
     df = out["differences"]
     det = tables["detection"][0]
     row = df[(df.family == "table/auroc") & (df.augment == "saltpepper") & (df.oe == "oe") & (df.set == "kmnist")
@@ -48,14 +48,19 @@ def test_diff_is_the_mean_over_seeds_of_the_tables_paired_differences(study):
     value = lambda a, o: det[(det.augment == a) & (det.oe == o) & (det.set == "kmnist") & (det.score == "energy")
                              & (det.metric == "auroc")].sort_values("seed")["value"].to_numpy()
     assert row["diff"] == pytest.approx((value("saltpepper", "oe") - value("none", "baseline")).mean())
-    assert row["n_examples"] == 700 and row["source"].endswith("/kmnist/energy.npz")
+    assert row["n_examples"] == 700
+    assert row["source"].split(";") == [f"{results}/scores/{a}/{o}/seed{s}/kmnist/energy.npz"
+                                        for a, o in (("saltpepper", "oe"), ("none", "baseline")) for s in (1, 2, 3)]
     cal = tables["calibration"][0]
     mnist_c = df[(df.family == "table/ece") & (df.set == "mnist_c") & (df.score == "temperature_scaled")
                  & (df.augment == "none") & (df.oe == "oe")].iloc[0]
     ece_of = lambda o: cal[(cal.augment == "none") & (cal.oe == o) & (cal.set == "mnist_c") & (cal.metric == "ece")
                            & (cal.score == "temperature_scaled")].sort_values("seed")["value"].to_numpy()
     assert mnist_c["diff"] == pytest.approx((ece_of("oe") - ece_of("baseline")).mean())
-    assert mnist_c["n_examples"] == 600 and "mnistc_*.npz" in mnist_c["source"]
+    assert mnist_c["n_examples"] == 600
+    files = mnist_c["source"].split(";")
+    assert len(files) == 2 * 3 * 2 + 1 and files[0] == f"{results}/logits/none/oe/seed1/mnistc_fog.npz"
+    assert files[-1] == tables["calibration"][1] and all(os.path.exists(f) for f in files)
 
 
 def test_intervals_p_values_and_holm_per_family(study):
@@ -239,8 +244,8 @@ def test_command_line_reads_the_logits_and_scores_beside_the_tables_by_default(t
     main(["--tables", "results/tables", "--out", "differences.csv", "--detectable-out", "detectable.csv",
           "--n-boot", "20"])
     sources = set(pd.read_csv(tmp_path / "differences.csv")["source"])
-    assert "results/logits/{none/baseline,none/oe}/seed{1}/id_test.npz" in sources
-    assert "results/scores/{none/baseline,none/oe}/seed{1}/gaussian/msp.npz" in sources
+    assert "results/logits/none/oe/seed1/id_test.npz;results/logits/none/baseline/seed1/id_test.npz" in sources
+    assert "results/scores/none/oe/seed1/gaussian/msp.npz;results/scores/none/baseline/seed1/gaussian/msp.npz" in sources
 
 
 def test_the_default_folders_are_the_tables_siblings_however_tables_is_named(tmp_path, monkeypatch):

@@ -58,17 +58,26 @@ def test_calibration_tables(run_dir):
 
 def test_differences_bootstrap_with_one_seed(run_dir):
     diff = _csv(run_dir, "differences.csv")
-    assert set(zip(diff.augment, diff.oe)) == set(MODELS) - {("none", "baseline")}
-    per_model = diff.groupby(["augment", "oe"]).size()
+    table = diff[diff.family.str.startswith("table/")]
+    assert set(zip(table.augment, table.oe)) == set(MODELS) - {("none", "baseline")}
+    per_model = table.groupby(["augment", "oe"]).size()
     # ID accuracy, AUROC per set x score, ID ECE x 2; MNIST-C mean accuracy, MNIST-C ECE x 2
     assert (per_model == 1 + 2 * len(SCORES) + 2 + 3).all()
-    assert diff["method"].str.startswith("percentile bootstrap over test examples").all()
+    assert diff["method"].str.contains("one seed: training randomness not covered").all()
+    assert (diff["verdict"] == "untested (one seed)").all() and (diff["n_seeds"] == 1).all()
     assert ((diff["low"] <= diff["diff"] + 1e-12) & (diff["diff"] <= diff["high"] + 1e-12)).all()
+    assert (diff["p_holm"] >= diff["p"]).all() and diff["family_size"].min() >= 1
     acc = _csv(run_dir, "accuracy.csv")
     value = lambda a, o: acc[(acc.augment == a) & (acc.oe == o) & (acc.metric == "accuracy")]["value"].item()
-    row = diff[(diff.augment == "saltpepper") & (diff.oe == "oe") & (diff.metric == "accuracy") & (diff.set == "id_test")]
+    row = table[(table.augment == "saltpepper") & (table.oe == "oe") & (table.metric == "accuracy")
+                & (table.set == "id_test")]
     assert row["diff"].item() == pytest.approx(value("saltpepper", "oe") - value("none", "baseline"))
-    assert row["n"].item() == 360
+    assert row["n_examples"].item() == 360
+    detectable = _csv(run_dir, "detectable.csv")
+    assert detectable["mdd"].isna().all() and (detectable["floor"] > 0).all()   # one seed: no seed spread
+    ranks = _csv(run_dir, "ranks.csv")
+    assert set(ranks["comparison"]) == {"models_ood", "scores_ood", "models_mnistc"}
+    assert (ranks[ranks.comparison == "models_mnistc"]["n_blocks"] == 15).all()
 
 
 def test_evaluate_saved_odin_logits_and_mahalanobis_fit(run_dir):
@@ -84,10 +93,19 @@ def test_evaluate_saved_odin_logits_and_mahalanobis_fit(run_dir):
 def test_report_has_the_evaluation_section(run_dir):
     html = (run_dir / "results" / "report.html").read_text()
     for anchor in ('id="score-formulas"', 'id="calibration-table"', 'id="differences-table"',
-                   'id="reliability-id_test"', 'id="detection-sizes"'):
+                   'id="reliability-id_test"', 'id="detection-sizes"', 'id="differences-method"'):
         assert anchor in html
     assert "data:image/png;base64," in html
-    assert "percentile bootstrap over test examples" in html
+    # the critical-difference diagrams: models and scores over the OOD sets, models over the corruptions
+    for comparison in ("models_ood", "scores_ood", "models_mnistc"):
+        figure = re.search(rf'<figure id="cd-{comparison}"[^>]*><img alt="critical-difference diagram[^"]*" '
+                           r'src="data:image/png;base64,([^"]+)"', html)
+        assert figure, comparison
+    # one seed: the page says so instead of showing seed intervals, under the tables and the differences
+    assert 'id="differences-one-seed"' in html
+    for block in ('id="summary-detectable"', 'id="differences-detectable"'):
+        part = html[html.index(block):]
+        assert "This study has one seed per model" in part[:600] and "the test images alone would hide" in part
 
 
 def _planned(result):

@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 
 from lib.data.mnist_c import CORRUPTIONS
-from lib.evaluate.aggregate import summarize
+from lib.evaluate.aggregate import summarize, write_csv_atomic
+from lib.evaluate.differences import compare_study, read_tables
 from lib.report import detection
 from lib.report.cells import fmt_cell
 from lib.report.context import make_context, read_leaks
@@ -55,38 +56,45 @@ def test_fmt_cell_shows_std_only_with_more_than_one_seed():
     assert fmt_cell(np.nan, np.nan, 0) == "—"
 
 
-def test_compare_uses_the_paired_interval_when_seeds_pair():
-    raw = long_rows({("none", "oe"): [0.90, 0.91, 0.92], ("none", "baseline"): [0.80, 0.815, 0.82]})
-    result = compare(raw, ("none", "oe"), ("none", "baseline"), metric="accuracy")
-    assert result["rule"] == "paired" and result["verdict"] == "higher" and result["n"] == 3
-    assert result["diff"] == pytest.approx((0.10 + 0.095 + 0.10) / 3)
-    flipped = compare(raw, ("none", "baseline"), ("none", "oe"), metric="accuracy")
-    assert flipped["verdict"] == "lower"
+def differences_rows(family, reference, results, metric="accuracy", set_name="id_test", score=""):
+    """Rows of differences.csv in one family: {(augment, oe): (diff, verdict)} against `reference`."""
+    return [dict(family=family, augment=a, oe=o, ref_augment=reference[0], ref_oe=reference[1], metric=metric,
+                 set=set_name, score=score, diff=d, p_holm=0.01 if v == "beyond noise" else 0.5, verdict=v)
+            for (a, o), (d, v) in results.items()]
 
 
-def test_compare_calls_inconsistent_differences_noise():
-    raw = long_rows({("none", "oe"): [0.90, 0.80, 0.95], ("none", "baseline"): [0.85, 0.88, 0.86]})
-    assert compare(raw, ("none", "oe"), ("none", "baseline"), metric="accuracy")["verdict"] == "within noise"
-
-
-def test_compare_without_paired_seeds_uses_mean_std_overlap():
-    raw = long_rows({("none", "oe"): [0.90, 0.91], ("none", "baseline"): [0.5, 0.6]})
-    raw.loc[raw["oe"] == "baseline", "seed"] += 10  # no seed in common
-    result = compare(raw, ("none", "oe"), ("none", "baseline"), metric="accuracy")
-    assert result["rule"] == "overlap" and result["verdict"] == "higher"
-    close = long_rows({("none", "oe"): [0.90, 0.92], ("none", "baseline"): [0.89, 0.91]})
-    close.loc[close["oe"] == "baseline", "seed"] += 10
-    assert compare(close, ("none", "oe"), ("none", "baseline"), metric="accuracy")["verdict"] == "within noise"
+def test_compare_reads_the_verdict_of_the_differences_step():
+    diff = pd.DataFrame(differences_rows("summary/auroc_oe", ("none", "baseline"), {
+        ("none", "oe"): (0.05, "beyond noise")}, "auroc", "kmnist", "msp") + differences_rows(
+        "summary/auroc_oe", ("pixmix", "baseline"), {("pixmix", "oe"): (-0.03, "beyond noise")}, "auroc", "kmnist", "msp")
+        + differences_rows("summary/accuracy_augment", ("none", "baseline"), {
+            ("pixmix", "baseline"): (0.001, "within noise")}))
+    up = compare(diff, "summary/auroc_oe", ("none", "oe"), ("none", "baseline"), metric="auroc", set="kmnist", score="msp")
+    assert up["verdict"] == "higher" and up["rule"] == "tested" and up["diff"] == 0.05
+    down = compare(diff, "summary/auroc_oe", ("pixmix", "oe"), ("pixmix", "baseline"), metric="auroc", set="kmnist")
+    assert down["verdict"] == "lower"
+    same = compare(diff, "summary/accuracy_augment", ("pixmix", "baseline"), ("none", "baseline"), metric="accuracy")
+    assert same["verdict"] == "within noise"
+    # a pair the family does not hold, or another family: nothing to say
+    assert compare(diff, "summary/auroc_oe", ("none", "oe"), ("pixmix", "baseline"), metric="auroc") is None
+    assert compare(diff, "summary/accuracy_best", ("none", "oe"), ("none", "baseline")) is None
 
 
 def test_compare_with_one_seed_tests_nothing():
-    raw = long_rows({("none", "oe"): [0.9], ("none", "baseline"): [0.5]})
-    result = compare(raw, ("none", "oe"), ("none", "baseline"), metric="accuracy")
+    diff = pd.DataFrame(differences_rows("summary/accuracy_augment", ("none", "baseline"), {
+        ("pixmix", "baseline"): (0.4, "untested (one seed)")}))
+    result = compare(diff, "summary/accuracy_augment", ("pixmix", "baseline"), ("none", "baseline"))
     assert result["rule"] == "single" and result["verdict"] == "untested"
-    assert compare(raw, ("pixmix", "oe"), ("none", "baseline"), metric="accuracy") is None
 
 
-def test_reading_names_the_winner_and_the_rule():
+def test_without_differences_csv_the_measured_difference_is_untested():
+    raw = long_rows({("none", "oe"): [0.9, 0.8], ("none", "baseline"): [0.5, 0.6]})
+    result = compare(None, "summary/auroc_oe", ("none", "oe"), ("none", "baseline"), raw, metric="accuracy")
+    assert result["rule"] == "absent" and result["verdict"] == "untested" and result["diff"] == pytest.approx(0.3)
+    assert compare(None, "summary/auroc_oe", ("pixmix", "oe"), ("none", "baseline"), raw, metric="accuracy") is None
+
+
+def _reading_inputs():
     cfg = {"in_distribution": "mnist", "augment": ["none", "pixmix"], "oe": ["baseline", "oe"],
            "ood_sets": ["kmnist"], "scores": ["msp"]}
     acc_raw = long_rows({("none", "baseline"): [0.95, 0.951, 0.949], ("none", "oe"): [0.952, 0.95, 0.948],
@@ -94,14 +102,41 @@ def test_reading_names_the_winner_and_the_rule():
     det_raw = long_rows({("none", "baseline"): [0.90, 0.91, 0.92], ("none", "oe"): [0.99, 0.995, 0.991],
                          ("pixmix", "baseline"): [0.93, 0.92, 0.94], ("pixmix", "oe"): [0.96, 0.97, 0.98]},
                         metric="auroc", set_name="kmnist", score="msp")
-    reading = summary_reading(cfg, {"raw": acc_raw, "summary": summarize(acc_raw)},
-                                     {"raw": det_raw, "summary": summarize(det_raw)})
+    return cfg, {"raw": acc_raw, "summary": summarize(acc_raw)}, {"raw": det_raw, "summary": summarize(det_raw)}
+
+
+def test_reading_names_the_winner_and_states_the_verdicts_of_differences_csv():
+    cfg, acc, det = _reading_inputs()
+    auroc = dict(metric="auroc", set_name="kmnist", score="msp")
+    diff = pd.DataFrame(
+        differences_rows("summary/accuracy_best", ("pixmix", "oe"), {
+            ("none", "baseline"): (-0.04, "beyond noise"), ("none", "oe"): (-0.04, "within noise"),
+            ("pixmix", "baseline"): (-0.08, "beyond noise")})
+        + differences_rows("summary/auroc_best", ("none", "oe"), {
+            ("none", "baseline"): (-0.08, "beyond noise"), ("pixmix", "baseline"): (-0.06, "beyond noise"),
+            ("pixmix", "oe"): (-0.02, "within noise")}, **auroc)
+        + differences_rows("summary/auroc_oe", ("none", "baseline"), {("none", "oe"): (0.08, "beyond noise")}, **auroc)
+        + differences_rows("summary/auroc_oe", ("pixmix", "baseline"), {("pixmix", "oe"): (0.04, "within noise")}, **auroc)
+        + differences_rows("summary/accuracy_augment", ("none", "baseline"), {
+            ("pixmix", "baseline"): (-0.045, "beyond noise")}))
+    reading = summary_reading(cfg, acc, det, diff=diff)
     text = " ".join(reading["sentences"])
-    assert "PixMix +OE is the most accurate (99.10%)" in text
-    assert "PixMix the least" in text
-    assert "on kmnist by Base +OE (99.20%" in text
-    assert "beyond noise up on 1, down on 0 of 1 sets" in text
-    assert len(reading["rules"]) == 1 and "paired t interval" in reading["rules"][0]
+    assert "PixMix +OE is the most accurate (99.10%)" in text and "PixMix the least" in text
+    assert "within noise of the best: Base +OE." in text
+    assert "on kmnist by Base +OE (99.20%, tied within noise with PixMix +OE)" in text
+    assert "with OE for Base (beyond noise up on 1, down on 0 of 1 sets)" in text
+    assert "with OE for PixMix (beyond noise up on 0, down on 0 of 1 sets)" in text
+    assert "-4.50 points for PixMix (beyond noise)" in text
+    assert reading["rules"] == [RULE_TEXT["tested"]] and "Holm-adjusted" in reading["rules"][0]
+
+
+def test_reading_without_differences_csv_tests_nothing():
+    cfg, acc, det = _reading_inputs()
+    reading = summary_reading(cfg, acc, det)
+    text = " ".join(reading["sentences"])
+    assert "PixMix +OE is the most accurate (99.10%)" in text and "noise" not in text
+    assert "changes by +8.20 points with OE for Base" in text
+    assert reading["rules"] == [RULE_TEXT["absent"]]
 
 
 def test_benchmark_table_sums_wall_time_per_rule(tmp_path):
@@ -294,23 +329,37 @@ def test_sets_seen_in_training_are_marked(run_dir, cfg, tmp_path):
 
 
 @slow
-def test_two_seed_run_shows_std_and_paired_reading(run_dir, cfg, tmp_path):
+def test_two_seed_run_shows_std_and_tested_reading(run_dir, cfg, tmp_path):
     work = copy_run(run_dir, tmp_path)
-    tables = work / "results" / "tables"
-    for name in ("accuracy.csv", "detection.csv"):
+    results = work / "results"
+    tables = results / "tables"
+    for name in ("accuracy.csv", "detection.csv", "calibration.csv"):
         one = pd.read_csv(tables / name, keep_default_na=False)
         two = one.copy()
         two["seed"] = 2
         # A second seed a little lower, by an amount that differs per row: a real spread.
         two["value"] = one["value"].astype(float) * (1 - 0.01 * (np.arange(len(one)) % 3 + 1))
         pd.concat([one, two]).to_csv(tables / name, index=False)
+    # the second seed's per-example files: the first seed's, its scores shifted a little per model
+    rng = np.random.default_rng(0)
+    for kind in ("logits", "scores"):
+        for first in (results / kind).glob("*/*/seed1"):
+            shutil.copytree(first, first.parent / "seed2")
+    for path in (results / "scores").glob("*/*/seed2/*/*.npz"):
+        saved = dict(np.load(path))
+        np.savez(path, id_scores=saved["id_scores"], ood_scores=saved["ood_scores"] + rng.normal(0, 0.5))
+    out = compare_study(read_tables(str(tables)), str(results / "logits"), str(results / "scores"), n_boot=50)
+    write_csv_atomic(out["differences"], tables / "differences.csv")
+    write_csv_atomic(out["detectable"], tables / "detectable.csv")
     html = render_run(work, with_config(cfg, seeds=[1, 2]))
     page = parse_page(html)
     assert all_problems(work, page) == []
     cells = page.tables["study-auroc"].number_cells()
     assert all("±" in c.text and c.attrs["data-n"] == "2" for c in cells if c.attrs["data-value"])
-    assert "paired t interval" in html
-    assert RULE_TEXT["single"] not in html.replace("&#39;", "'")
+    plain = html.replace("&#39;", "'")
+    assert RULE_TEXT["tested"] in plain and RULE_TEXT["single"] not in plain
+    assert "two-level bootstrap, 2 seeds" in plain and "points with 2 seeds" in plain
+    assert 'id="differences-one-seed"' not in html
 
 
 @slow

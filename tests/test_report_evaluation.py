@@ -84,35 +84,59 @@ def test_reliability_figures_are_png():
     assert reliability_figures(None, "x") == []
 
 
-def test_differences_table_in_points_with_method():
+def _difference(family="table/auroc", augment="saltpepper", oe="oe", metric="auroc", set_name="gaussian",
+                score="msp", diff=0.0123, low=0.001, high=0.02, p=0.0004, p_holm=0.03, verdict="beyond noise",
+                n_seeds=3, n_examples=700):
+    return dict(family=family, augment=augment, oe=oe, ref_augment="none", ref_oe="baseline", metric=metric,
+                set=set_name, score=score, diff=diff, low=low, high=high, p=p, p_holm=p_holm, family_size=12,
+                verdict=verdict, se_seeds=0.004, se_examples=0.002, mdd=0.01, n_seeds=n_seeds, n_examples=n_examples,
+                n_boot=200, method=f"two-level bootstrap, {n_seeds} seeds", source="results/scores/x.npz")
+
+
+def test_differences_table_in_points_with_p_values_and_verdicts():
     diff = pd.DataFrame([
-        dict(augment="saltpepper", oe="oe", metric="auroc", set="gaussian", score="msp", diff=0.0123, low=0.001,
-             high=0.02, method="paired t interval over 3 seeds", n=3, source="detection.csv"),
-        dict(augment="none", oe="oe", metric="ece", set="mnist_c", score="temperature_scaled", diff=-0.05,
-             low=np.nan, high=np.nan, method="paired t interval over 1 seeds", n=1, source="calibration.csv")])
+        _difference(),
+        _difference(family="table/ece", augment="none", metric="ece", set_name="mnist_c", score="temperature_scaled",
+                    diff=-0.05, low=-0.09, high=-0.01, p=0.2, p_holm=0.6, verdict="within noise"),
+        _difference(family="summary/auroc_oe")])                   # the summary's rows are not the table's
     table = differences_table(diff, "results/tables/differences.csv")
     first, second = table["rows"]
     assert first["model"] == "S&P +OE" and first["score"] == "MSP" and first["metric"] == "AUROC"
     assert first["diff"]["text"] == "+1.23" and first["interval"]["text"] == "[+0.10, +2.00]"
-    assert first["diff"]["source"] == "results/tables/differences.csv" and first["origin"] == "detection.csv"
-    assert second["interval"]["text"] == "—" and second["set"] == "MNIST-C (mean over corruptions)"
-    assert table["methods"] == ["paired t interval over 1 seeds", "paired t interval over 3 seeds"]
+    assert first["p"]["text"] == "< 0.001" and first["p_holm"]["text"] == "0.030" and first["beyond"]
+    assert first["n_seeds"]["text"] == "3" and first["n_examples"]["text"] == "700"
+    assert first["diff"]["key"] == ("family=table/auroc;augment=saltpepper;oe=oe;metric=auroc;set=gaussian;"
+                                    "score=msp;column=diff")
+    assert first["diff"]["source"] == "results/tables/differences.csv" and first["origin"] == "results/scores/x.npz"
+    assert second["verdict"] == "within noise" and second["set"] == "MNIST-C (mean over corruptions)"
+    assert [f["name"] for f in table["families"]] == ["table/auroc", "table/ece"] and not table["one_seed"]
+    assert "Banerjee" in table["method_paragraph"] and "200 times" in table["method_paragraph"]
     assert differences_table(diff.iloc[:0], "d.csv") is None      # no baseline model: no table
+    one_seed = differences_table(pd.DataFrame([_difference(n_seeds=1, verdict="untested (one seed)")]), "d.csv")
+    assert one_seed["one_seed"] and one_seed["rows"][0]["verdict"] == "untested (one seed)"
 
 
 def test_section_renders_in_the_template(tmp_path):
     _long([("none", "baseline", 1, "ece", "id_test", "uncalibrated", 0.1),
            ("none", "baseline", 1, "temperature", "id_val", "temperature_scaled", 1.2)]).to_csv(
         tmp_path / "calibration.csv", index=False)
-    pd.DataFrame([dict(augment="none", oe="oe", metric="accuracy", set="id_test", score="", diff=0.01, low=0.0,
-                       high=0.02, method="percentile bootstrap over test examples, 1000 resamples", n=360,
-                       source="a.npz;b.npz")]).to_csv(tmp_path / "differences.csv", index=False)
+    pd.DataFrame([_difference(family="table/accuracy", oe="oe", augment="none", metric="accuracy", set_name="id_test",
+                              score="", diff=0.01, low=0.0, high=0.02)]).to_csv(tmp_path / "differences.csv", index=False)
+    pd.DataFrame([dict(metric="accuracy", set="id_test", n_seeds=3, n_comparisons=1, seed_sd=0.01, example_se=0.002,
+                       mdd=0.03, floor=0.0056, alpha=0.05, power=0.8)]).to_csv(tmp_path / "detectable.csv", index=False)
+    pd.DataFrame([dict(comparison="models_ood", item=item, mean_rank=rank, mean_value=0.9, k=3, n_blocks=4, chi2=6.5,
+                       p=0.04, cd=1.66, alpha=0.05, blocks="a;b;c;d")
+                  for item, rank in (("none/baseline", 2.75), ("none/oe", 1.25), ("pixmix/oe", 2.0))]).to_csv(
+        tmp_path / "ranks.csv", index=False)
     section = evaluation_section(str(tmp_path), {"scores": ["msp", "odin"]})
     assert section["sizes"] == [] and section["reliability"] == []
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(os.path.join(ROOT, "workflow", "templates")),
                              autoescape=True, undefined=jinja2.StrictUndefined)
     html = env.get_template("sections/evaluation.html.j2").render(evaluation=section)
     assert 'id="calibration-table"' in html and 'id="differences-table"' in html
-    assert "percentile bootstrap over test examples" in html
+    assert "How differences are tested." in html and "Holm families of this table" in html
     assert f'data-source="{tmp_path}/differences.csv"' in html and 'data-value="0.01"' in html
+    assert 'id="differences-detectable"' in html and "3.00 points with 3 seeds" in html
+    assert 'id="cd-models_ood"' in html and "Friedman test over 4 OOD sets and 3 models" in html
+    assert 'src="data:image/png;base64,' in html and "CD = 1.66" in html
     assert "T = 1000, ε = 0.0014" in html and "<sub>c</sub>" in html      # formulas are markup, not escaped

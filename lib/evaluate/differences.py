@@ -72,7 +72,7 @@ FAMILIES = {
 }
 DIFFERENCE_COLUMNS = ["family", "augment", "oe", "ref_augment", "ref_oe", "metric", "set", "score", "diff", "low",
                       "high", "p", "p_holm", "family_size", "verdict", "se_seeds", "se_examples", "mdd", "n_seeds",
-                      "n_examples", "method", "source"]
+                      "n_examples", "n_boot", "method", "source"]
 DETECTABLE_COLUMNS = ["metric", "set", "n_seeds", "n_comparisons", "seed_sd", "example_se", "mdd", "floor", "alpha",
                       "power"]
 BEYOND, WITHIN, UNTESTED = "beyond noise", "within noise", "untested (one seed)"
@@ -218,16 +218,12 @@ def _check_sizes(score, sets, pairs, done):
                              "test images (rerun the score rule)")
 
 
-def _source(root, units, relative):
-    seeds = ",".join(str(s) for s in sorted({s for _, _, s in units}))
-    models = ",".join(sorted({f"{a}/{o}" for a, o, _ in units}))
-    return f"{root}/{{{models}}}/seed{{{seeds}}}/{relative}"
-
-
 def headline_values(tables, logits_root, scores_root, models, n_boot=stats.N_BOOT, seed=0):
-    """{(metric, set, score): dict(units, observed [K], replicates [B, K], n_examples, source)}.
+    """{(metric, set, score): dict(units, observed [K], replicates [B, K], n_examples, files, also)}.
 
-    Every unit (model and seed) of a headline is resampled with the same example draws."""
+    Every unit (model and seed) of a headline is resampled with the same example draws. files:
+    {unit: the per-example files read}; also: the other files the numbers depend on (the
+    temperatures of calibration.csv)."""
     out, draw = {}, Draws(seed, n_boot)
     by_key = {(h["metric"], h["set"], h["score"]): h for h in headlines(tables)}
     has_cal = "calibration" in tables
@@ -246,9 +242,8 @@ def headline_values(tables, logits_root, scores_root, models, n_boot=stats.N_BOO
             has_it = set(_units(tables, by_key[key], models))
             keep = [i for i, u in enumerate(units) if u in has_it]
             out[key] = dict(units=[units[i] for i in keep], observed=obs[keep], replicates=reps[:, keep],
-                            n_examples=len(groups[0]["accuracy"]),
-                            source=_source(logits_root, units, "id_test.npz")
-                            + (";" + tables["calibration"][1] if metric == "ece" else ""))
+                            n_examples=len(groups[0]["accuracy"]), files=dict(zip(units, ([f] for f in files))),
+                            also=[tables["calibration"][1]] if metric == "ece" else [])
     # MNIST-C: each corruption drawn on its own; accuracy and ECE are means over corruptions
     c_keys = [k for k in by_key if k[1] == "mnist_c"]
     if c_keys:
@@ -271,7 +266,8 @@ def headline_values(tables, logits_root, scores_root, models, n_boot=stats.N_BOO
             metric, _, variant = key
             obs, reps = sums["accuracy" if metric == "accuracy" else variant]
             out[key] = dict(units=units, observed=obs / len(names), replicates=reps / len(names), n_examples=n_examples,
-                            source=_source(logits_root, units, f"{layout.MNISTC_PREFIX}*.npz") + ";" + tables["calibration"][1])
+                            files={u: [layout.npz_in(_model_dir(logits_root, u), name) for name in names] for u in units},
+                            also=[tables["calibration"][1]])
     # AUROC: per model and score, the ID draw's cumulative counts serve every OOD set
     auroc_keys = [k for k in by_key if k[0] == "auroc"]
     for score in dict.fromkeys(k[2] for k in auroc_keys):
@@ -290,7 +286,8 @@ def headline_values(tables, logits_root, scores_root, models, n_boot=stats.N_BOO
             found = [per_unit[u][key[1]] for u in units[key]]
             out[key] = dict(units=units[key], observed=np.array([f[0] for f in found]),
                             replicates=np.stack([f[1] for f in found], axis=1), n_examples=found[0][2],
-                            source=_source(scores_root, units[key], f"{key[1]}/{score}.npz"))
+                            files={u: [layout.npz_in(os.path.join(_model_dir(scores_root, u), key[1]), score)]
+                                   for u in units[key]}, also=[])
     return out
 
 
@@ -328,16 +325,18 @@ def comparisons(values, models, baseline=BASELINE, score=None):
 
 
 def _difference(value, model, reference):
-    """stats.difference_from_replicates over the seeds both models have; None without one."""
+    """stats.difference_from_replicates over the seeds both models have, with the files it came
+    from (source: ';'-joined); None without a seed in common."""
     columns = {u: i for i, u in enumerate(value["units"])}
     seeds = sorted({s for a, o, s in value["units"] if (a, o) == model}
                    & {s for a, o, s in value["units"] if (a, o) == reference})
     if not seeds:
         return None
-    im = [columns[(*model, s)] for s in seeds]
-    ir = [columns[(*reference, s)] for s in seeds]
-    return stats.difference_from_replicates(value["observed"][im], value["observed"][ir],
-                                            value["replicates"][:, im], value["replicates"][:, ir])
+    units = [(*model, s) for s in seeds] + [(*reference, s) for s in seeds]
+    im, ir = [columns[u] for u in units[:len(seeds)]], [columns[u] for u in units[len(seeds):]]
+    result = stats.difference_from_replicates(value["observed"][im], value["observed"][ir],
+                                              value["replicates"][:, im], value["replicates"][:, ir])
+    return {**result, "source": ";".join([f for u in units for f in value["files"][u]] + value["also"])}
 
 
 def detectable(rows):
@@ -375,8 +374,7 @@ def compare_study(tables, logits_root, scores_root, score=None, baseline=BASELIN
         if result is None:
             continue
         rows.append(dict(family=family, augment=model[0], oe=model[1], ref_augment=reference[0], ref_oe=reference[1],
-                         metric=key[0], set=key[1], score=key[2], **result, n_examples=values[key]["n_examples"],
-                         source=values[key]["source"]))
+                         metric=key[0], set=key[1], score=key[2], **result, n_examples=values[key]["n_examples"]))
     if not rows:
         return empty
     df = pd.DataFrame(rows)
@@ -390,6 +388,7 @@ def compare_study(tables, logits_root, scores_root, score=None, baseline=BASELIN
     df["mdd"] = [mdd.get((m, s), np.nan) for m, s in zip(df["metric"], df["set"])]
     seen = (df["p_holm"] < ALPHA) & ~(df["diff"].abs() < df["mdd"])  # NaN mdd (one seed) decides nothing here
     df["verdict"] = np.where(df["n_seeds"] < 2, UNTESTED, np.where(seen, BEYOND, WITHIN))
+    df["n_boot"] = n_boot
     df["method"] = [stats.method_text(s, n, n_boot) for s, n in zip(df["n_seeds"], df["n_examples"])]
     return {"differences": df[DIFFERENCE_COLUMNS], "detectable": found}
 

@@ -29,7 +29,8 @@ from lib.data.registry import is_downloaded
 # The tables, by input name: results/tables/<file>.
 TABLES = {"accuracy": "accuracy.csv", "detection": "detection.csv", "leaks": "leaks.json",
           "robustness": "robustness.csv", "robustness_summary": "robustness_summary.csv",
-          "calibration": "calibration.csv", "reliability": "reliability.csv", "differences": "differences.csv"}
+          "calibration": "calibration.csv", "reliability": "reliability.csv", "differences": "differences.csv",
+          "detectable": "detectable.csv", "ranks": "ranks.csv"}
 LISTS = ("train_logs", "logits", "data", "mixing", "corrupted", "fetched", "benchmarks")
 NAMES = (*TABLES, *LISTS)
 

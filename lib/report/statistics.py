@@ -1,9 +1,6 @@
-"""The report's statistics: verdicts, how differences are tested, what the study can detect, ranks.
+"""The report's statistics: how differences are tested, what the study can detect, and ranks.
 
-    from lib.report.statistics import cd_diagram, detectable_lines, family_results, METHOD_PARAGRAPH
-    results = family_results(differences_df, "summary/auroc_oe", metric="auroc", set="gaussian", score="msp")
-    results[("none", "oe")]            # {"diff", "verdict": "higher" | "lower" | "within noise" | "untested",
-                                       #  "rule": "tested" | "single", "reference": ("none", "baseline")}
+    from lib.report.statistics import cd_diagram, detectable_lines, METHOD_PARAGRAPH
     uri = cd_diagram({"Base": 2.6, "PixMix": 1.2, "S&P": 2.2}, cd=0.95, title="models over 10 OOD sets")
     lines = detectable_lines(detectable_df, differences_df)   # one sentence per (metric, set)
 
@@ -11,14 +8,17 @@ Reads nothing itself: the callers pass the frames of results/tables/differences.
 detectable.csv and ranks.csv (lib.evaluate.differences, lib.evaluate.ranks).
 """
 import numpy as np
+import pandas as pd
 
 from lib.evaluate import stats
-from lib.evaluate.differences import ALPHA, BEYOND, POWER, UNTESTED, WITHIN
+from lib.evaluate.differences import ALPHA, BEYOND, POWER
 from lib.report.figures import png_data_uri, plt
 
+METRIC_NAMES = {"accuracy": "accuracy", "auroc": "AUROC", "ece": "ECE"}
+SET_NAMES = {"id_test": "ID test", "mnist_c": "MNIST-C"}
 METHOD_PARAGRAPH = (
-    "How differences are tested. Every difference between two models (model minus reference) has a 95% interval "
-    "from a two-level bootstrap over seeds and test images. {n_boot} times, the test images are drawn with "
+    "Every difference between two models (model minus reference) has a 95% interval from a two-level "
+    "bootstrap over seeds and test images. {n_boot} times, the test images are drawn with "
     "replacement, the same draw for both models and for every seed, because all of them were tested on the same "
     "images (ID and OOD images drawn separately for AUROC, each MNIST-C corruption on its own), and the metric is "
     "computed again for every model and seed. The seed level is taken in closed form: seeds are paired (seed s of "
@@ -31,26 +31,6 @@ METHOD_PARAGRAPH = (
     "it is within noise. With one seed the interval covers the test images only, and no difference is called "
     "real or noise."
 )
-
-
-def family_results(differences, family, **key):
-    """{model: result} of the rows of one family of differences.csv matching `key`: diff (model -
-    reference), verdict ("higher" or "lower" when beyond noise, "within noise", "untested" with one
-    seed), the rule that decided ("tested" or "single") and the reference model."""
-    if differences is None:
-        return {}
-    rows = differences[differences["family"] == family]
-    for column, value in key.items():
-        rows = rows[rows[column] == value]
-    out = {}
-    for r in rows.itertuples(index=False):
-        if r.verdict == BEYOND:
-            verdict = "higher" if r.diff > 0 else "lower"
-        else:
-            verdict = {WITHIN: "within noise", UNTESTED: "untested"}[r.verdict]
-        out[(r.augment, r.oe)] = {"diff": float(r.diff), "verdict": verdict, "reference": (r.ref_augment, r.ref_oe),
-                                  "rule": "single" if r.verdict == UNTESTED else "tested"}
-    return out
 
 
 def _points(value):
@@ -66,24 +46,29 @@ def _nice_below(value):
     return float(10 ** exponent)
 
 
-def detectable_lines(detectable, differences, set_label=str, metric_label=str):
-    """One sentence per (metric, set) of detectable.csv: the smallest difference the study's seeds
-    can detect, and how many seeds a smaller one (the largest the table calls within noise, else
-    half the detectable one) would need. With one seed: what the test images alone allow."""
-    if detectable is None or detectable.empty:
-        return []
+def read_detectable(path):
+    """detectable.csv (lib.evaluate.differences) as a DataFrame, or None when `path` is None."""
+    return None if path is None else pd.read_csv(path, keep_default_na=False, na_values=[""])
+
+
+def detectable_lines(detectable, differences, label):
+    """One sentence per (metric, set) row of `detectable`: the smallest difference the study's
+    seeds can detect, and how many seeds a smaller one (the largest the table calls within
+    noise, else half the detectable one) would need. With one seed: what the test images
+    alone allow. label(metric, set) names the row."""
     lines = []
     for r in detectable.itertuples(index=False):
-        what = f"{metric_label(r.metric)}, {set_label(r.set)}"
+        what = label(r.metric, r.set)
         if not np.isfinite(r.mdd):
             lines.append(f"{what}: one seed, no seed-to-seed spread to measure; the test images alone would hide "
                          f"differences below {_points(r.floor)} points.")
             continue
         text = f"{what}: {_points(r.mdd)} points with {r.n_seeds} seeds"
         rows = differences[(differences["metric"] == r.metric) & (differences["set"] == r.set)
-                           & differences["family"].str.startswith("table/") & (differences["verdict"] != BEYOND)]
-        target = float(rows["diff"].abs().max()) if len(rows) and rows["diff"].abs().max() > 0 else r.mdd / 2
-        target = _nice_below(min(target, r.mdd * 0.99))
+                           & differences["family"].str.startswith("table/") & (differences["verdict"] != BEYOND)
+                           ] if differences is not None else differences
+        largest = float(rows["diff"].abs().max()) if rows is not None and len(rows) else 0.0
+        target = _nice_below(min(largest if largest > 0 else r.mdd / 2, r.mdd * 0.99))
         needed = stats.seeds_needed(target, r.seed_sd, r.example_se, r.alpha, r.power)
         if needed is None:
             text += (f"; {_points(target)} points is out of reach with these test images (their noise alone hides "
@@ -96,8 +81,6 @@ def detectable_lines(detectable, differences, set_label=str, metric_label=str):
 
 def detectable_intro(detectable):
     """The sentence before the lines: what they mean, or that the study has one seed."""
-    if detectable is None or detectable.empty:
-        return ""
     if not np.isfinite(detectable["mdd"]).any():
         return ("This study has one seed per model, so it cannot measure how much training runs differ: the "
                 "intervals cover the test images only, and no difference is called real or noise. Run two or more "
@@ -105,6 +88,18 @@ def detectable_intro(detectable):
     return (f"Smallest difference this study can detect (power {POWER:.0%}, two-sided α = {ALPHA}, from the observed "
             "seed-to-seed spread and the test images' own noise; lib.evaluate.stats.detectable_difference). A "
             "difference smaller than this is never called real, here or in the summary.")
+
+
+def detectable_block(detectable, differences, source, label, metrics=None):
+    """{"intro", "lines", "source", "one_seed"} for the rows of `metrics` (all when None), or None
+    without detectable.csv or rows."""
+    if detectable is None:
+        return None
+    rows = detectable if metrics is None else detectable[detectable["metric"].isin(metrics)]
+    if rows.empty:
+        return None
+    return {"intro": detectable_intro(rows), "lines": detectable_lines(rows, differences, label), "source": source,
+            "one_seed": not np.isfinite(rows["mdd"]).any()}
 
 
 def cliques(ranks, cd):
@@ -154,21 +149,25 @@ def cd_diagram(ranks, cd, title):
 
 
 def rank_figures(ranks, source, item_label=str, comparison_text=None):
-    """One CD diagram per comparison in ranks.csv (lib.evaluate.ranks): dicts of id, title, png,
-    friedman (a sentence) and source. `item_label` turns an item (model 'none/oe', score) into a label."""
+    """One CD diagram per comparison in ranks.csv (lib.evaluate.ranks): dicts of id, title, uri (a
+    PNG data URI), friedman (a sentence), cd and source. `item_label` turns an item (a model
+    'none/oe', a score 'msp') into its label; comparison_text: {comparison: title}."""
     if ranks is None or ranks.empty:
         return []
     figures = []
     for comparison, part in ranks.groupby("comparison", sort=False):
         first = part.iloc[0]
         title = (comparison_text or {}).get(comparison, comparison)
+        blocks = "corruptions" if comparison.endswith("mnistc") else "OOD sets"
+        items = "scores" if comparison.startswith("scores") else "models"
         labels = {item_label(item): float(rank) for item, rank in zip(part["item"], part["mean_rank"])}
         if np.isfinite(first["p"]):
-            friedman = (f"Friedman χ² = {first['chi2']:.2f}, p = {first['p']:.2g} over {first['n_blocks']} sets "
-                        f"({first['k']} {'scores' if comparison.startswith('scores') else 'models'})")
+            friedman = (f"Friedman test over {first['n_blocks']} {blocks} and {first['k']} {items}: "
+                        f"χ² = {first['chi2']:.2f}, p = {first['p']:.2g}")
         else:
-            friedman = f"no Friedman test (needs three or more items and two or more sets; here k = {first['k']}, N = {first['n_blocks']})"
-        png = cd_diagram(labels, float(first["cd"]), f"{title}: mean rank over {first['n_blocks']} sets")
-        figures.append({"id": f"cd-{comparison}", "title": title, "png": png, "friedman": friedman,
+            friedman = (f"No Friedman test: it needs three or more {items} and two or more {blocks} "
+                        f"(here {first['k']} and {first['n_blocks']})")
+        uri = cd_diagram(labels, float(first["cd"]), f"{title}: mean rank over {first['n_blocks']} {blocks}")
+        figures.append({"id": f"cd-{comparison}", "title": title, "uri": uri, "friedman": friedman,
                         "cd": float(first["cd"]), "alpha": float(first["alpha"]), "source": source})
     return figures

@@ -16,8 +16,9 @@ import numpy as np
 from lib.report import published
 from lib.report.cells import (AUGMENT_LABELS, HEADLINE_SCORE, OE_LABELS, SCORE_LABELS, cell, empty_cell,
                               grid_columns, model_label, published_text, set_label)
-from lib.report.context import long_table
-from lib.report.verdicts import RULE_TEXT, best_and_ties, compare
+from lib.report.context import input_file, long_table, shown_path
+from lib.report.statistics import METRIC_NAMES, SET_NAMES, detectable_block, read_detectable
+from lib.report.verdicts import RULE_TEXT, best_and_ties, compare, read_differences
 
 # The study's MNIST-C row: this metric of results/tables/robustness_summary.csv (long format,
 # one row per model and seed; mean accuracy over the corruptions).
@@ -44,24 +45,25 @@ def _join(items):
 
 
 
-def summary_reading(cfg, acc, det, leaks=()):
+def summary_reading(cfg, acc, det, leaks=(), diff=None):
     """One paragraph, as a list of sentences, read off the numbers; and the rules it used.
 
     `acc` and `det` are long_table() results (raw + summary) or None; sets in `leaks` carry
-    the leak mark.
+    the leak mark. `diff`: differences.csv (lib.report.verdicts.read_differences), whose
+    summary families hold every verdict a sentence states; None: no verdicts.
     """
     sentences, rules = [], set()
     models = grid_columns(cfg)
     id_name = cfg["in_distribution"]
     if acc is not None:
-        r = best_and_ties(acc["raw"], acc["summary"], models, metric="accuracy", set="id_test")
+        r = best_and_ties(diff, "summary/accuracy_best", acc["summary"], models, metric="accuracy", set="id_test")
         if r:
             rules |= r["rules"]
             text = (f"On the {id_name} test set {model_label(*r['best'])} is the most accurate "
                     f"({r['mean'] * 100:.2f}%)")
             if r["worst"] != r["best"]:
                 text += f" and {model_label(*r['worst'])} the least ({r['means'][r['worst']] * 100:.2f}%)"
-            if "single" not in r["rules"] and len(r["means"]) > 1:
+            if r["rules"] == {"tested"} and len(r["means"]) > 1:
                 text += ("; within noise of the best: " + _join(model_label(*m) for m in r["ties"])
                          if r["ties"] else "; every other model is below it beyond noise")
             sentences.append(text + ".")
@@ -71,7 +73,7 @@ def summary_reading(cfg, acc, det, leaks=()):
         label = SCORE_LABELS.get(score, score)
         per_set, set_means = [], {}
         for ood in cfg["ood_sets"]:
-            r = best_and_ties(det["raw"], det["summary"], models, metric="auroc", set=ood, score=score)
+            r = best_and_ties(diff, "summary/auroc_best", det["summary"], models, metric="auroc", set=ood, score=score)
             if not r:
                 continue
             rules |= r["rules"]
@@ -89,7 +91,8 @@ def summary_reading(cfg, acc, det, leaks=()):
             if "baseline" not in cfg["oe"]:
                 break
             for oe in [o for o in cfg["oe"] if o != "baseline"]:
-                results = [compare(det["raw"], (augment, oe), (augment, "baseline"), metric="auroc", set=ood, score=score)
+                results = [compare(diff, "summary/auroc_oe", (augment, oe), (augment, "baseline"), det["raw"],
+                                   metric="auroc", set=ood, score=score)
                            for ood in cfg["ood_sets"]]
                 results = [x for x in results if x]
                 if not results:
@@ -107,13 +110,14 @@ def summary_reading(cfg, acc, det, leaks=()):
     if acc is not None and "none" in cfg["augment"] and "baseline" in cfg["oe"]:
         changes = []
         for augment in [a for a in cfg["augment"] if a != "none"]:
-            r = compare(acc["raw"], (augment, "baseline"), ("none", "baseline"), metric="accuracy", set="id_test")
+            r = compare(diff, "summary/accuracy_augment", (augment, "baseline"), ("none", "baseline"), acc["raw"],
+                        metric="accuracy", set="id_test")
             if r:
                 rules.add(r["rule"])
                 changes.append(f"{_points(r['diff'])} for {AUGMENT_LABELS.get(augment, augment)}{_verdict_phrase(r)}")
         if changes:
             sentences.append("Against Base, training augmentation changes test accuracy by " + _join(changes) + ".")
-    rule_order = [k for k in ("paired", "overlap", "single") if k in rules]
+    rule_order = [k for k in ("tested", "single", "absent") if k in rules]
     return {"sentences": sentences, "rules": [RULE_TEXT[k] for k in rule_order]}
 
 
@@ -159,7 +163,14 @@ def build(ctx):
     cfg = ctx["cfg"]
     study = study_tables(cfg, acc["summary"], det["summary"], acc["source"], det["source"],
                          ctx["leaks"], long_table(ctx, "robustness_summary"))
-    reading = summary_reading(cfg, acc, det, ctx["leaks"])
+    diff = read_differences(input_file(ctx, "differences"))
+    reading = summary_reading(cfg, acc, det, ctx["leaks"], diff)
+    detectable_path = input_file(ctx, "detectable")
+    detectable = detectable_block(read_detectable(detectable_path), diff,
+                                  detectable_path and shown_path(ctx, detectable_path),
+                                  lambda metric, s: f"{METRIC_NAMES.get(metric, metric)}, "
+                                                    f"{SET_NAMES.get(s, set_label(s, ctx['leaks']))}",
+                                  metrics=("accuracy", "auroc"))
     versus = []
     for what, rows in (("accuracy", study["accuracy_rows"]), ("AUROC", study["auroc_rows"])):
         deltas = [float(c["delta"]) for row in rows for c in row["cells"] if c["delta"]]
@@ -167,6 +178,6 @@ def build(ctx):
             versus.append(f"{np.mean(deltas):+.2f} points in {what} ({len(deltas)} cells)")
     if versus:
         reading["sentences"].append("Against the published study, ours differ on average by " + _join(versus) + ".")
-    return {"study": study, "reading": reading, "published_shown": cfg["in_distribution"] == "mnist",
-            "oe_reference": published.OE_REFERENCE}
+    return {"study": study, "reading": reading, "detectable": detectable,
+            "published_shown": cfg["in_distribution"] == "mnist", "oe_reference": published.OE_REFERENCE}
 
