@@ -222,7 +222,8 @@ def check_cell(workdir, cell):
         return f"{where}: data-source does not exist"
     if not a.get("data-key"):
         return _check_keyless(where, source, cell)
-    if "column" in parse_key(a["data-key"]) and source.endswith(".csv"):
+    in_tables = source.endswith(".csv") and os.path.dirname(source).endswith(os.path.join("results", "tables"))
+    if in_tables and "column" in parse_key(a["data-key"]):  # a table with one row per comparison
         return _check_row(where, source, cell)
     value, scale = float(a["data-value"]), float(a["data-scale"])
     key = parse_key(a["data-key"])
