@@ -82,6 +82,16 @@ def test_loads_without_errors_or_network_and_saves_a_screenshot(loaded_page, cap
         print(f"\nfull-page screenshot of the report: {path}")
 
 
+def test_the_critical_difference_diagrams_render(loaded_page):
+    """The rank diagrams (lib.report.statistics.cd_diagram): models and scores over the OOD sets,
+    models over the MNIST-C corruptions, each a decoded PNG of a real size."""
+    images = loaded_page.evaluate("""Array.from(document.querySelectorAll('figure[id^="cd-"] img')).map(
+        function (i) { return [i.closest('figure').id, i.complete, i.naturalWidth, i.naturalHeight]; })""")
+    assert sorted(fid for fid, *_ in images) == ["cd-models_mnistc", "cd-models_ood", "cd-scores_ood"]
+    assert all(done and width > 300 and height > 100 for _, done, width, height in images)
+    assert loaded_page.errors() == []
+
+
 def test_clicking_a_header_sorts_that_table(loaded_page):
     page = loaded_page
     table = "detection-auroc"
