@@ -80,7 +80,7 @@ def every_file_of_the_study():
         "leaks.json", "accuracy.csv", "detection.csv", "robustness.csv", "robustness_summary.csv",
         "calibration.csv", "reliability.csv", "differences.csv")]
     return ([layout.data_file(name) for name in sets] + fetched + [layout.corruption_file(c) for c in CORRUPTIONS]
-            + mixing_inputs() + [f for pattern in per_model for f in expand_models(pattern)] + tables)
+            + ([layout.mixing_file()] if "pixmix" in AUGMENTS else []) + [f for pattern in per_model for f in expand_models(pattern)] + tables)
 
 
 rule all:
