@@ -7,7 +7,7 @@ uint8-derived and augmentations work in [0, 1]. Every model exposes
 `forward(x) == head(features(x))` (the Mahalanobis score needs the features).
 
     from lib.train.models import build_model, MODELS
-    model = build_model("convnet", num_classes=10)
+    model = build_model("oe_convnet", num_classes=10)   # the default (config.yaml)
     logits = model(torch.rand(8, 1, 28, 28))
     model_mflops("convnet")   # multiply-adds x 2 per image, forward pass
 """
@@ -48,8 +48,8 @@ def convnet(num_classes=10):
     layer); there the dropout is 0.5 and the input is centred as (x - 0.5), and its
     README's 99.61% single-model MNIST accuracy comes with rotation/shift augmentation
     (5x the training data), which this project does not use. Batch norm makes it
-    confident far from the data: its MSP misses uniform and Bernoulli noise
-    (docs/baselines.md), so it is an option, not the default. About 28 MFLOPs per image.
+    confident far from the data: as a Base model its MSP misses Gaussian and
+    Bernoulli noise (docs/baselines.md), so it is an option, not the default. About 28 MFLOPs per image.
     """
     body = nn.Sequential(
         *_conv_bn(1, 32, 5), nn.MaxPool2d(2),
@@ -119,7 +119,7 @@ def oe_convnet(num_classes=10):
     return OEConvNet(num_classes)
 
 
-MODELS = {"convnet": convnet, "small_convnet": small_convnet, "oe_convnet": oe_convnet}
+MODELS = {"oe_convnet": oe_convnet, "convnet": convnet, "small_convnet": small_convnet}
 
 
 def build_model(name, num_classes=10):
