@@ -3,6 +3,8 @@
     python -m benchmarks.baselines --id mnist-sample                      # real digits (../shared/fixtures)
     python -m benchmarks.baselines --id digits --configfile presets/demo.yaml
     python -m benchmarks.baselines --id mnist-sample --models oe_convnet --seeds 1,2,3 --epochs 3
+    python -m benchmarks.baselines --id mnist-sample --models none \
+        --checkpoint ../shared/fixtures/oe-mnist/baseline_epoch_9.pt      # the OE authors' own weights
     python -m benchmarks.baselines --id digits --configfile presets/demo.yaml --models oe_convnet \
         --runs none/baseline,saltpepper/oe --augment-outliers true,false     # the OE shortcut
 
@@ -24,6 +26,9 @@ In-distribution (--id): `mnist-sample` is the 5,000 real MNIST digits of
 ../shared/fixtures/mnist-sample (--sample-dir), staged into a data_dir as MNIST and pinned
 by their sha256 with `data_sources` (stage_mnist_sample); `digits` is scikit-learn's
 bundled digits (the demo's); `mnist` is real MNIST already staged in --data-dir.
+
+--checkpoint adds a row for trained weights loaded into oe_convnet with strict=True (the
+Outlier Exposure authors' checkpoints, measured exactly like the models trained here).
 
 Prints one row per model (mean and range over the seeds) and writes --out as JSON
 (every seed's numbers, the recipe, the data). docs/baselines.md shows what it found.
@@ -51,7 +56,7 @@ from lib.evaluate.metrics import accuracy, auroc, calibration_metrics
 from lib.evaluate.scores import msp_score
 from lib.train.augment import saltpepper_batch
 from lib.train.loop import train
-from lib.train.models import MODELS
+from lib.train.models import MODELS, build_model, load_weights_only
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_DIR = ROOT.parent / "shared" / "fixtures" / "mnist-sample"
@@ -156,13 +161,19 @@ def measure(model, id_data, oods, corrupted, noised, batch_size=2048):
 
 
 def run(id_name, models, seeds, data_dir, overrides, noise_size=10_000, study_seed=0,
-        sample_dir=SAMPLE_DIR, threads=1, runs=(("none", "baseline"),), augment_outliers=(True,)):
+        sample_dir=SAMPLE_DIR, threads=1, runs=(("none", "baseline"),), augment_outliers=(True,), checkpoints=()):
     log = logging.getLogger("benchmarks.baselines")
     id_data = load_in_distribution(id_name, data_dir, sample_dir)
     oods = ood_sets(id_data, data_dir, noise_size, seed=study_seed)
     corrupted = corrupted_test_sets(id_data, study_seed)
     torch.set_num_threads(threads)
     rows = []
+    for path in checkpoints:
+        model = build_model("oe_convnet")
+        model.load_state_dict(load_weights_only(path), strict=True)
+        noised = saltpepper_test_digits(id_data, validate_config({})["saltpepper"]["amount"])
+        rows.append({"model": f"oe_convnet ({Path(path).name})", "run": "published weights", "augment_outliers": True,
+                     "seed": 0, "train_s": 0.0, **measure(model, id_data, oods, corrupted, noised)})
     for name in models:
         for augment, oe in runs:
             for outliers_too in (augment_outliers if oe != "baseline" and augment != "none" else (True,)):
@@ -184,7 +195,8 @@ def run(id_name, models, seeds, data_dir, overrides, noise_size=10_000, study_se
                     log.info("%s: %s", {k: row[k] for k in ("model", "run", "augment_outliers", "seed")},
                              {k: round(v, 4) for k, v in row.items() if isinstance(v, float)})
                     rows.append(row)
-    return {"id": id_name, "train": {k: v for k, v in cfg["train"].items() if k != "model"},
+    recipe_cfg = validate_config(overrides)
+    return {"id": id_name, "train": {k: v for k, v in recipe_cfg["train"].items() if k != "model"},
             "n_train": int(len(id_data["x_train"])), "n_test": int(len(id_data["x_test"])),
             "ood_sizes": {k: int(len(v)) for k, v in oods.items()}, "rows": rows}
 
@@ -201,7 +213,8 @@ def summary_lines(result):
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for key in dict.fromkeys((r["model"], r["run"], r["augment_outliers"]) for r in rows):
         mine = [r for r in rows if (r["model"], r["run"], r["augment_outliers"]) == key]
-        applies = key[1].split("/")[0] != "none" and not key[1].endswith("/baseline")
+        augment, _, oe = key[1].partition("/")
+        applies = augment != "none" and oe not in ("", "baseline")
         cells = [key[0], key[1], ("yes" if key[2] else "no") if applies else "—", str(len(mine))]
         for c in columns:
             values = np.array([r[c] for r in mine]) * 100
@@ -214,7 +227,8 @@ def summary_lines(result):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.baselines", description=__doc__.split("\n")[0])
     parser.add_argument("--id", default="mnist-sample", choices=("mnist-sample", "digits", "mnist"))
-    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--models", default=",".join(MODELS), help="models to train; none: only --checkpoint")
+    parser.add_argument("--checkpoint", action="append", default=[], help="an oe_convnet state dict to measure too")
     parser.add_argument("--seeds", default="1,2")
     parser.add_argument("--epochs", type=int, help="override the recipe's epochs")
     parser.add_argument("--configfile", help="a preset whose `train` section sets the recipe")
@@ -228,11 +242,13 @@ def main(argv=None):
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     with tempfile.TemporaryDirectory(prefix="baselines-data-") as scratch:
-        result = run(args.id, args.models.split(","), [int(s) for s in args.seeds.split(",")],
+        models = [] if args.models == "none" else args.models.split(",")
+        result = run(args.id, models, [int(s) for s in args.seeds.split(",")],
                      args.data_dir or scratch, recipe(args.configfile, args.epochs), args.noise_size,
                      sample_dir=args.sample_dir, threads=args.threads,
                      runs=[tuple(r.split("/")) for r in args.runs.split(",")],
-                     augment_outliers=[v.strip().lower() == "true" for v in args.augment_outliers.split(",")])
+                     augment_outliers=[v.strip().lower() == "true" for v in args.augment_outliers.split(",")],
+                     checkpoints=args.checkpoint)
     result["command"] = "python -m benchmarks.baselines " + " ".join(argv if argv is not None else
                                                                      __import__("sys").argv[1:])
     print(f"in-distribution {result['id']} ({result['n_train']} train / {result['n_test']} test), "

@@ -79,6 +79,8 @@ def test_just_below_the_limits_fires_and_just_above_does_not():
     other = summary("auroc", "gaussian", 0.2, "msp").assign(augment="pixmix")
     assert check_baseline(detection=other) == []
     assert check_baseline(detection=summary("auroc", "gaussian", 0.2, "msp"), in_distribution="fashion_mnist") == []
+    assert check_baseline(accuracy=acc, mnist_c=summary("mean_accuracy", "mnist_c", 0.5), in_distribution="digits") == []
+    assert check_baseline(detection=summary("auroc", "gaussian", 0.2, "msp"), in_distribution="digits")
 
 
 def test_recovered_part_is_the_gain_up_to_a_healthy_baseline():
