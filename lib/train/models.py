@@ -35,8 +35,16 @@ class Classifier(nn.Module):
         return self.head(self.features(x))
 
 
-def _conv_bn(cin, cout, k):
+def _conv_bn(cin, cout, k, batch_norm=True):
+    if not batch_norm:  # a bias takes the place of batch norm's shift
+        return [nn.Conv2d(cin, cout, k, padding=k // 2), nn.ReLU(inplace=True)]
     return [nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+
+def _linear_bn(cin, cout, batch_norm=True):
+    if not batch_norm:
+        return [nn.Linear(cin, cout), nn.ReLU(inplace=True)]
+    return [nn.Linear(cin, cout, bias=False), nn.BatchNorm1d(cout), nn.ReLU(inplace=True)]
 
 
 def convnet(num_classes=10):
@@ -55,26 +63,34 @@ def convnet(num_classes=10):
         *_conv_bn(1, 32, 5), nn.MaxPool2d(2),
         *_conv_bn(32, 64, 5), nn.MaxPool2d(2),
         nn.Flatten(),
-        nn.Linear(64 * 7 * 7, 1024, bias=False), nn.BatchNorm1d(1024), nn.ReLU(inplace=True),
+        *_linear_bn(64 * 7 * 7, 1024),
         nn.Dropout(0.3),
     )
     return Classifier(body, 1024, num_classes)
 
 
-def small_convnet(num_classes=10):
+def small_convnet(num_classes=10, batch_norm=True):
     """A cheaper batch-norm variant: 3x3 convolutions (16, 32, 64 channels) with batch
     norm, pooling after each, and a 128-unit batch-normed hidden layer. Designed here,
     after no published network. Like convnet it grows confident on noise far from the
     data (docs/baselines.md). About 4 MFLOPs per image.
     """
     body = nn.Sequential(
-        *_conv_bn(1, 16, 3), nn.MaxPool2d(2),
-        *_conv_bn(16, 32, 3), nn.MaxPool2d(2),
-        *_conv_bn(32, 64, 3), nn.MaxPool2d(2, ceil_mode=True),
+        *_conv_bn(1, 16, 3, batch_norm), nn.MaxPool2d(2),
+        *_conv_bn(16, 32, 3, batch_norm), nn.MaxPool2d(2),
+        *_conv_bn(32, 64, 3, batch_norm), nn.MaxPool2d(2, ceil_mode=True),
         nn.Flatten(),
-        nn.Linear(64 * 4 * 4, 128, bias=False), nn.BatchNorm1d(128), nn.ReLU(inplace=True),
+        *_linear_bn(64 * 4 * 4, 128, batch_norm),
     )
     return Classifier(body, 128, num_classes)
+
+
+def small_convnet_nobn(num_classes=10):
+    """small_convnet with every batch-norm layer left out (each conv and linear layer gets a
+    bias instead): the ablation that shows batch norm, not the layers, makes small_convnet's
+    Base model confident on pure noise (docs/baselines.md). About 4 MFLOPs per image.
+    """
+    return small_convnet(num_classes, batch_norm=False)
 
 
 def gelu_sigmoid(x):
@@ -119,7 +135,8 @@ def oe_convnet(num_classes=10):
     return OEConvNet(num_classes)
 
 
-MODELS = {"oe_convnet": oe_convnet, "convnet": convnet, "small_convnet": small_convnet}
+MODELS = {"oe_convnet": oe_convnet, "convnet": convnet, "small_convnet": small_convnet,
+          "small_convnet_nobn": small_convnet_nobn}
 
 
 def build_model(name, num_classes=10):
