@@ -22,7 +22,8 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
 
-# make bench BENCH_DEMO=1: also time the whole demo; BENCH_MALLOC=off: without JOB_ENV;
+# make bench BENCH_DEMO=1: also time the whole demo twice, plain `snakemake --cores N` and with
+# --profile profiles/local; BENCH_MALLOC=off: without JOB_ENV;
 # BENCH_ARGS: more options of benchmarks/run.py (--tiny, --out DIR)
 bench: $(VENV)/.installed
 	$(if $(filter off,$(BENCH_MALLOC)),,$(JOB_ENV)) $(PY) -m benchmarks.run $(if $(BENCH_DEMO),--demo) $(BENCH_ARGS)

@@ -3,6 +3,7 @@
 #
 #   snakemake -n                                   # the plan of the default study
 #   snakemake --profile profiles/local --configfile presets/demo.yaml
+#   snakemake --cores 4 --configfile presets/demo.yaml   # no profile: profiles/default still applies
 #   snakemake --profile profiles/slurm             # on a SLURM cluster
 
 import os
@@ -43,4 +44,4 @@ include: "workflow/rules/report.smk"
 
 rule all:
     input:
-        report="results/report.html",
+        report=layout.report_file(),

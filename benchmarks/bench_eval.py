@@ -32,7 +32,8 @@ from benchmarks.data import jittered_digits
 from lib.common import save_npz_atomic
 from lib.config import validate_config
 from lib.data.corruptions import CORRUPTIONS
-from lib.data.registry import make_dataset, validation_split
+from lib.data.registry import make_dataset
+from lib.data.splits import validation_split
 from lib.evaluate.forward import evaluate
 from lib.train.models import build_model, model_mflops, save_torch_atomic
 

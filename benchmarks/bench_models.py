@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from lib.config import validate_config
-from lib.data.formats import read_idx
+from lib.data.readers import read_idx
 from lib.train.models import MODELS, build_model, model_mflops
 from lib.train.loop import train
 

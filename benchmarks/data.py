@@ -4,7 +4,7 @@
     images, labels = jittered_digits(60_000, seed=0)   # uint8 [N, 28, 28], int64 [N]
     aux = auxiliary_images(images, 20_000, seed=1)     # uint8 [M, 28, 28], OE outliers
 
-The 1,797 bundled 8x8 digits are scaled into MNIST's 28x28 frame (lib.data.registry.digits_28)
+The 1,797 bundled 8x8 digits are scaled into MNIST's 28x28 frame (lib.data.synthetic.digits_28)
 and each copy gets its own random affine jitter (rotation within +-12 degrees, scale
 0.9-1.1, shift within +-2 pixels, bilinear), so a 60,000-image epoch holds no two equal
 pictures. Speed does not depend on the pictures, only on their number and size; the
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lib.data.registry import digits_28, make_jigsaw
+from lib.data.synthetic import digits_28, make_jigsaw
 
 
 def _bundled_digits():
@@ -45,6 +45,6 @@ def jittered_digits(n, seed=0, chunk=8192):
 
 
 def auxiliary_images(images, n, seed=1):
-    """n OE outlier pictures: 7x7 tiles of the given digits reshuffled (lib.data.registry' jigsaw)."""
+    """n OE outlier pictures: 7x7 tiles of the given digits reshuffled (lib.data.synthetic.make_jigsaw)."""
     return make_jigsaw(id_arrays={"x_train": images}, seed=seed, size=n)["x_train"]
 

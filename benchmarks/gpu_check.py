@@ -43,7 +43,8 @@ from benchmarks.run import machine
 from lib.common import derive_seed, pick_device, replace_atomic, save_npz_atomic
 from lib.config import validate_config
 from lib.data.corruptions import CORRUPTIONS
-from lib.data.registry import make_dataset, validation_split
+from lib.data.registry import make_dataset
+from lib.data.splits import validation_split
 from lib.evaluate.forward import evaluate
 from lib.data.mixing import fractal_images
 from lib.train.models import build_model, model_mflops, to_device_images, to_fast_layout

@@ -2,7 +2,7 @@
 
     python -m benchmarks.run [--tiny] [--demo] [--out benchmarks/out] [--label NAME]
     make bench                  # with the Makefile's MALLOC_* settings (JOB_ENV)
-    make bench BENCH_DEMO=1     # also time the whole offline demo (minutes)
+    make bench BENCH_DEMO=1     # also time the whole offline demo, plain and with profiles/local (minutes)
     make bench BENCH_MALLOC=off # without them, to compare
 
 Each line is measured in one process on the same data and model and gives a ratio
@@ -87,7 +87,7 @@ def run_all(tiny=False, demo=False):
     lines.append(bench_eval.bench_eval(**(bench_eval.TINY if tiny else {})))
     lines.append(bench_workflow.bench_dry_run(**(bench_workflow.TINY_DRY_RUN if tiny else {})))
     if demo:
-        lines.append(bench_workflow.bench_demo(configfile="presets/tiny.yaml" if tiny else "presets/demo.yaml"))
+        lines += bench_workflow.bench_demo(configfile="presets/tiny.yaml" if tiny else "presets/demo.yaml")
     return lines
 
 
@@ -130,7 +130,8 @@ def save(lines, about, out_dir, label):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n")[0])
     parser.add_argument("--tiny", action="store_true", help="seconds-long sizes: checks the code, not the speed")
-    parser.add_argument("--demo", action="store_true", help="also time the whole offline demo (minutes)")
+    parser.add_argument("--demo", action="store_true",
+                        help="also time the whole offline demo twice: plain and with profiles/local (minutes)")
     parser.add_argument("--out", default=os.path.join(bench_workflow.ROOT, "benchmarks", "out"))
     parser.add_argument("--label", help="file name of the CSV/JSON (default bench, or bench-tiny)")
     args = parser.parse_args(argv)

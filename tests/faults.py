@@ -1,12 +1,16 @@
 """Helpers of the fault-injection suite (tests/test_faults_*.py): folders that refuse writes,
-file listings, a reduced study config, and exact comparisons of two workflow runs.
+a training loss that turns NaN, file listings, a reduced study config, and exact comparisons
+of two workflow runs.
 
-    from tests.faults import read_only_folder, files_under, write_study_config, same_logits
+    from tests.faults import read_only_folder, files_under, nan_loss_at_step, write_study_config
     with read_only_folder(tmp_path / "results/models"):
         ...                                   # creating a file there fails, even for root
     assert files_under(tmp_path / "results") == []
+    with nan_loss_at_step(9):
+        lib.train.loop.main(argv)             # the 10th optimiser step's loss is NaN
 """
 import contextlib
+import itertools
 import os
 import stat
 import subprocess
@@ -86,6 +90,24 @@ def read_only_folder(folder):
         if immutable:
             subprocess.run(["chattr", "-i", str(folder)], check=True)
         folder.chmod(mode)
+
+
+@contextlib.contextmanager
+def nan_loss_at_step(step):
+    """Within the block, the loss of lib.train.loop's optimiser step number `step` (0-based,
+    counted from the block's start, across epochs) is NaN: a diverging run, injected from the
+    test side into the training loop's own loss function, which train_step looks up per call."""
+    import lib.train.loop
+    real_loss, calls = lib.train.loop.oe_loss, itertools.count()
+
+    def loss(*args, **kwargs):
+        value = real_loss(*args, **kwargs)
+        return value * float("nan") if next(calls) == step else value
+    lib.train.loop.oe_loss = loss
+    try:
+        yield
+    finally:
+        lib.train.loop.oe_loss = real_loss
 
 
 def npz_arrays(path):

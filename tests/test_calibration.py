@@ -1,7 +1,6 @@
 """lib.evaluate.calibration: temperature from id_val only, before/after metrics, MNIST-C mean, tables."""
 import json
 import math
-import types
 
 import numpy as np
 import pandas as pd
@@ -113,9 +112,8 @@ def test_job_and_tables(model_dir, tmp_path):
     paths = []
     for augment, seed in (("none", 1), ("none", 2)):
         out = tmp_path / f"{augment}{seed}.json"
-        wc = types.SimpleNamespace(augment=augment, oe="baseline", seed=str(seed))
-        calibration_job(str(model_dir / "id_test.npz"), str(model_dir / "id_val.npz"), {"fog": fog}, wc,
-                        str(out), str(tmp_path / "job.log"))
+        calibration_job(str(model_dir / "id_test.npz"), str(model_dir / "id_val.npz"), {"fog": fog}, str(out),
+                        str(tmp_path / "job.log"), augment=augment, oe="baseline", seed=str(seed))
         paths.append(str(out))
     rec = json.loads(open(paths[0]).read())
     assert rec["seed"] == 1 and rec["augment"] == "none"

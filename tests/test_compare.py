@@ -167,3 +167,34 @@ def test_command_line_writes_the_csv(tmp_path):
     df = pd.read_csv(tmp_path / "differences.csv")
     assert df["diff"].item() == pytest.approx(0.15) and df["n"].item() == 2
     assert set(read_tables(str(tmp_path))) == {"accuracy"}
+
+
+def test_command_line_reads_the_logits_beside_the_tables_by_default(tmp_path, monkeypatch):
+    tables = tmp_path / "results" / "tables"
+    tables.mkdir(parents=True)
+    ones = np.ones(20, bool)
+    for augment, oe, flags in (("none", "baseline", ones), ("none", "oe", ones)):
+        _model_files(str(tmp_path / "results" / "logits"), augment, oe, flags, np.zeros((5, 3)))
+    _table(_rows("accuracy", "id_test", "", {("none", "baseline"): [1.0], ("none", "oe"): [1.0]}, "a"),
+           tables / "accuracy.csv")
+    monkeypatch.chdir(tmp_path)
+    main(["--tables", "results/tables", "--out", "differences.csv", "--n-boot", "20"])
+    (row,) = pd.read_csv(tmp_path / "differences.csv").to_dict("records")
+    assert row["diff"] == 0.0 and row["method"].startswith("percentile bootstrap")
+    assert row["source"] == "results/logits/none/oe/seed1/id_test.npz;results/logits/none/baseline/seed1/id_test.npz"
+
+
+def test_the_default_logits_folder_is_the_tables_sibling_however_tables_is_named(tmp_path, monkeypatch):
+    seen = []
+
+    def record_logits_folder(tables, logits_root, **options):
+        seen.append(logits_root)
+        return pd.DataFrame(columns=DIFFERENCE_COLUMNS)
+    monkeypatch.setattr("lib.evaluate.differences.differences", record_logits_folder)
+    (tmp_path / "results" / "tables").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "results" / "tables")
+    for tables in (str(tmp_path / "results" / "tables"), ".", "../tables/"):
+        main(["--tables", tables, "--out", str(tmp_path / "differences.csv")])
+    monkeypatch.chdir(tmp_path)
+    main(["--tables", "results/tables", "--out", str(tmp_path / "differences.csv")])
+    assert seen == [str(tmp_path / "results" / "logits")] * 2 + ["../logits", "results/logits"]

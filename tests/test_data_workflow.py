@@ -15,6 +15,7 @@ import yaml
 from snakemake.utils import update_config
 
 from lib.data import registry as datasets
+from lib.data.leaks import leaked_sets
 from lib.config import ConfigError, load_schema, validate_config
 from lib.data.real import REAL_DATASETS, load_real_dataset
 from tests.test_real_data import build_idx, idx_bytes, mnist_like, serve
@@ -169,15 +170,15 @@ def cfg_with(**changes):
 
 
 def test_leaks_follow_the_oe_source_and_only_with_an_oe_model():
-    leaks = datasets.leaked_sets(cfg_with())
+    leaks = leaked_sets(cfg_with())
     assert list(leaks) == ["fashion_mnist"] and "Outlier-Exposure set fashion_mnist" in leaks["fashion_mnist"]
-    assert datasets.leaked_sets(cfg_with(oe=["baseline"])) == {}
-    assert datasets.leaked_sets(cfg_with(**{"outlier_exposure.source": "jigsaw"})) == {}
+    assert leaked_sets(cfg_with(oe=["baseline"])) == {}
+    assert leaked_sets(cfg_with(**{"outlier_exposure.source": "jigsaw"})) == {}
     # Same collection under another name: CIFAR-10 and the 300K images both come from 80M Tiny Images.
-    leaks = datasets.leaked_sets(cfg_with(**{"outlier_exposure.source": "tiny300k",
+    leaks = leaked_sets(cfg_with(**{"outlier_exposure.source": "tiny300k",
                                              "ood_sets": ["cifar10_gray", "kmnist", "gaussian"]}))
     assert list(leaks) == ["cifar10_gray"] and "80 Million Tiny Images" in leaks["cifar10_gray"]
-    leaks = datasets.leaked_sets(cfg_with(**{"outlier_exposure.source": "gaussian",
+    leaks = leaked_sets(cfg_with(**{"outlier_exposure.source": "gaussian",
                                              "ood_sets": ["gaussian", "bernoulli"]}))
     assert list(leaks) == ["gaussian"]
 
@@ -187,15 +188,15 @@ def test_leaks_follow_a_pixmix_mixing_folder_only_when_pixmix_trains_on_it(tmp_p
                       "augment": ["none", "saltpepper"],
                       "pixmix.mixing": {"source": "folder", "folder": str(tmp_path), "count": 10, "seed": 0,
                                         "shares_source_with": ["cifar10_gray"]}})
-    assert datasets.leaked_sets(cfg) == {}  # no pixmix model in the grid
+    assert leaked_sets(cfg) == {}  # no pixmix model in the grid
     cfg["augment"] = ["none", "pixmix"]
-    assert list(datasets.leaked_sets(cfg)) == ["cifar10_gray"]
+    assert list(leaked_sets(cfg)) == ["cifar10_gray"]
     cfg["pixmix"]["mixing"]["source"] = "fractals"
-    assert datasets.leaked_sets(cfg) == {}
+    assert leaked_sets(cfg) == {}
 
 
 def test_report_labels_and_footnote_mark_leaked_rows():
-    from lib.report import page as report
+    from lib.report import cells as report
     leaks = {"fashion_mnist": "shares its source (Fashion-MNIST) with the Outlier-Exposure set fashion_mnist"}
     assert report.set_label("fashion_mnist", leaks) == f"fashion_mnist {report.LEAK_MARK}"
     assert report.set_label("kmnist", leaks) == "kmnist"

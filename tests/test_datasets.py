@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from lib.data.registry import DATASETS, digits_28, make_dataset
+from lib.data.registry import DATASETS, make_dataset
+from lib.data.synthetic import digits_28
 
 
 def test_digits_shape_dtype_range_labels_split():

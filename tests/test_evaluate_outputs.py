@@ -1,18 +1,23 @@
 """lib.evaluate.forward saves what every score needs: logits, features, ODIN logits, Mahalanobis fit."""
+import json
 import logging
 import os
 import types
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
+from lib import layout
 from lib.common import load_npz, save_npz_atomic
-from lib.evaluate.detection import detection_record, load_train_stats, score_job, train_stats_file
+from lib.evaluate.accuracy import accuracy_job
+from lib.evaluate.aggregate import COLUMNS, aggregate_job
+from lib.evaluate.detection import detection_record, load_train_stats, score_job
 from lib.evaluate.forward import evaluate, forward_in_batches
 from lib.train.models import build_model, save_torch_atomic, to_device_images
 from lib.evaluate.scores import fit_mahalanobis, odin_logits
-from lib.data.registry import validation_split
+from lib.data.splits import validation_split
 
 CFG = {"seed": 3, "train": {"device": "cpu", "val_fraction": 0.1, "eval_batch_size": 7}}
 
@@ -73,7 +78,7 @@ def test_odin_logits_in_batches_equal_one_big_batch(evaluated):
 
 
 def test_mahalanobis_fit_uses_the_training_split_only(evaluated):
-    stats = load_train_stats(train_stats_file(evaluated.out_dir))
+    stats = load_train_stats(os.path.join(evaluated.out_dir, layout.MAHALANOBIS_STATS))
     assert stats["class_means"].shape == (10, 128) and stats["precision"].shape == (128, 128)
     train_idx, val_idx = validation_split(60, CFG["seed"], 0.1)
     assert len(train_idx) == 54 and len(val_idx) == 6
@@ -90,11 +95,13 @@ def test_score_job_scores_mahalanobis_and_odin(evaluated, tmp_path):
     id_path = os.path.join(evaluated.out_dir, "id_test.npz")
     ood_path = os.path.join(evaluated.out_dir, "noise.npz")
     for score in ("mahalanobis", "odin", "energy", "maxlogit"):
-        wc = types.SimpleNamespace(augment="none", oe="baseline", seed="1", ood_set="noise", score=score)
         out = tmp_path / f"{score}.json"
-        stats_path = train_stats_file(evaluated.out_dir) if score == "mahalanobis" else None
-        score_job(id_path, ood_path, wc, str(out), str(tmp_path / "log"), train_stats_path=stats_path)
-        assert out.exists()
+        stats_path = os.path.join(evaluated.out_dir, layout.MAHALANOBIS_STATS) if score == "mahalanobis" else None
+        score_job(id_path, ood_path, str(out), str(tmp_path / "log"), augment="none", oe="baseline", seed="1",
+                  ood_set="noise", score=score, train_stats_path=stats_path)
+        record = json.loads(out.read_text())
+        assert record["score"] == score and (record["augment"], record["oe"], record["seed"]) == ("none", "baseline", 1)
+        assert record["ood_set"] == "noise" and record["source"] == ood_path and 0 <= record["auroc"] <= 1
     with pytest.raises(ValueError, match="train_stats"):
         detection_record(id_path, ood_path, "mahalanobis")
     with pytest.raises(KeyError, match="odin_logits"):
@@ -102,3 +109,33 @@ def test_score_job_scores_mahalanobis_and_odin(evaluated, tmp_path):
                          os.path.join(evaluated.plain_dir, "noise.npz"), "odin")
     with pytest.raises(FileNotFoundError, match="rerun its evaluate job"):
         load_train_stats(str(tmp_path / "missing.npz"))
+
+
+def test_accuracy_job_writes_the_models_accuracy_and_nll(evaluated, tmp_path):
+    id_path = os.path.join(evaluated.out_dir, "id_test.npz")
+    out = tmp_path / "accuracy.json"
+    accuracy_job(id_path, str(out), str(tmp_path / "log"), augment="pixmix", oe="oe", seed="2")
+    record = json.loads(out.read_text())
+    arrays = load_npz(id_path)
+    assert (record["augment"], record["oe"], record["seed"], record["n"]) == ("pixmix", "oe", 2, 20)
+    assert record["accuracy"] == pytest.approx(float((arrays["logits"].argmax(1) == arrays["labels"]).mean()))
+    assert record["nll"] > 0 and record["source"] == id_path
+
+
+def test_aggregate_job_writes_the_records_as_long_tables(evaluated, tmp_path):
+    id_path, ood_path = (os.path.join(evaluated.out_dir, f"{name}.npz") for name in ("id_test", "noise"))
+    scores = []
+    for score in ("msp", "energy"):
+        scores.append(str(tmp_path / f"{score}.json"))
+        score_job(id_path, ood_path, scores[-1], str(tmp_path / "log"), augment="none", oe="baseline", seed=1,
+                  ood_set="noise", score=score)
+    accuracy = str(tmp_path / "accuracy.json")
+    accuracy_job(id_path, accuracy, str(tmp_path / "log"), augment="none", oe="baseline", seed=1)
+    detection_csv, accuracy_csv = tmp_path / "detection.csv", tmp_path / "accuracy.csv"
+    aggregate_job(scores, [accuracy], str(detection_csv), str(accuracy_csv), str(tmp_path / "aggregate.log"))
+    detection, acc = pd.read_csv(detection_csv, keep_default_na=False), pd.read_csv(accuracy_csv, keep_default_na=False)
+    assert list(detection.columns) == COLUMNS and list(acc.columns) == COLUMNS
+    assert len(detection) == 2 * 6 and set(detection["score"]) == {"msp", "energy"} and set(detection["set"]) == {"noise"}
+    auroc = detection[(detection.metric == "auroc") & (detection.score == "msp")]
+    assert auroc["value"].item() == pytest.approx(json.loads(open(scores[0]).read())["auroc"])
+    assert sorted(acc["metric"]) == ["accuracy", "nll"] and set(acc["source"]) == {accuracy}

@@ -21,7 +21,7 @@ from lib.config import merge_configs, validate_config
 from lib.data.registry import make_dataset
 from lib.train.loop import NonFiniteLoss
 from lib.train.models import UnsafeFileError, load_model_file
-from tests.faults import assert_same_arrays, files_under, model_state, python_env, read_only_folder
+from tests.faults import assert_same_arrays, files_under, model_state, nan_loss_at_step, python_env, read_only_folder
 
 STUDY = {"seed": 0, "augment": ["saltpepper"], "oe": ["baseline"], "seeds": [1],
          "train": {"model": "small_convnet", "epochs": 2, "batch_size": 64, "device": "cpu"}}
@@ -105,10 +105,9 @@ def test_sigkill_mid_epoch_resumes_to_the_same_weights(digits_npz, tmp_path):
     assert [r.split(",")[:3] for r in rows_ref] == [r.split(",")[:3] for r in rows_res]  # epoch, loss, accuracy
 
 
-def test_nan_loss_names_epoch_and_batch_and_writes_no_model(few_digits_npz, tmp_path, monkeypatch):
+def test_nan_loss_names_epoch_and_batch_and_writes_no_model(few_digits_npz, tmp_path):
     argv = train_argv(tmp_path, few_digits_npz)
-    monkeypatch.setenv("MNIST_SAFETY_INJECT_NAN_STEP", "9")  # 7 batches per epoch: epoch 2, batch 3
-    with pytest.raises(NonFiniteLoss) as err:
+    with nan_loss_at_step(9), pytest.raises(NonFiniteLoss) as err:  # 7 batches per epoch: epoch 2, batch 3
         lib.train.loop.main(argv)
     message = str(err.value)
     assert "loss is nan at epoch 2, batch 3" in message and "saltpepper/baseline/seed1" in message
@@ -116,18 +115,15 @@ def test_nan_loss_names_epoch_and_batch_and_writes_no_model(few_digits_npz, tmp_
     assert files_under(tmp_path / "models") == []
     assert checkpoint_epoch(tmp_path) == 1  # the last good epoch survives
 
-    monkeypatch.delenv("MNIST_SAFETY_INJECT_NAN_STEP")
     lib.train.loop.main(argv)
     assert "resuming from" in (tmp_path / "train.log").read_text()
     assert files_under(tmp_path / "models") == ["model.pt", "train_log.csv"]
 
 
-def test_checkpoint_of_other_settings_is_not_resumed(few_digits_npz, tmp_path, monkeypatch):
-    monkeypatch.setenv("MNIST_SAFETY_INJECT_NAN_STEP", "9")
-    with pytest.raises(NonFiniteLoss):
+def test_checkpoint_of_other_settings_is_not_resumed(few_digits_npz, tmp_path):
+    with nan_loss_at_step(9), pytest.raises(NonFiniteLoss):
         lib.train.loop.main(train_argv(tmp_path, few_digits_npz))
     assert checkpoint_epoch(tmp_path) == 1
-    monkeypatch.delenv("MNIST_SAFETY_INJECT_NAN_STEP")
     lib.train.loop.main(train_argv(tmp_path, few_digits_npz, lr=0.01))
     log = (tmp_path / "train.log").read_text()
     assert "ignoring checkpoint" in log and "resuming from" not in log

@@ -70,7 +70,7 @@ def test_authors_checkpoints_load_strictly_and_give_their_logits(name):
 def test_authors_baseline_reads_pixels_in_0_1_and_is_99_percent_right_on_real_digits():
     # The authors fed torchvision's ToTensor() images ([0, 1], no normalisation); the
     # project's image convention is the same, so the network takes them as they are.
-    from lib.data.formats import read_idx
+    from lib.data.readers import read_idx
     x = torch.from_numpy(read_idx(str(MNIST_SAMPLE / "t10k-images-idx3-ubyte.gz"), 3)).float()[:, None] / 255
     y = read_idx(str(MNIST_SAMPLE / "t10k-labels-idx1-ubyte.gz"), 1).astype(np.int64)
     model = build_model("oe_convnet")

@@ -14,6 +14,8 @@ from torchvision.transforms import InterpolationMode
 
 from benchmarks.bench_pixmix import digit_images
 from lib.train import pixmix as P
+from lib.train import pixmix_ops as O
+from lib.train import pixmix_shards as S
 from lib.data.mixing import fractal_images
 from lib.train.pixmix_reference import pixmix_reference_batch
 
@@ -45,13 +47,13 @@ def with_pil(u8, operation):
 # ---------------------------------------------------------------- point operations
 
 @pytest.mark.parametrize("name, ours, theirs", [
-    ("autocontrast", P.autocontrast, ImageOps.autocontrast),
-    ("equalize", P.equalize, ImageOps.equalize),
-    *[(f"posterize{bits}", lambda x, bits=bits: P.posterize(x, bits),
+    ("autocontrast", O.autocontrast, ImageOps.autocontrast),
+    ("equalize", O.equalize, ImageOps.equalize),
+    *[(f"posterize{bits}", lambda x, bits=bits: O.posterize(x, bits),
        lambda im, bits=bits: ImageOps.posterize(im, bits)) for bits in (1, 3, 4)],
-    *[(f"solarize{t}", lambda x, t=t: P.solarize(x, t),
+    *[(f"solarize{t}", lambda x, t=t: O.solarize(x, t),
        lambda im, t=t: ImageOps.solarize(im, t)) for t in (180, 230, 254)],
-    *[(f"{name}{f}", lambda x, op=getattr(P, name), f=f: op(x, f),
+    *[(f"{name}{f}", lambda x, op=getattr(O, name), f=f: op(x, f),
        lambda im, enhancer=getattr(ImageEnhance, name.title()), f=f: enhancer(im).enhance(f))
       for name in ("contrast", "brightness", "sharpness", "color") for f in (0.1, 0.73, 1.9)],
 ])
@@ -64,7 +66,7 @@ def test_point_operation_equals_pil_on_8_bit_pictures(pictures, name, ours, thei
 @given(bits=st.integers(0, 8), seed=st.integers(0, 2**16))
 def test_posterize_keeps_the_top_bits(bits, seed):
     levels = np.random.default_rng(seed).integers(0, 256, (3, 28, 28))
-    got = as_levels(P.posterize(as_tensor(levels.astype(np.uint8)), bits))
+    got = as_levels(O.posterize(as_tensor(levels.astype(np.uint8)), bits))
     keep = (0xFF << (8 - bits)) & 0xFF
     assert np.array_equal(got, levels & keep)
 
@@ -73,16 +75,16 @@ def test_posterize_keeps_the_top_bits(bits, seed):
 @given(threshold=st.integers(0, 256), seed=st.integers(0, 2**16))
 def test_solarize_inverts_exactly_the_levels_at_or_above_the_threshold(threshold, seed):
     levels = np.random.default_rng(seed).integers(0, 256, (3, 28, 28))
-    got = as_levels(P.solarize(as_tensor(levels.astype(np.uint8)), threshold))
+    got = as_levels(O.solarize(as_tensor(levels.astype(np.uint8)), threshold))
     assert np.array_equal(got, np.where(levels >= threshold, 255 - levels, levels))
 
 
 def test_per_sample_magnitudes_act_on_their_own_sample(pictures):
     x = as_tensor(pictures[:3])
     bits = torch.tensor([1, 3, 4])
-    together = P.posterize(x, bits)
+    together = O.posterize(x, bits)
     for i in range(3):
-        assert torch.equal(together[i:i + 1], P.posterize(x[i:i + 1], int(bits[i])))
+        assert torch.equal(together[i:i + 1], O.posterize(x[i:i + 1], int(bits[i])))
 
 
 # ---------------------------------------------------------------- geometric operations
@@ -91,7 +93,7 @@ def test_per_sample_magnitudes_act_on_their_own_sample(pictures):
 def test_rotate_agrees_with_torchvision(pictures, degrees):
     x = as_tensor(pictures)
     expected = TF.rotate(x, degrees, interpolation=BILINEAR)
-    assert torch.allclose(P.rotate(x, degrees), expected, atol=1e-5)
+    assert torch.allclose(O.rotate(x, degrees), expected, atol=1e-5)
 
 
 @pytest.mark.parametrize("degrees", [0, 1, -4, 8, 30])
@@ -100,8 +102,8 @@ def test_whole_degree_rotation_taps_agree_with_rotate(pictures, degrees):
     x = as_tensor(pictures)
     flat = x.reshape(len(x), 28 * 28)
     out = torch.empty_like(flat)
-    P._rotate_padded_into(out, torch.nn.functional.pad(flat, (0, 1)), degrees, 28, 28)
-    assert torch.allclose(out.view_as(x), P.rotate(x, float(degrees)), atol=1e-5)
+    O._rotate_padded_into(out, torch.nn.functional.pad(flat, (0, 1)), degrees, 28, 28)
+    assert torch.allclose(out.view_as(x), O.rotate(x, float(degrees)), atol=1e-5)
 
 
 @pytest.mark.parametrize("shear", [0.09, -0.05, 0.3])
@@ -110,8 +112,8 @@ def test_shears_agree_with_torchvision_about_the_top_left_corner(pictures, shear
     x = as_tensor(pictures)
     angle = math.degrees(math.atan(shear))
     common = dict(angle=0.0, translate=[0.0, 0.0], scale=1.0, interpolation=BILINEAR, center=[0.0, 0.0])
-    assert torch.allclose(P.shear_x(x, shear), TF.affine(x, shear=[angle, 0.0], **common), atol=1e-5)
-    assert torch.allclose(P.shear_y(x, shear), TF.affine(x, shear=[0.0, angle], **common), atol=1e-5)
+    assert torch.allclose(O.shear_x(x, shear), TF.affine(x, shear=[angle, 0.0], **common), atol=1e-5)
+    assert torch.allclose(O.shear_y(x, shear), TF.affine(x, shear=[0.0, angle], **common), atol=1e-5)
 
 
 @pytest.mark.parametrize("pixels", [0, 2, -3, 9])
@@ -119,18 +121,18 @@ def test_translations_agree_with_torchvision(pictures, pixels):
     # PIL's (1, 0, t, 0, 1, 0) reads input x + t: the picture moves by -t
     x = as_tensor(pictures)
     common = dict(angle=0.0, scale=1.0, shear=[0.0, 0.0], interpolation=BILINEAR)
-    assert torch.allclose(P.translate_x(x, pixels), TF.affine(x, translate=[-pixels, 0], **common), atol=1e-5)
-    assert torch.allclose(P.translate_y(x, pixels), TF.affine(x, translate=[0, -pixels], **common), atol=1e-5)
+    assert torch.allclose(O.translate_x(x, pixels), TF.affine(x, translate=[-pixels, 0], **common), atol=1e-5)
+    assert torch.allclose(O.translate_y(x, pixels), TF.affine(x, translate=[0, -pixels], **common), atol=1e-5)
 
 
-@pytest.mark.parametrize("shift", [P.shear_x, P.shear_y, P.translate_x, P.translate_y])
+@pytest.mark.parametrize("shift", [O.shear_x, O.shear_y, O.translate_x, O.translate_y])
 def test_line_shifts_take_an_empty_batch(shift):
     assert shift(torch.empty(0, 1, 28, 28), 0.2).shape == (0, 1, 28, 28)
 
 
 def test_translation_by_whole_pixels_equals_pil(pictures):
     for pixels in (2, -1):
-        got = as_levels(P.translate_x(as_tensor(pictures), pixels))
+        got = as_levels(O.translate_x(as_tensor(pictures), pixels))
         expected = with_pil(pictures, lambda im: im.transform((28, 28), Image.AFFINE, (1, 0, pixels, 0, 1, 0),
                                                                resample=Image.BILINEAR))
         assert np.array_equal(got, expected)
@@ -139,18 +141,18 @@ def test_translation_by_whole_pixels_equals_pil(pictures):
 def test_geometric_magnitudes_are_per_sample(pictures):
     x = as_tensor(pictures[:4])
     shears = torch.tensor([0.05, -0.09, 0.0, 0.2])
-    together = P.shear_y(x, shears)
+    together = O.shear_y(x, shears)
     for i in range(4):
-        assert torch.allclose(together[i:i + 1], P.shear_y(x[i:i + 1], float(shears[i])), atol=1e-6)
+        assert torch.allclose(together[i:i + 1], O.shear_y(x[i:i + 1], float(shears[i])), atol=1e-6)
 
 
 # ---------------------------------------------------------------- the level scheme and augment_batch
 
 def test_magnitudes_follow_the_reference_level_scheme():
-    level = torch.full((len(P.ALL_OPS),), 2.6)
-    ops = torch.arange(len(P.ALL_OPS))
-    plain = dict(zip(P.ALL_OPS, P.op_magnitudes(ops, level, torch.zeros_like(ops, dtype=torch.bool)).tolist()))
-    negated = dict(zip(P.ALL_OPS, P.op_magnitudes(ops, level, torch.ones_like(ops, dtype=torch.bool)).tolist()))
+    level = torch.full((len(O.ALL_OPS),), 2.6)
+    ops = torch.arange(len(O.ALL_OPS))
+    plain = dict(zip(O.ALL_OPS, O.op_magnitudes(ops, level, torch.zeros_like(ops, dtype=torch.bool)).tolist()))
+    negated = dict(zip(O.ALL_OPS, O.op_magnitudes(ops, level, torch.ones_like(ops, dtype=torch.bool)).tolist()))
     expected = {"autocontrast": 0, "equalize": 0, "posterize": 4 - int(2.6 * 4 / 10),
                 "rotate": int(2.6 * 30 / 10), "solarize": 256 - int(2.6 * 256 / 10),
                 "shear_x": 2.6 * 0.3 / 10, "shear_y": 2.6 * 0.3 / 10,
@@ -166,25 +168,25 @@ def test_magnitudes_follow_the_reference_level_scheme():
 @pytest.mark.parametrize("all_ops", [False, True])
 def test_augment_batch_routes_each_sample_through_its_own_op(pictures, all_ops):
     x = as_tensor(np.concatenate([pictures] * 8))
-    out, op_ids, magnitude = P.augment_batch(x, torch.Generator().manual_seed(3), severity=3.0,
+    out, op_ids, magnitude = O.augment_batch(x, torch.Generator().manual_seed(3), severity=3.0,
                                              all_ops=all_ops)
     assert out.shape == x.shape and out.dtype == x.dtype
-    assert int(op_ids.max()) < (len(P.ALL_OPS) if all_ops else len(P.OPS))
+    assert int(op_ids.max()) < (len(O.ALL_OPS) if all_ops else len(O.OPS))
     assert torch.equal((out * 255).round() / 255, out) and out.min() >= 0 and out.max() <= 1
     # ops without a magnitude must equal the per-op functions sample by sample
-    for name, expected in (("autocontrast", P.autocontrast(x)), ("equalize", P.equalize(x)), ("color", x)):
-        chosen = op_ids == P.ALL_OPS.index(name)
+    for name, expected in (("autocontrast", O.autocontrast(x)), ("equalize", O.equalize(x)), ("color", x)):
+        chosen = op_ids == O.ALL_OPS.index(name)
         if name == "color" and not all_ops:
             assert not chosen.any()
             continue
         assert chosen.any() and torch.equal(out[chosen], expected[chosen]), name
     # ops with a magnitude: the per-op function at the drawn magnitude, on the 1/255 grid
     # (geometric ops interpolate; their rounding may land one level apart)
-    for name in P.ALL_OPS if all_ops else P.OPS:
-        chosen = (op_ids == P.ALL_OPS.index(name)).nonzero().squeeze(1)
+    for name in O.ALL_OPS if all_ops else O.OPS:
+        chosen = (op_ids == O.ALL_OPS.index(name)).nonzero().squeeze(1)
         if name in ("autocontrast", "equalize", "color") or not len(chosen):
             continue
-        function = getattr(P, name)
+        function = getattr(O, name)
         expected = torch.cat([function(x[i:i + 1], float(magnitude[i])) for i in chosen.tolist()])
         expected = (expected * 255).round() / 255
         exact = name in ("posterize", "solarize", "translate_x", "translate_y", "contrast", "brightness",
@@ -195,7 +197,7 @@ def test_augment_batch_routes_each_sample_through_its_own_op(pictures, all_ops):
 
 def test_augment_batch_op_shares_are_uniform():
     x = torch.rand(9000, 1, 28, 28)
-    _, op_ids, _ = P.augment_batch(x, torch.Generator().manual_seed(0))
+    _, op_ids, _ = O.augment_batch(x, torch.Generator().manual_seed(0))
     shares = torch.bincount(op_ids, minlength=9).float() / 9000
     assert (shares - 1 / 9).abs().max() < 0.02
 
@@ -280,7 +282,7 @@ def test_pixmix_batch_is_the_same_on_any_number_of_threads(mixing_set):
     # the batch is cut into one shard per torch thread; every random choice is drawn
     # before, so the shards change no choice. Values may differ in the last bit: a vector
     # kernel and its scalar tail round differently, and shards move where tails fall.
-    x = as_tensor(digit_images(3 * P._MIN_SHARD, seed=2))
+    x = as_tensor(digit_images(3 * S.MIN_SHARD, seed=2))
     mixing = as_tensor(mixing_set)
     previous = torch.get_num_threads()
     try:
@@ -297,7 +299,7 @@ def test_pixmix_batch_is_the_same_on_any_number_of_threads(mixing_set):
 def test_shards_run_with_a_short_switch_interval_and_the_callers_comes_back(mixing_set, monkeypatch):
     # while shards share the interpreter lock, a short switch interval bounds how long one
     # waits for it; the caller's own interval is restored afterwards, also after a failure
-    x, mixing = as_tensor(digit_images(2 * P._MIN_SHARD, seed=2)), as_tensor(mixing_set)
+    x, mixing = as_tensor(digit_images(2 * S.MIN_SHARD, seed=2)), as_tensor(mixing_set)
     seen = []
     rows = P._pixmix_rows
 
@@ -311,7 +313,7 @@ def test_shards_run_with_a_short_switch_interval_and_the_callers_comes_back(mixi
     try:
         sys.setswitchinterval(0.003)
         P.pixmix_batch(x, mixing, torch.Generator().manual_seed(0))
-        assert seen == pytest.approx([P._SHARD_SWITCH_INTERVAL_S] * 2) and sys.getswitchinterval() == 0.003
+        assert seen == pytest.approx([S.SWITCH_INTERVAL_S] * 2) and sys.getswitchinterval() == 0.003
 
         def failing_rows(*args):
             raise RuntimeError("shard failed")
@@ -352,7 +354,7 @@ def _pixmix_in_child(x, mixing):
 def test_pixmix_batch_works_in_a_forked_child_of_a_process_that_used_threads(mixing_set):
     # a forked child inherits the helper pool's object but not its threads
     import multiprocessing
-    x, mixing = torch.rand(2 * P._MIN_SHARD, 1, 28, 28), as_tensor(mixing_set)
+    x, mixing = torch.rand(2 * S.MIN_SHARD, 1, 28, 28), as_tensor(mixing_set)
     previous = torch.get_num_threads()
     torch.set_num_threads(2)
     try:

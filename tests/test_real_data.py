@@ -15,7 +15,7 @@ from hypothesis import given, settings, strategies as st
 from PIL import Image
 
 from lib.data.download import ChecksumError, CorruptFileError, DownloadError, MissingDataError
-from lib.data.formats import load_cifar_batch, mnist_frame, white_on_black
+from lib.data.readers import load_cifar_batch, mnist_frame, white_on_black
 from lib.data.real import (REAL_DATASETS, dataset_spec, expected_files, fetch_dataset,
                            load_real_dataset, main)
 
@@ -396,7 +396,7 @@ def test_auto_polarity_keeps_white_on_black_images(seed):
 
 
 def test_idx_parser_reports_bad_gzip_and_wrong_lengths():
-    from lib.data.formats import parse_idx
+    from lib.data.readers import parse_idx
     x = mnist_like(3, np.random.default_rng(0))
     np.testing.assert_array_equal(parse_idx(idx_bytes(x), "x.gz", 3), x)
     np.testing.assert_array_equal(parse_idx(idx_bytes(x, compress=False), "x", 3), x)

@@ -13,9 +13,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib.report import page as report
+from lib.data.mnist_c import CORRUPTIONS
 from lib.evaluate.aggregate import summarize
+from lib.report import detection
+from lib.report.cells import fmt_cell
+from lib.report.context import make_context, read_leaks
 from lib.report.figures import roc_figure, score_histograms, training_figure
+from lib.report.provenance import benchmark_table
+from lib.report.render import SECTIONS, render_sections, section
+from lib.report.summary import summary_reading
+from lib.report.verdicts import RULE_TEXT, compare
+from tests.workflow import ROOT
 from tests.report_helpers import (SHOWN, all_problems, check_cell, copy_run, parse_page, render_run,
                                   tiny_config, tiny_run, with_config)
 
@@ -41,41 +49,41 @@ def long_rows(model_values, metric="accuracy", set_name="id_test", score=""):
 
 
 def test_fmt_cell_shows_std_only_with_more_than_one_seed():
-    assert report.fmt_cell(0.991234, np.nan, 1) == "99.12 (n=1)"
-    assert report.fmt_cell(0.991234, 0.0031, 3) == "99.12 ± 0.31 (n=3)"
-    assert report.fmt_cell(1.23456, 0.1, 2, percent=False) == "1.23 ± 0.10 (n=2)"
-    assert report.fmt_cell(np.nan, np.nan, 0) == "—"
+    assert fmt_cell(0.991234, np.nan, 1) == "99.12 (n=1)"
+    assert fmt_cell(0.991234, 0.0031, 3) == "99.12 ± 0.31 (n=3)"
+    assert fmt_cell(1.23456, 0.1, 2, percent=False) == "1.23 ± 0.10 (n=2)"
+    assert fmt_cell(np.nan, np.nan, 0) == "—"
 
 
 def test_compare_uses_the_paired_interval_when_seeds_pair():
     raw = long_rows({("none", "oe"): [0.90, 0.91, 0.92], ("none", "baseline"): [0.80, 0.815, 0.82]})
-    result = report.compare(raw, ("none", "oe"), ("none", "baseline"), metric="accuracy")
+    result = compare(raw, ("none", "oe"), ("none", "baseline"), metric="accuracy")
     assert result["rule"] == "paired" and result["verdict"] == "higher" and result["n"] == 3
     assert result["diff"] == pytest.approx((0.10 + 0.095 + 0.10) / 3)
-    flipped = report.compare(raw, ("none", "baseline"), ("none", "oe"), metric="accuracy")
+    flipped = compare(raw, ("none", "baseline"), ("none", "oe"), metric="accuracy")
     assert flipped["verdict"] == "lower"
 
 
 def test_compare_calls_inconsistent_differences_noise():
     raw = long_rows({("none", "oe"): [0.90, 0.80, 0.95], ("none", "baseline"): [0.85, 0.88, 0.86]})
-    assert report.compare(raw, ("none", "oe"), ("none", "baseline"), metric="accuracy")["verdict"] == "within noise"
+    assert compare(raw, ("none", "oe"), ("none", "baseline"), metric="accuracy")["verdict"] == "within noise"
 
 
 def test_compare_without_paired_seeds_uses_mean_std_overlap():
     raw = long_rows({("none", "oe"): [0.90, 0.91], ("none", "baseline"): [0.5, 0.6]})
     raw.loc[raw["oe"] == "baseline", "seed"] += 10  # no seed in common
-    result = report.compare(raw, ("none", "oe"), ("none", "baseline"), metric="accuracy")
+    result = compare(raw, ("none", "oe"), ("none", "baseline"), metric="accuracy")
     assert result["rule"] == "overlap" and result["verdict"] == "higher"
     close = long_rows({("none", "oe"): [0.90, 0.92], ("none", "baseline"): [0.89, 0.91]})
     close.loc[close["oe"] == "baseline", "seed"] += 10
-    assert report.compare(close, ("none", "oe"), ("none", "baseline"), metric="accuracy")["verdict"] == "within noise"
+    assert compare(close, ("none", "oe"), ("none", "baseline"), metric="accuracy")["verdict"] == "within noise"
 
 
 def test_compare_with_one_seed_tests_nothing():
     raw = long_rows({("none", "oe"): [0.9], ("none", "baseline"): [0.5]})
-    result = report.compare(raw, ("none", "oe"), ("none", "baseline"), metric="accuracy")
+    result = compare(raw, ("none", "oe"), ("none", "baseline"), metric="accuracy")
     assert result["rule"] == "single" and result["verdict"] == "untested"
-    assert report.compare(raw, ("pixmix", "oe"), ("none", "baseline"), metric="accuracy") is None
+    assert compare(raw, ("pixmix", "oe"), ("none", "baseline"), metric="accuracy") is None
 
 
 def test_reading_names_the_winner_and_the_rule():
@@ -86,7 +94,7 @@ def test_reading_names_the_winner_and_the_rule():
     det_raw = long_rows({("none", "baseline"): [0.90, 0.91, 0.92], ("none", "oe"): [0.99, 0.995, 0.991],
                          ("pixmix", "baseline"): [0.93, 0.92, 0.94], ("pixmix", "oe"): [0.96, 0.97, 0.98]},
                         metric="auroc", set_name="kmnist", score="msp")
-    reading = report.summary_reading(cfg, {"raw": acc_raw, "summary": summarize(acc_raw)},
+    reading = summary_reading(cfg, {"raw": acc_raw, "summary": summarize(acc_raw)},
                                      {"raw": det_raw, "summary": summarize(det_raw)})
     text = " ".join(reading["sentences"])
     assert "PixMix +OE is the most accurate (99.10%)" in text
@@ -98,13 +106,15 @@ def test_reading_names_the_winner_and_the_rule():
 
 def test_benchmark_table_sums_wall_time_per_rule(tmp_path):
     header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+    files = []
     for rule, name, s, cpu in (("train", "a/seed1.tsv", 10.0, 8.0), ("train", "b/seed1.tsv", 30.0, 20.0),
                                ("data", "x.tsv", 2.5, 1.0)):
         path = tmp_path / "results" / "benchmarks" / rule / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(header + f"{s}\t0:00:10\t1\t1\t1\t1\t0\t0\t0\t{cpu}\n")
-    ctx = report.make_context({}, tmp_path / "results")
-    rows = {r["rule"]: [float(c["value"]) for c in r["cells"]] for r in report.benchmark_table(ctx)}
+        files.append(str(path))
+    ctx = make_context({}, {"benchmarks": files}, tmp_path / "results")
+    rows = {r["rule"]: [float(c["value"]) for c in r["cells"]] for r in benchmark_table(ctx)}
     assert rows == {"data": [1, 2.5, 2.5, 2.5, 1.0], "train": [2, 40.0, 20.0, 30.0, 28.0]}
 
 
@@ -119,34 +129,32 @@ def test_figures_are_png_data_uris():
         assert base64.b64decode(uri.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_plugin_sections_replace_or_insert():
-    def build(ctx):
-        return None
-    replacing = report.section("robustness", "MNIST-C, in full", build, "sections/x.html.j2", "none")
-    after_detection = report.section("calibration_plus", "Reliability", build, "sections/y.html.j2", "none",
-                                     after="detection")
-    unplaced = report.section("samples", "Augmentation samples", build, "sections/z.html.j2", "none")
-    renamed = report.section("evaluation", "Calibration and more", build, "sections/w.html.j2", "none",
-                             replaces="calibration")
-    sections = report.all_sections([replacing, after_detection, unplaced, renamed])
-    ids = [s["id"] for s in sections]
-    assert ids == ["summary", "robustness", "detection", "calibration_plus", "evaluation", "training",
-                   "samples", "provenance"]
-    assert sections[1] is replacing and sections[4] is renamed
-    assert [s["id"] for s in report.all_sections([])] == [s["id"] for s in report.SECTIONS]
+def test_sections_are_one_list_in_the_order_of_the_page():
+    assert [s["id"] for s in SECTIONS] == ["summary", "robustness", "detection", "evaluation", "training",
+                                           "augment_samples", "provenance"]
+    assert [s["title"] for s in SECTIONS][:3] == ["Summary: the study's two tables", "Robustness", "OOD detection"]
 
 
-def test_plugin_modules_are_found_by_name(monkeypatch, tmp_path):
-    """A module lib/report_<topic>.py with REPORT_SECTIONS joins the page without edits here."""
+def test_every_section_has_its_partial_a_builder_and_a_note():
+    templates = os.path.join(ROOT, "workflow", "templates")
+    for s in SECTIONS:
+        assert s["template"] == f"sections/{s['id']}.html.j2", s["id"]
+        assert os.path.isfile(os.path.join(templates, s["template"])), s["template"]
+        assert callable(s["build"]) and s["missing"], s["id"]
+    partials = sorted(os.listdir(os.path.join(templates, "sections")))
+    assert partials == sorted(os.path.basename(s["template"]) for s in SECTIONS)  # no partial left unused
+
+
+def test_every_section_builder_of_the_package_is_on_the_page():
+    """A module of lib/report with a build(ctx) is a section: it must be in SECTIONS, once."""
+    import importlib
+    import pkgutil
+
     import lib.report
-    import sys
-    (tmp_path / "zz_example.py").write_text(
-        "from lib.report.page import section\n"
-        "REPORT_SECTIONS = [section('zz', 'Example', lambda ctx: None, 'sections/long_tables.html.j2', 'n/a')]\n")
-    monkeypatch.setattr(lib.report, "__path__", [*lib.report.__path__, str(tmp_path)])
-    monkeypatch.delitem(sys.modules, "lib.report.zz_example", raising=False)
-    assert [s["id"] for s in report.plugin_sections()][-1] == "zz"
-    assert "zz" in [s["id"] for s in report.all_sections()]
+    modules = [importlib.import_module(f"lib.report.{m.name}") for m in pkgutil.iter_modules(lib.report.__path__)
+               if m.name != "__main__"]
+    assert {m.__name__ for m in modules if hasattr(m, "build")} == {s["build"].__module__ for s in SECTIONS}
+    assert len({s["id"] for s in SECTIONS}) == len({s["build"] for s in SECTIONS}) == len(SECTIONS)
 
 
 def test_section_templates_see_their_data_by_id_and_may_write_their_heading():
@@ -155,10 +163,10 @@ def test_section_templates_see_their_data_by_id_and_may_write_their_heading():
         "own.html.j2": "<h2 id='extra'>{{ extra.title }} for {{ cfg.name }}</h2>{{ data.title }}",
         "plain.html.j2": "<p>{{ section_id }}: {{ data }}</p>"}), autoescape=True,
         undefined=jinja2.StrictUndefined)
-    built = [{**report.section("extra", "Extra", None, "own.html.j2", "n/a", heading=False), "data": {"title": "T"}},
-             {**report.section("cfg", "Named like a common variable", None, "plain.html.j2", "n/a"), "data": 3},
-             {**report.section("gone", "Absent", None, "plain.html.j2", "not here"), "data": None}]
-    html = [s["html"] for s in report.render_sections(env, built, {"cfg": {"name": "run"}})]
+    built = [{**section("extra", "Extra", None, "own.html.j2", "n/a", heading=False), "data": {"title": "T"}},
+             {**section("cfg", "Named like a common variable", None, "plain.html.j2", "n/a"), "data": 3},
+             {**section("gone", "Absent", None, "plain.html.j2", "not here"), "data": None}]
+    html = [s["html"] for s in render_sections(env, built, {"cfg": {"name": "run"}})]
     assert html == ["<h2 id='extra'>T for run</h2>T", "<p>cfg: 3</p>", ""]
 
 
@@ -183,10 +191,10 @@ def test_cells_without_a_key_are_checked_against_the_whole_file(tmp_path):
 def test_leaks_come_from_leaks_json_else_from_the_config(tmp_path):
     cfg = {"augment": ["none"], "oe": ["baseline", "oe"], "ood_sets": ["gaussian", "fashion_mnist"],
            "outlier_exposure": {"source": "fashion_mnist"}}
-    assert list(report.read_leaks(str(tmp_path), cfg)) == ["fashion_mnist"]
-    assert report.read_leaks(str(tmp_path), {**cfg, "oe": ["baseline"]}) == {}
+    assert list(read_leaks(str(tmp_path / "leaks.json"), cfg)) == ["fashion_mnist"]
+    assert read_leaks(str(tmp_path / "leaks.json"), {**cfg, "oe": ["baseline"]}) == {}
     (tmp_path / "leaks.json").write_text('{"seen_in_training": {"gaussian": "why"}}')
-    assert report.read_leaks(str(tmp_path), cfg) == {"gaussian": "why"}
+    assert read_leaks(str(tmp_path / "leaks.json"), cfg) == {"gaussian": "why"}
 
 
 def test_page_parser_rejects_unbalanced_tags():
@@ -252,8 +260,8 @@ def test_no_resource_comes_from_the_network(run_dir):
 def test_one_seed_run_renders_with_its_notes(run_dir, cfg):
     page_html = (run_dir / "results" / "report.html").read_text()
     page = parse_page(page_html)
-    assert page.sections == [s["id"] for s in report.all_sections()]
-    assert report.RULE_TEXT["single"] in page_html.replace("&#39;", "'")
+    assert page.sections == [s["id"] for s in SECTIONS]
+    assert RULE_TEXT["single"] in page_html.replace("&#39;", "'")
     for cell in page.tables["study-auroc"].number_cells():
         assert "±" not in cell.text and cell.attrs["data-n"] == "1"
     tables = run_dir / "results" / "tables"
@@ -302,7 +310,7 @@ def test_two_seed_run_shows_std_and_paired_reading(run_dir, cfg, tmp_path):
     cells = page.tables["study-auroc"].number_cells()
     assert all("±" in c.text and c.attrs["data-n"] == "2" for c in cells if c.attrs["data-value"])
     assert "paired t interval" in html
-    assert report.RULE_TEXT["single"] not in html.replace("&#39;", "'")
+    assert RULE_TEXT["single"] not in html.replace("&#39;", "'")
 
 
 @slow
@@ -322,32 +330,35 @@ def test_missing_inputs_give_notes_not_errors(run_dir, cfg, tmp_path):
     os.remove(work / "results" / "tables" / "detection.csv")
     html = render_run(work, cfg)
     assert "results/tables/detection.csv is absent: run the aggregate rule." in html
-    assert parse_page(html).sections == [s["id"] for s in report.all_sections()]
+    assert parse_page(html).sections == [s["id"] for s in SECTIONS]
 
 
 @slow
 def test_optional_tables_fill_their_sections(run_dir, cfg, tmp_path):
-    """robustness.csv, robustness_summary.csv and calibration.csv, when present, become tables
-    (the built-in generic view; plug-in modules may replace those sections)."""
+    """robustness.csv, robustness_summary.csv and calibration.csv, when present, fill the
+    robustness section, the study's MNIST-C row and the calibration table."""
     work = copy_run(run_dir, tmp_path)
     tables = work / "results" / "tables"
     models = [(a, o) for a in cfg["augment"] for o in cfg["oe"]]
     rng = np.random.default_rng(1)
 
-    def write(name, metrics, sets):
-        rows = [dict(augment=a, oe=o, seed=s, metric=m, set=st, score="", value=float(rng.uniform(0.5, 1)),
+    def write(name, metrics, sets, scores=("",)):
+        rows = [dict(augment=a, oe=o, seed=s, metric=m, set=st, score=sc, value=float(rng.uniform(0.5, 1)),
                      source=f"results/robustness/{a}/{o}/seed{s}.json")
-                for a, o in models for s in (1, 2) for m in metrics for st in sets]
+                for a, o in models for s in (1, 2) for m in metrics for st in sets for sc in scores]
         pd.DataFrame(rows).to_csv(tables / name, index=False)
 
-    write("robustness.csv", ["accuracy"], ["shot_noise", "rotate", "fog"])
+    write("robustness.csv", ["accuracy"], ["shot_noise", "impulse_noise", "rotate", "fog"])
     write("robustness_summary.csv", ["mean_accuracy", "mce"], ["mnist_c"])
-    write("calibration.csv", ["ece", "brier"], ["id_test"])
-    html = render_run(work, cfg, sections=report.SECTIONS)  # the built-in sections, without plug-ins
+    write("calibration.csv", ["ece", "brier"], ["id_test"], scores=("uncalibrated", "temperature_scaled"))
+    html = render_run(work, cfg)
     page = parse_page(html)
-    assert {"robustness-accuracy", "calibration-ece", "calibration-brier"} <= set(page.tables)
-    assert page.tables["robustness-accuracy"].header[1:] == ["Base", "Base +OE", "S&P", "S&P +OE"]
-    assert [r[0].text for r in page.tables["robustness-accuracy"].rows] == ["shot_noise", "rotate", "fog"]
+    assert {"robustness-table", "calibration-table"} <= set(page.tables)
+    assert page.tables["robustness-table"].header[1:] == ["Base", "Base +OE", "S&P", "S&P +OE"]
+    filled = {r[0].text for r in page.tables["robustness-table"].rows if all(c.attrs["data-value"] for c in r[1:])}
+    assert filled & set(CORRUPTIONS) == {"shot_noise", "impulse_noise", "rotate", "fog"}
+    calibration = page.tables["calibration-table"].number_cells()
+    assert any(c.attrs["data-value"] and c.attrs["data-source"] == "results/tables/calibration.csv" for c in calibration)
     mnist_c_row = page.tables["study-accuracy"].rows[1]
     assert all(c.attrs["data-source"] == "results/tables/robustness_summary.csv" for c in mnist_c_row[1:])
     assert all_problems(work, page) == []
@@ -362,6 +373,10 @@ def test_published_numbers_and_deltas_on_mnist(run_dir, cfg, tmp_path):
     det = pd.read_csv(path, keep_default_na=False)
     det["set"] = det["set"].map({"gaussian": "fashion_mnist", "negated": "kmnist"})
     det.to_csv(path, index=False)
+    # The report reads the benchmark files of its config's data sets: name them as an MNIST run does.
+    bench = work / "results" / "benchmarks" / "data"
+    for ours, theirs in (("digits", "mnist"), ("gaussian", "fashion_mnist"), ("negated", "kmnist")):
+        (bench / f"{ours}.tsv").rename(bench / f"{theirs}.tsv")
     mnist = with_config(cfg, in_distribution="mnist", ood_sets=["fashion_mnist", "kmnist"])
     html = render_run(work, mnist)
     page = parse_page(html)
@@ -374,16 +389,14 @@ def test_published_numbers_and_deltas_on_mnist(run_dir, cfg, tmp_path):
 
 
 @slow
-def test_sections_are_pluggable(run_dir, cfg, tmp_path):
+def test_render_shows_the_sections_it_is_given(run_dir, cfg, tmp_path):
     work = copy_run(run_dir, tmp_path)
-    extra = [report.section("nothing", "A section without data", lambda ctx: None, "sections/long_tables.html.j2",
-                            "This run has no such data."),
-             report.section("again", "The detection table again",
-                            lambda ctx: report.long_tables(ctx, "detection.csv", skip_metrics=("n_id", "n_ood")),
-                            "sections/long_tables.html.j2", "unused")]
+    extra = [section("nothing", "A section without data", lambda ctx: None, "sections/detection.html.j2",
+                     "This run has no such data."),
+             section("again", "The detection tables again", detection.build, "sections/detection.html.j2", "unused")]
     html = render_run(work, cfg, sections=extra)
     page = parse_page(html)
     assert page.sections == ["nothing", "again"]
     assert "This run has no such data." in html
-    assert {"again-auroc", "again-fpr95"} <= set(page.tables) and "again-n_id" not in page.tables
+    assert {"detection-auroc", "detection-fpr95"} <= set(page.tables) and "detection-n_id" not in page.tables
     assert all_problems(work, page) == []

@@ -111,7 +111,7 @@ def test_section_renders_in_the_template(tmp_path):
     assert section["sizes"] == [] and section["reliability"] == []
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(os.path.join(ROOT, "workflow", "templates")),
                              autoescape=True, undefined=jinja2.StrictUndefined)
-    html = env.get_template("evaluation_section.html.j2").render(evaluation=section)
+    html = env.get_template("sections/evaluation.html.j2").render(evaluation=section)
     assert 'id="calibration-table"' in html and 'id="differences-table"' in html
     assert "percentile bootstrap over test examples" in html
     assert f'data-source="{tmp_path}/differences.csv"' in html and 'data-value="0.01"' in html

@@ -1,16 +1,16 @@
 """MNIST-C tables from per-model records, and the report's robustness section built from them."""
 import base64
 import json
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from lib.report import page as report
 from lib.evaluate.aggregate import COLUMNS
 from lib.data.mnist_c import CORRUPTIONS
+from lib.report.context import long_table, make_context
 from lib.report.robustness import example_images, percent_text, robustness_report
+from lib.report.summary import study_tables
 from lib.evaluate.robustness_tables import (corruption_accuracies, read_records, robustness_job, robustness_long,
                                    robustness_summary_long, robustness_tables_job)
 
@@ -59,7 +59,7 @@ def test_corruption_accuracies_and_the_job_record(tmp_path):
         write_logits(paths[c], labels, np.arange(40) < 10 * (i + 1))
     assert corruption_accuracies(paths) == {"fog": (0.25, 40), "stripe": (0.5, 40)}
     out, log = tmp_path / "m/robustness.json", tmp_path / "m.log"
-    robustness_job(paths, SimpleNamespace(augment="none", oe="oe", seed="3"), str(out), str(log))
+    robustness_job(paths, str(out), str(log), augment="none", oe="oe", seed="3")
     saved = json.loads(out.read_text())
     assert saved["seed"] == 3 and saved["augment"] == "none" and saved["oe"] == "oe"
     assert saved["corruptions"]["stripe"] == {"accuracy": 0.5, "n": 40, "source": str(paths["stripe"])}
@@ -134,10 +134,10 @@ def cfg(**over):
 
 
 def study_mnist_c_row(config, tables):
-    """The study table's MNIST-C row, as lib.report.page builds it from robustness_summary.csv."""
-    ctx = report.make_context(config, tables.parent, tables)
+    """The study table's MNIST-C row, as lib.report.summary builds it from robustness_summary.csv."""
+    ctx = make_context(config, {"robustness_summary": str(tables / "robustness_summary.csv")}, tables.parent)
     nothing = pd.DataFrame(columns=["augment", "oe", "metric", "set", "score", "mean", "std", "n"])
-    study = report.study_tables(config, nothing, nothing, "", "", mnist_c=report.long_table(ctx, "robustness_summary.csv"))
+    study = study_tables(config, nothing, nothing, "", "", mnist_c=long_table(ctx, "robustness_summary"))
     return study["accuracy_rows"][1]
 
 

@@ -8,9 +8,11 @@ import torch
 
 from lib.train.augment import saltpepper_batch
 from lib.config import validate_config
-from lib.data.registry import make_dataset, validation_split
+from lib.data.registry import make_dataset
+from lib.data.splits import validation_split
 from lib.train.loop import NonFiniteLoss, oe_loss, train
 from lib.train.models import load_model_file
+from tests.faults import nan_loss_at_step
 
 
 def test_oe_loss_on_known_logits():
@@ -57,7 +59,7 @@ def _weights(path):
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
-def test_training_is_deterministic_and_resume_gives_identical_weights(tmp_path, digits, monkeypatch):
+def test_training_is_deterministic_and_resume_gives_identical_weights(tmp_path, digits):
     cfg = _tiny_cfg()
     aux = make_dataset("jigsaw", size=200, id_arrays=make_dataset("digits"))
     paths = {n: (tmp_path / f"{n}.pt", tmp_path / f"{n}.csv", tmp_path / f"{n}.ckpt") for n in "abc"}
@@ -69,10 +71,8 @@ def test_training_is_deterministic_and_resume_gives_identical_weights(tmp_path, 
     # epoch-1 checkpoint: the weights must equal the uninterrupted run's.
     m, p, c = map(str, paths["c"])
     steps_per_epoch = 400 * 9 // 10 // 64
-    monkeypatch.setenv("MNIST_SAFETY_INJECT_NAN_STEP", str(steps_per_epoch))
-    with pytest.raises(NonFiniteLoss, match="epoch 2, batch 1"):
+    with nan_loss_at_step(steps_per_epoch), pytest.raises(NonFiniteLoss, match="epoch 2, batch 1"):
         train(digits, "saltpepper", "oe", 1, cfg, m, p, c, aux=aux)
-    monkeypatch.delenv("MNIST_SAFETY_INJECT_NAN_STEP")
     assert os.path.exists(c) and not os.path.exists(m)
     train(digits, "saltpepper", "oe", 1, cfg, m, p, c, aux=aux)
     wc = _weights(m)

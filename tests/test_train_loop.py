@@ -10,6 +10,7 @@ import torch
 from lib.config import validate_config
 from lib.train.models import build_model, to_fast_layout
 from lib.train.loop import NonFiniteLoss, _NoAutocast, chunk_steps, make_optimizer, make_schedule, run_epoch, train_step, training_chunks
+from tests.faults import nan_loss_at_step
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -83,11 +84,11 @@ def test_run_epoch_reports_loss_and_accuracy_and_names_the_first_bad_batch():
     args = (model, optimizer, schedule, x, y, 16, 6, "none", cfg, torch.Generator().manual_seed(0), _NoAutocast())
     loss, accuracy = run_epoch(*args, aux=aux, aux_batch=32, lam=0.5, steps_per_chunk=4)
     assert loss > 0 and 0 <= accuracy <= 1
-    with pytest.raises(NonFiniteLoss, match="loss is nan at batch 5"):  # in the second chunk
-        run_epoch(*args, first_step=100, nan_step=104, steps_per_chunk=4)
+    with nan_loss_at_step(4), pytest.raises(NonFiniteLoss, match="loss is nan at batch 5"):  # in the second chunk
+        run_epoch(*args, steps_per_chunk=4)
     cfg, model, optimizer, schedule = _model_and_optimiser()  # the poisoned weights are NaN now
-    with pytest.raises(NonFiniteLoss, match="epoch 3, batch 2"):
-        run_epoch(model, optimizer, schedule, *args[3:], first_step=6, nan_step=7, steps_per_chunk=6,
+    with nan_loss_at_step(1), pytest.raises(NonFiniteLoss, match="epoch 3, batch 2"):
+        run_epoch(model, optimizer, schedule, *args[3:], steps_per_chunk=6,
                   describe=lambda number, value: f"loss is {value} at epoch 3, batch {number}")
 
 

@@ -1,4 +1,6 @@
-"""Data sets: the registry, synthetic and real sets, downloads, MNIST-C, corruptions, mixing sets.
+"""Data sets: the registry (registry), generated sets (synthetic), real sets (real, download,
+readers), the validation split (splits), test sets seen in training (leaks), MNIST-C
+(mnist_c, corruptions) and PixMix's mixing set (mixing).
 
 The first stage of the data flow: imports nothing from lib.train, lib.evaluate or lib.report.
 """

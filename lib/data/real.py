@@ -37,8 +37,7 @@ from lib.data.download import (ChecksumError, CorruptFileError, DataError, Missi
                           file_digests, forget_checksums, recorded_checksums, stage_hint,
                           verify_or_record, write_atomically)
 from lib.data.registry import DATASETS
-from lib.data.formats import maybe_gunzip
-from lib.data.readers import READERS, pick_subset
+from lib.data.readers import READERS, maybe_gunzip, pick_subset
 
 # Debian's dataset-fashion-mnist re-compresses the upstream files (new gzip headers, so
 # torchvision's md5s no longer match); the decompressed IDX bytes are unchanged and are

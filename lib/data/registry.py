@@ -1,4 +1,4 @@
-"""Offline data sets: the registry, their generators, and the `prepare` entry point.
+"""The registry of data sets, and the `prepare` entry point of the generated ones.
 
 Every set is stored as results/data/<name>.npz with uint8 images [N, 28, 28] (white on
 black, like MNIST) and int64 labels (-1 where a set has none). In-distribution sets
@@ -9,118 +9,21 @@ hold x_train/y_train/x_test/y_test; OOD and auxiliary sets hold x_test/y_test
     python -m lib.data.registry gaussian --out results/data/gaussian.npz --seed 0 --size 2000
     python -m lib.data.registry negated --id results/data/digits.npz --out results/data/negated.npz
 
-    from lib.data.registry import make_dataset, leaked_sets
+    from lib.data.registry import DATASETS, make_dataset, is_downloaded, origin
     arrays = make_dataset("blobs", seed=0, size=100)   # {"x_test": uint8 [100,28,28], "y_test": ...}
-    leaked_sets(cfg)   # {"fashion_mnist": "shares its source ..."}: test sets seen in training
+    origin("cifar10_gray")                             # "80 Million Tiny Images"
 
 DATASETS names every set the workflow knows, generated and downloaded, with its source
-and licence line; downloaded sets (mnist, fashion_mnist, kmnist, omniglot, cifar10_gray,
-notmnist, emnist_letters, tiny300k) are fetched and converted by lib.data.real.
+and licence line. Generated and bundled sets are made by lib.data.synthetic; downloaded
+sets (mnist, fashion_mnist, kmnist, omniglot, cifar10_gray, notmnist, emnist_letters,
+tiny300k) are fetched and converted by lib.data.real. Which test sets count as seen in
+training: lib.data.leaks; the validation split: lib.data.splits.
 """
 import argparse
 
-import numpy as np
-from scipy import ndimage
-
-from lib.common import derive_seed, load_npz, save_npz_atomic, setup_logging, write_json_atomic
-
-
-def digits_28(images_8x8):
-    """scikit-learn's 8x8 digits (0..16) scaled into the central 20x20 box of a 28x28 frame.
-
-    MNIST puts each digit's 20x20 bounding box in a 28x28 image; we do the same with
-    bilinear upsampling (8 -> 20 px) and a 4-pixel black border, white ink on black.
-    """
-    x = np.asarray(images_8x8, dtype=np.float64) / 16.0
-    up = ndimage.zoom(x, (1, 20 / 8, 20 / 8), order=1)
-    frame = np.zeros((len(x), 28, 28), dtype=np.float64)
-    frame[:, 4:24, 4:24] = np.clip(up, 0.0, 1.0)
-    return np.round(frame * 255).astype(np.uint8)
-
-
-def make_digits(seed=0, test_fraction=0.2, **_):
-    """The bundled handwritten digits (1,797 images) with a fixed stratified split."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-    bunch = load_digits()
-    x = digits_28(bunch.images)
-    y = bunch.target.astype(np.int64)
-    # The split is part of the data set's definition, so it does not move with the
-    # study's seed: every seed of the study sees the same test images.
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=test_fraction, stratify=y, random_state=0)
-    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
-
-
-def _unlabelled(x01):
-    x = np.round(np.clip(x01, 0.0, 1.0) * 255).astype(np.uint8)
-    return {"x_test": x, "y_test": np.full(len(x), -1, dtype=np.int64)}
-
-
-def make_gaussian(seed, size, **_):
-    """clip(N(0.5, 0.5), 0, 1) per pixel, as in Outlier Exposure's MNIST tests."""
-    rng = np.random.default_rng(seed)
-    return _unlabelled(rng.normal(0.5, 0.5, size=(size, 28, 28)))
-
-
-def make_bernoulli(seed, size, **_):
-    """Each pixel 0 or 1 with p = 0.5 (OE's Rademacher/Bernoulli noise)."""
-    rng = np.random.default_rng(seed)
-    return _unlabelled(rng.binomial(1, 0.5, size=(size, 28, 28)).astype(np.float64))
-
-
-def make_blobs(seed, size, **_):
-    """Bernoulli(0.7) pixels, Gaussian blur sigma 1.5, values under 0.75 set to 0 (OE)."""
-    rng = np.random.default_rng(seed)
-    x = rng.binomial(1, 0.7, size=(size, 28, 28)).astype(np.float64)
-    x = ndimage.gaussian_filter(x, sigma=(0, 1.5, 1.5))
-    x[x < 0.75] = 0.0
-    return _unlabelled(x)
-
-
-def make_uniform(seed, size, **_):
-    """U(0, 1) per pixel."""
-    rng = np.random.default_rng(seed)
-    return _unlabelled(rng.uniform(0.0, 1.0, size=(size, 28, 28)))
-
-
-def make_negated(id_arrays, **_):
-    """255 - x of the in-distribution test images: same shapes, inverted contrast."""
-    x = 255 - id_arrays["x_test"]
-    return {"x_test": x.astype(np.uint8), "y_test": np.full(len(x), -1, dtype=np.int64)}
-
-
-def make_photos(seed, size, **_):
-    """28x28 grey patches cut at random places and scales from scikit-learn's bundled photos."""
-    from sklearn.datasets import load_sample_images
-    rng = np.random.default_rng(seed)
-    greys = [img.astype(np.float64) @ np.array([0.299, 0.587, 0.114]) for img in load_sample_images().images]
-    out = np.empty((size, 28, 28), dtype=np.float64)
-    which = rng.integers(len(greys), size=size)
-    crop = rng.integers(28, 113, size=size)  # patch side before resizing: 1x to 4x zoom-out
-    for i in range(size):  # 2 photos, cheap crops: not worth vectorising
-        g = greys[which[i]]
-        top = rng.integers(g.shape[0] - crop[i] + 1)
-        left = rng.integers(g.shape[1] - crop[i] + 1)
-        patch = g[top:top + crop[i], left:left + crop[i]]
-        out[i] = ndimage.zoom(patch, 28 / crop[i], order=1)[:28, :28]
-    return _unlabelled(out / 255.0)
-
-
-def make_jigsaw(id_arrays, seed, size, **_):
-    """Training digits cut into 7x7 tiles and reshuffled: digit strokes, no digit.
-
-    An Outlier-Exposure auxiliary set that needs no download and shares nothing with the
-    test OOD sets (it comes from the training split).
-    """
-    rng = np.random.default_rng(seed)
-    x = id_arrays["x_train"]
-    pick = x[rng.integers(len(x), size=size)]
-    tiles = pick.reshape(size, 4, 7, 4, 7).transpose(0, 1, 3, 2, 4).reshape(size, 16, 7, 7)
-    order = np.argsort(rng.random((size, 16)), axis=1)
-    tiles = np.take_along_axis(tiles, order[:, :, None, None], axis=1)
-    out = tiles.reshape(size, 4, 4, 7, 7).transpose(0, 1, 3, 2, 4).reshape(size, 28, 28)
-    return {"x_train": out, "y_train": np.full(size, -1, dtype=np.int64)}
+from lib.common import derive_seed, load_npz, save_npz_atomic, setup_logging
+from lib.data.synthetic import (make_bernoulli, make_blobs, make_digits, make_gaussian, make_jigsaw, make_negated,
+                                make_photos, make_uniform)
 
 
 # name -> how to make it, what it needs, where it comes from. Downloaded sets (download=True)
@@ -203,29 +106,6 @@ def origin(name):
     return DATASETS[name].get("origin", name)
 
 
-def leaked_sets(cfg):
-    """{test OOD set: why it counts as seen in training} for a validated config.
-
-    A test set is "seen in training" when it shares its origin with the Outlier-Exposure
-    auxiliary set (and an OE variant is trained), or with the pictures of a PixMix mixing
-    folder (`pixmix.mixing.shares_source_with`, when pixmix is trained on a folder).
-    """
-    seen = {}
-    if any(o in ("oe", "oe_tune") for o in cfg["oe"]):
-        aux = cfg["outlier_exposure"]["source"]
-        seen[origin(aux)] = f"shares its source ({origin(aux)}) with the Outlier-Exposure set {aux}"
-    mixing = cfg.get("pixmix", {}).get("mixing", {})
-    if "pixmix" in cfg["augment"] and mixing.get("source") == "folder":
-        for name in mixing.get("shares_source_with") or []:
-            seen.setdefault(origin(name), f"shares its source ({origin(name)}) with the PixMix mixing folder")
-    return {name: seen[origin(name)] for name in cfg["ood_sets"] if origin(name) in seen}
-
-
-def write_leaks(cfg, path):
-    """results/tables/leaks.json: {"seen_in_training": {set: reason}} for the report and readers."""
-    write_json_atomic(path, {"seen_in_training": leaked_sets(cfg)})
-
-
 def make_dataset(name, seed=0, size=2000, id_arrays=None):
     if name not in DATASETS:
         raise ValueError(f"unknown data set {name!r}; known: {', '.join(sorted(DATASETS))}")
@@ -256,15 +136,3 @@ def main(argv=None):
 
 if __name__ == "__main__":
     main()
-
-
-def validation_split(n, seed, fraction):
-    """Indices (train, val) of a fixed held-out split of the training set.
-
-    Made from the study seed alone, so every model of the grid holds out the same images
-    and the temperature fitted on them is comparable across models.
-    """
-    rng = np.random.default_rng(derive_seed(seed, "validation-split"))
-    order = rng.permutation(n)
-    n_val = int(round(n * fraction))
-    return np.sort(order[n_val:]), np.sort(order[:n_val])

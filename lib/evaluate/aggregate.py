@@ -6,6 +6,8 @@ Long format, one row per number: augment, oe, seed, metric, set, score, value, s
     from lib.evaluate.aggregate import summarize
     df = pandas.read_csv("results/tables/detection.csv")
     summarize(df)   # mean, std (ddof=1), n over seeds per (augment, oe, metric, set, score)
+    aggregate_job(score_jsons, accuracy_jsons, "results/tables/detection.csv",
+                  "results/tables/accuracy.csv", "aggregate.log")   # the workflow's aggregate rule
 """
 import json
 
@@ -53,11 +55,12 @@ def summarize(df):
     return grouped.agg(mean="mean", std="std", n="count").reset_index()
 
 
-def aggregate_job(inputs, outputs, log_path):
+def aggregate_job(score_paths, accuracy_paths, detection_csv, accuracy_csv, log_path):
+    """detection.csv from the score records, accuracy.csv from the accuracy records."""
     # Runs inside Snakemake's process: log to this job's file only, never the root logger.
     log = job_logger(log_path)
-    detection = long_table(detection_rows(inputs.scores))
-    accuracy = long_table(accuracy_rows(inputs.accuracy))
-    write_csv_atomic(detection, outputs.detection)
-    write_csv_atomic(accuracy, outputs.accuracy)
-    log.info("%s: %d rows; %s: %d rows", outputs.detection, len(detection), outputs.accuracy, len(accuracy))
+    detection = long_table(detection_rows(score_paths))
+    accuracy = long_table(accuracy_rows(accuracy_paths))
+    write_csv_atomic(detection, detection_csv)
+    write_csv_atomic(accuracy, accuracy_csv)
+    log.info("%s: %d rows; %s: %d rows", detection_csv, len(detection), accuracy_csv, len(accuracy))

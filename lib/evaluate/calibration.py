@@ -1,6 +1,6 @@
 """Calibration of one model from its cached logits, before and after temperature scaling.
 
-    from lib.evaluate.calibration import calibration_record, mnistc_files
+    from lib.evaluate.calibration import calibration_job, calibration_record, mnistc_files
     rec = calibration_record("results/logits/none/baseline/seed1/id_test.npz",
                              "results/logits/none/baseline/seed1/id_val.npz",
                              mnistc_files("results/logits/none/baseline/seed1"))
@@ -8,11 +8,13 @@
     rec["sets"]["id_test"]["temperature_scaled"]["ece"]   # accuracy, nll, ece, rms, brier, n
     rec["sets"]["mnist_c"]["uncalibrated"]["ece"]         # mean over the corruptions
     rec["sets"]["mnist_c_pooled"]["uncalibrated"]["ece"]  # all corrupted images as one set
+    calibration_job(id_test, id_val, {"fog": fog_npz}, "calibration.json", "calibrate.log",
+                    augment="none", oe="baseline", seed=1)   # the record with the model, as JSON
 
 The temperature T minimises the NLL on `id_val` (the held-out share of the training
-split, fixed by the study seed; lib.data.registry.validation_split) and is never fitted on a test
+split, fixed by the study seed; lib.data.splits.validation_split) and is never fitted on a test
 set. Every metric comes twice: "uncalibrated" (T = 1) and "temperature_scaled". MNIST-C
-sets are the evaluation sets named `mnistc_<corruption>`, summarised twice:
+sets are the evaluation sets named `mnistc_<corruption>` (lib.layout.mnistc_set), summarised twice:
 - `mnist_c` ("mean over corruptions"): each metric computed per corruption, then averaged
   with every corruption weighted equally (as MNIST-C's mean accuracy is);
 - `mnist_c_pooled` ("pooled"): each metric computed once on the images of all corruptions
@@ -36,11 +38,11 @@ import numpy as np
 import pandas as pd
 from scipy.special import softmax
 
+from lib import layout
 from lib.evaluate.aggregate import COLUMNS, long_table, write_csv_atomic
 from lib.common import job_logger, load_npz, write_json_atomic
 from lib.evaluate.metrics import calibration_metrics, fit_temperature, reliability_bins
 
-MNISTC_PREFIX = "mnistc_"
 CALIBRATION_METRICS = ("accuracy", "nll", "ece", "rms", "brier")
 VARIANTS = ("uncalibrated", "temperature_scaled")
 RELIABILITY_BINS = 15
@@ -49,8 +51,8 @@ RELIABILITY_COLUMNS = COLUMNS[:-1] + ["bin", "bin_low", "bin_high", "source"]
 
 def mnistc_files(logit_dir):
     """{corruption: path} of the `mnistc_<corruption>.npz` files in one model's logit folder."""
-    paths = sorted(glob.glob(os.path.join(logit_dir, MNISTC_PREFIX + "*.npz")))
-    return {os.path.basename(p)[len(MNISTC_PREFIX):-len(".npz")]: p for p in paths}
+    paths = sorted(glob.glob(layout.npz_in(logit_dir, layout.mnistc_set("*"))))
+    return {layout.corruption_of(os.path.basename(p)[:-len(".npz")]): p for p in paths}
 
 
 def _labelled(path):
@@ -109,10 +111,10 @@ def calibration_record(id_test_path, id_val_path, mnistc_paths=None):
     reliability = {"id_test": _set_bins([test], temperature)}
     corrupted = {name: _labelled(path) for name, path in sorted((mnistc_paths or {}).items())}
     for name, (logits, labels) in corrupted.items():
-        sets[MNISTC_PREFIX + name] = _set_metrics(logits, labels, temperature)
-        sources[MNISTC_PREFIX + name] = str(mnistc_paths[name])
+        sets[layout.mnistc_set(name)] = _set_metrics(logits, labels, temperature)
+        sources[layout.mnistc_set(name)] = str(mnistc_paths[name])
     if corrupted:
-        names = [MNISTC_PREFIX + name for name in corrupted]
+        names = [layout.mnistc_set(name) for name in corrupted]
         sets["mnist_c"] = {variant: {
             **{m: float(np.mean([sets[n][variant][m] for n in names])) for m in CALIBRATION_METRICS},
             "n": int(sum(sets[n][variant]["n"] for n in names)), "n_corruptions": len(names),
@@ -128,11 +130,11 @@ def calibration_record(id_test_path, id_val_path, mnistc_paths=None):
             "sources": sources, "reliability": reliability}
 
 
-def calibration_job(id_test_path, id_val_path, mnistc_paths, wildcards, out_json, log_path):
-    """The per-model rule: calibration_record plus the model's wildcards, written as JSON."""
+def calibration_job(id_test_path, id_val_path, mnistc_paths, out_json, log_path, *, augment, oe, seed):
+    """The per-model rule: calibration_record plus the model's augment, oe and seed, written as JSON."""
     log = job_logger(log_path)
     record = calibration_record(id_test_path, id_val_path, mnistc_paths)
-    record.update(augment=wildcards.augment, oe=wildcards.oe, seed=int(wildcards.seed))
+    record.update(augment=augment, oe=oe, seed=int(seed))
     write_json_atomic(out_json, record)
     log.info("T = %.4f fitted on %d validation images; sets %s", record["temperature"], record["n_val"],
              ", ".join(record["sets"]))

@@ -1,27 +1,24 @@
-"""Per-model numbers from cached logits: OOD detection per (set, score), accuracy.
+"""OOD detection per model from cached logits: one score on one OOD set, and the score job.
 
 These run inside Snakemake's process (`run:` rules), since each is milliseconds of
-numpy; they are plain functions, callable from Python too:
+numpy; they are plain functions of paths and values, callable from Python too:
 
-    from lib.evaluate.detection import detection_record
-    rec = detection_record("results/logits/none/baseline/seed1/id_test.npz",
-                           "results/logits/none/baseline/seed1/gaussian.npz", "msp")
+    from lib import layout
+    from lib.evaluate.detection import detection_record, load_train_stats, score_job
+    rec = detection_record(layout.logits_file("id_test", "none", "baseline", 1),
+                           layout.logits_file("gaussian", "none", "baseline", 1), "msp")
     rec["auroc"], rec["fpr95"], rec["n_id"], rec["n_ood"]
     # mahalanobis also needs the model's training-feature statistics (saved by lib.evaluate.forward)
-    stats = load_train_stats(train_stats_file("results/logits/none/baseline/seed1"))
+    stats = load_train_stats(layout.mahalanobis_stats_file("none", "baseline", 1))
     detection_record(id_path, ood_path, "mahalanobis", stats)
+    score_job(id_path, ood_path, "results/scores/none/baseline/seed1/gaussian/msp.json", "score.log",
+              augment="none", oe="baseline", seed=1, ood_set="gaussian", score="msp")
 """
 import os
 
 from lib.common import job_logger, load_npz, write_json_atomic
-from lib.evaluate.metrics import accuracy, detection_metrics, nll
+from lib.evaluate.metrics import detection_metrics
 from lib.evaluate.scores import compute_score
-
-MAHALANOBIS_STATS = "mahalanobis_stats.npz"  # written by lib.evaluate.forward beside the logits
-
-
-def train_stats_file(logit_dir):
-    return os.path.join(logit_dir, MAHALANOBIS_STATS)
 
 
 def load_train_stats(path):
@@ -45,21 +42,11 @@ def detection_record(id_path, ood_path, score, train_stats=None):
     return {"score": score, **detection_metrics(id_scores, ood_scores)}
 
 
-def score_job(id_path, ood_path, wildcards, out_json, log_path, train_stats_path=None):
+def score_job(id_path, ood_path, out_json, log_path, *, augment, oe, seed, ood_set, score, train_stats_path=None):
+    """The per-(model, OOD set, score) rule: detection_record plus the model and set, written as JSON."""
     log = job_logger(log_path)
     train_stats = load_train_stats(train_stats_path) if train_stats_path else None
-    record = detection_record(id_path, ood_path, wildcards.score, train_stats)
-    record.update(augment=wildcards.augment, oe=wildcards.oe, seed=int(wildcards.seed),
-                  ood_set=wildcards.ood_set, source=str(ood_path))
-    write_json_atomic(out_json, record)
-    log.info("%s", record)
-
-
-def accuracy_job(id_path, wildcards, out_json, log_path):
-    log = job_logger(log_path)
-    out = load_npz(id_path)
-    record = {"augment": wildcards.augment, "oe": wildcards.oe, "seed": int(wildcards.seed),
-              "accuracy": accuracy(out["logits"], out["labels"]), "nll": nll(out["logits"], out["labels"]),
-              "n": int(len(out["labels"])), "source": str(id_path)}
+    record = detection_record(id_path, ood_path, score, train_stats)
+    record.update(augment=augment, oe=oe, seed=int(seed), ood_set=ood_set, source=str(ood_path))
     write_json_atomic(out_json, record)
     log.info("%s", record)

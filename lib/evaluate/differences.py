@@ -1,7 +1,7 @@
 """Each model's difference to none/baseline on the headline metrics, with a 95% interval.
 
-    python -m lib.evaluate.differences --tables results/tables --logits results/logits \
-        --out results/tables/differences.csv [--n-boot 1000] [--seed 0]
+    python -m lib.evaluate.differences --tables results/tables --out results/tables/differences.csv \
+        [--logits results/logits] [--n-boot 1000] [--seed 0]
 
     from lib.evaluate.differences import differences, read_tables
     df = differences(read_tables("results/tables"), "results/logits")
@@ -31,10 +31,11 @@ import os
 import numpy as np
 import pandas as pd
 
+from lib import layout
 from lib.evaluate.aggregate import write_csv_atomic
-from lib.evaluate.calibration import MNISTC_PREFIX, confidence_and_correct
+from lib.evaluate.calibration import confidence_and_correct
 from lib.common import derive_seed, load_npz, setup_logging
-from lib.evaluate.detection import load_train_stats, train_stats_file
+from lib.evaluate.detection import load_train_stats
 from lib.evaluate.metrics import auroc_pair_count, ece
 from lib.evaluate.scores import compute_score
 from lib.evaluate.stats import bootstrap_difference_ci, paired_difference_ci
@@ -106,7 +107,7 @@ def _temperature(tables, augment, oe, seed):
 def _corruptions(tables, augment, oe, seed):
     cal = tables["calibration"][0]
     rows = cal[(cal["augment"] == augment) & (cal["oe"] == oe) & (cal["seed"] == seed)
-               & cal["set"].str.startswith(MNISTC_PREFIX)]
+               & cal["set"].str.startswith(layout.MNISTC_PREFIX)]
     return sorted(rows["set"].unique())
 
 
@@ -122,19 +123,19 @@ def bootstrap_inputs(headline, logit_dir, tables, augment, oe, seed):
     gives the headline number; files: the logit files read.
     """
     metric, set_name, score = headline["metric"], headline["set"], headline["score"]
-    id_test = os.path.join(logit_dir, "id_test.npz")
+    id_test = layout.npz_in(logit_dir, "id_test")
     if metric == "auroc":
-        ood = os.path.join(logit_dir, f"{set_name}.npz")
+        ood = layout.npz_in(logit_dir, set_name)
         stats, files = None, [id_test, ood]
         if score == "mahalanobis":
-            files.append(train_stats_file(logit_dir))
+            files.append(os.path.join(logit_dir, layout.MAHALANOBIS_STATS))
             stats = load_train_stats(files[-1])
         groups = (compute_score(score, load_npz(id_test), stats), compute_score(score, load_npz(ood), stats))
         return groups, auroc_pair_count, files
     if set_name == "id_test":
         files = [id_test]
     else:
-        files = [os.path.join(logit_dir, f"{name}.npz") for name in _corruptions(tables, augment, oe, seed)]
+        files = [layout.npz_in(logit_dir, name) for name in _corruptions(tables, augment, oe, seed)]
         if not files:
             raise ValueError(f"no MNIST-C sets in calibration.csv for {augment}/{oe}/seed{seed}")
     temperature = _temperature(tables, augment, oe, seed) if score == "temperature_scaled" else 1.0
@@ -182,8 +183,8 @@ def differences(tables, logits_root, baseline=BASELINE, n_boot=1000, seed=0):
                 source = table_path
             elif len(seeds) == 1:
                 s = seeds[0]
-                model_dir = os.path.join(logits_root, augment, oe, f"seed{s}")
-                base_dir = os.path.join(logits_root, *baseline, f"seed{s}")
+                model_dir = os.path.join(logits_root, layout.model_part(augment, oe, s))
+                base_dir = os.path.join(logits_root, layout.model_part(*baseline, s))
                 model_groups, statistic, model_files = bootstrap_inputs(headline, model_dir, tables, augment, oe, s)
                 base_groups, _, base_files = bootstrap_inputs(headline, base_dir, tables, *baseline, s)
                 ci = bootstrap_difference_ci(model_groups, base_groups, statistic, n_boot=n_boot, level=LEVEL,
@@ -199,14 +200,20 @@ def differences(tables, logits_root, baseline=BASELINE, n_boot=1000, seed=0):
 def main(argv=None):
     p = argparse.ArgumentParser(description="Differences to none/baseline with 95% intervals.")
     p.add_argument("--tables", required=True, help="folder with accuracy.csv, detection.csv, calibration.csv")
-    p.add_argument("--logits", required=True, help="results/logits (per-example arrays for the bootstrap)")
+    p.add_argument("--logits", help="the folder of every model's logits (per-example arrays for the bootstrap); "
+                   "default: the logits folder beside --tables, as lib.layout places it")
     p.add_argument("--out", required=True)
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log")
     a = p.parse_args(argv)
     setup_logging(a.log)
-    df = differences(read_tables(a.tables), a.logits, n_boot=a.n_boot, seed=a.seed)
+    # Beside --tables and relative when it is, so the `source` column names files as the rules do.
+    tables = os.path.normpath(a.tables)
+    if os.path.basename(tables) in (os.curdir, os.pardir):  # "." or "..": the folder needs its name
+        tables = os.path.abspath(tables)
+    logits = a.logits or layout.logits_root(os.path.dirname(tables))
+    df = differences(read_tables(a.tables), logits, n_boot=a.n_boot, seed=a.seed)
     write_csv_atomic(df, a.out)
     log.info("%d differences -> %s", len(df), a.out)
 

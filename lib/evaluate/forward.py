@@ -23,11 +23,11 @@ import os
 import numpy as np
 import torch
 
+from lib import layout
 from lib.common import keep_freed_memory, load_npz, pick_device, save_npz_atomic, setup_logging
-from lib.evaluate.detection import train_stats_file
 from lib.evaluate.scores import fit_mahalanobis, odin_logits
 from lib.train.models import load_model_file, to_device_images
-from lib.data.registry import validation_split
+from lib.data.splits import validation_split
 
 
 def forward_in_batches(model, x_uint8, device, batch_size=2048):
@@ -85,7 +85,7 @@ def evaluate(model_path, id_data, cfg, extra, out_dir, log, logits_only=(), odin
     os.makedirs(out_dir, exist_ok=True)
     batch_size = cfg["train"]["eval_batch_size"]
     stats = mahalanobis_stats(model, id_data, cfg, device)
-    save_npz_atomic(train_stats_file(out_dir), **stats)
+    save_npz_atomic(os.path.join(out_dir, layout.MAHALANOBIS_STATS), **stats)
     log.info("mahalanobis: class means %s, precision %s from the training split",
              stats["class_means"].shape, stats["precision"].shape)
     for name, x, y in evaluation_sets(id_data, cfg, extra):
@@ -95,7 +95,7 @@ def evaluate(model_path, id_data, cfg, extra, out_dir, log, logits_only=(), odin
             arrays["features"] = feats.astype(np.float32)
             if odin:
                 arrays["odin_logits"] = odin_logits_in_batches(model, x, device, batch_size)
-        save_npz_atomic(os.path.join(out_dir, f"{name}.npz"), **arrays)
+        save_npz_atomic(layout.npz_in(out_dir, name), **arrays)
         acc = float((logits.argmax(1) == y).mean()) if (y >= 0).all() else float("nan")
         log.info("%s: %d images, accuracy %.4f%s", name, len(x), acc, ", with ODIN logits" if odin else "")
 

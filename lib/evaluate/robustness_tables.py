@@ -5,6 +5,8 @@
     records = [json.load(open(p)) | {"path": p} for p in record_paths]
     robustness_long(records)           # one accuracy row per (model, seed, corruption)
     robustness_summary_long(records)   # mean_accuracy, non_overlap_mean, mce per (model, seed)
+    robustness_job({"fog": fog_npz, ...}, "robustness.json", "robustness.log", augment="none", oe="baseline", seed=1)
+    robustness_tables_job(record_paths, "robustness.csv", "robustness_summary.csv", "tables.log")
 
 The workflow calls robustness_job once per model (a `run:` rule: milliseconds of numpy)
 and robustness_tables_job once. Both tables use lib.evaluate.aggregate's long format (augment,
@@ -19,6 +21,7 @@ import math
 
 import pandas as pd
 
+from lib import layout
 from lib.evaluate.aggregate import COLUMNS, long_table, write_csv_atomic
 from lib.common import load_npz, write_json_atomic
 from lib.evaluate.metrics import accuracy
@@ -35,15 +38,15 @@ def corruption_accuracies(logit_paths):
         out = load_npz(path)
         if (out["labels"] < 0).any():
             raise ValueError(f"{path}: MNIST-C set {corruption!r} has unlabelled images (label -1); "
-                             f"rebuild results/data/corruptions/{corruption}.npz")
+                             f"rebuild {layout.corruption_file(corruption)}")
         result[corruption] = (accuracy(out["logits"], out["labels"]), int(len(out["labels"])))
     return result
 
 
-def robustness_job(logit_paths, wildcards, out_json, log_path):
+def robustness_job(logit_paths, out_json, log_path, *, augment, oe, seed):
     """Write one model's record: augment, oe, seed and per corruption accuracy, n, source."""
     accuracies = corruption_accuracies(logit_paths)
-    record = {"augment": wildcards.augment, "oe": wildcards.oe, "seed": int(wildcards.seed),
+    record = {"augment": augment, "oe": oe, "seed": int(seed),
               "corruptions": {c: {"accuracy": acc, "n": n, "source": str(logit_paths[c])}
                               for c, (acc, n) in accuracies.items()}}
     write_json_atomic(out_json, record)

@@ -8,10 +8,9 @@
 Reads only the CSVs under results/tables (detection, calibration, reliability,
 differences); a table that is missing leaves its part out (None or []). Every cell carries
 its exact value and the CSV it came from (`data-value`, `data-source` in the template).
-Test sets seen in training (`leaks`, {set: why}) carry lib.report.page's leak mark.
+Test sets seen in training (`leaks`, {set: why}) carry lib.report.cells's leak mark.
 
-The report shows it through REPORT_SECTIONS (lib.report.page's plug-in sections), in the place
-of the built-in calibration section.
+In the page: build(ctx), the section "evaluation" of lib.report.render.SECTIONS.
 """
 import base64
 import io
@@ -21,8 +20,10 @@ import numpy as np
 import pandas as pd
 from markupsafe import Markup
 
+from lib import layout
 from lib.evaluate.aggregate import summarize
-from lib.report.page import LEAK_MARK, model_label, section, set_label, shown_path
+from lib.report.cells import LEAK_MARK, model_label, set_label
+from lib.report.context import input_file, shown_path
 
 SCORES = [
     dict(name="msp", label="MSP", needs="logits", formula="−max<sub>c</sub> softmax(z)<sub>c</sub>",
@@ -230,10 +231,10 @@ def evaluation_section(tables_dir, cfg, leaks=None, shown_tables=None):
             "leaks": {name: why for name, why in leaks.items() if name in shown_sets}, "leak_mark": LEAK_MARK}
 
 
-def _report_section(ctx):
-    return evaluation_section(ctx["tables"], ctx["cfg"], ctx["leaks"], shown_path(ctx, ctx["tables"]))
-
-
-REPORT_SECTIONS = [section("evaluation", "Scores, calibration and differences to Base", _report_section,
-                           "evaluation_section.html.j2", "No calibration results in this run.", heading=False,
-                           replaces="calibration")]
+def build(ctx):
+    """The section's data from the declared detection, calibration, reliability and differences tables."""
+    tables_dir = layout.tables_dir(ctx["results"])
+    # evaluation_section opens the folder's tables by name: each one must be a declared input.
+    for name in ("detection", "calibration", "reliability", "differences"):
+        input_file(ctx, name, layout.table_file(f"{name}.csv", ctx["results"]))
+    return evaluation_section(tables_dir, ctx["cfg"], ctx["leaks"], shown_path(ctx, tables_dir))

@@ -9,13 +9,12 @@
 
 robustness_report returns None when robustness_summary.csv is absent (a run without
 MNIST-C). Cells are dicts with `text`, `value` (the exact mean over seeds, for the
-cell's data-value) and `source` (the CSV it came from), like lib/report/page.py's cells;
+cell's data-value) and `source` (the CSV it came from), like lib/report/cells.py's cells;
 `overlap` marks a corruption the model's training augmentation already shows it
 (lib.evaluate.robustness.OVERLAP). Figures are base64 PNGs so the report stays one offline file.
 
-The report shows it through REPORT_SECTIONS (lib.report.page's plug-in sections), in the place
-of the built-in robustness section; the study table's MNIST-C row is lib.report.page's own
-(it reads robustness_summary.csv).
+In the page: build(ctx), the section "robustness" of lib.report.render.SECTIONS; the
+study table's MNIST-C row is the summary's (lib.report.summary, from robustness_summary.csv).
 """
 import base64
 import io
@@ -26,9 +25,11 @@ import pandas as pd
 # Figure without pyplot: no global state and no display needed (savefig uses Agg).
 from matplotlib.figure import Figure
 
+from lib import layout
 from lib.evaluate.aggregate import summarize
 from lib.data.mnist_c import CORRUPTIONS
-from lib.report.page import model_label, section, shown_path
+from lib.report.cells import model_label
+from lib.report.context import input_file, shown_path
 from lib.evaluate.robustness import OVERLAP
 
 SUMMARY_LABELS = {"mean_accuracy": "mean of the 15 corruptions",
@@ -122,7 +123,7 @@ def example_images(corruptions_dir, id_data_path, index=0):
     images = []
     first = None
     for corruption in CORRUPTIONS:
-        with np.load(os.path.join(corruptions_dir, f"{corruption}.npz")) as arrays:
+        with np.load(layout.npz_in(corruptions_dir, corruption)) as arrays:
             images.append((corruption, arrays["x_test"][index]))
             if first is None:
                 first = arrays["y_test"]
@@ -168,17 +169,19 @@ def robustness_report(cfg, tables_dir, corruptions_dir=None, id_data_path=None, 
         "chart_png": accuracy_chart(cfg, long_summary, summary),
         "examples_png": "",
     }
-    if corruptions_dir and all(os.path.exists(os.path.join(corruptions_dir, f"{c}.npz")) for c in CORRUPTIONS):
+    if corruptions_dir and all(os.path.exists(layout.npz_in(corruptions_dir, c)) for c in CORRUPTIONS):
         data["examples_png"] = examples_figure(example_images(corruptions_dir, id_data_path))
     return data
 
 
-def _report_section(ctx):
-    cfg = ctx["cfg"]
-    return robustness_report(cfg, ctx["tables"], os.path.join(ctx["data"], "corruptions"),
-                             os.path.join(ctx["data"], f"{cfg['in_distribution']}.npz"), shown_path(ctx, ctx["tables"]))
-
-
-REPORT_SECTIONS = [section("robustness", "Robustness", _report_section, "robustness.html.j2",
-                           "No robustness results in this run (results/tables/robustness_summary.csv is absent).",
-                           heading=False)]
+def build(ctx):
+    """The section's data from the declared tables, corrupted sets and in-distribution set."""
+    cfg, results = ctx["cfg"], ctx["results"]
+    # robustness_report opens the files of these folders by name: each one must be a declared input.
+    for name in ("robustness", "robustness_summary"):
+        input_file(ctx, name, layout.table_file(f"{name}.csv", results))
+    for corruption in CORRUPTIONS:
+        input_file(ctx, "corrupted", layout.corruption_file(corruption, results))
+    id_data = input_file(ctx, "data", layout.data_file(cfg["in_distribution"], results))
+    return robustness_report(cfg, layout.tables_dir(results), layout.corruption_dir(results), id_data,
+                             shown_path(ctx, layout.tables_dir(results)))

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from lib.train.augment import augment_batch
 from lib.common import (derive_seed, device_name, keep_freed_memory, pick_device, replace_atomic, setup_logging,
                         sha256_file)
-from lib.data.registry import validation_split
+from lib.data.splits import validation_split
 from lib.train.models import (build_model, load_model_file, load_weights_only, save_torch_atomic, to_device_images,
                                to_fast_layout)
 
@@ -152,7 +152,7 @@ def training_chunks(x_train, y_train, order, batch, steps, augment, cfg, generat
         yield inputs, y_train[idx].view(s, batch)
 
 
-def train_step(model, optimizer, schedule, inputs, labels, lam, autocast, poison=False):
+def train_step(model, optimizer, schedule, inputs, labels, lam, autocast):
     """One optimiser step on inputs [B (+ A), 1, H, W]: the first B = len(labels) rows are
     labelled, the rest auxiliary (OE). Returns (loss, number right), tensors on the device:
     reading them would make the host wait for the device every step."""
@@ -160,8 +160,6 @@ def train_step(model, optimizer, schedule, inputs, labels, lam, autocast, poison
         logits = model(inputs).float()
     n = len(labels)
     loss = oe_loss(logits[:n], labels, logits[n:] if len(inputs) > n else None, lam)
-    if poison:  # test-only fault injection (MNIST_SAFETY_INJECT_NAN_STEP)
-        loss = loss * float("nan")
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -170,8 +168,7 @@ def train_step(model, optimizer, schedule, inputs, labels, lam, autocast, poison
 
 
 def run_epoch(model, optimizer, schedule, x_train, y_train, batch, steps, augment, cfg, generator,
-              autocast, mixing=None, aux=None, aux_batch=0, lam=0.0, first_step=0, nan_step=-1,
-              describe=None, steps_per_chunk=None):
+              autocast, mixing=None, aux=None, aux_batch=0, lam=0.0, describe=None, steps_per_chunk=None):
     """One epoch of `steps` steps; returns (mean loss, training accuracy) as Python floats.
 
     Losses stay on the device and are checked once per chunk; a non-finite one raises
@@ -186,8 +183,7 @@ def run_epoch(model, optimizer, schedule, x_train, y_train, batch, steps, augmen
     for inputs, labels in training_chunks(x_train, y_train, order, batch, steps, augment, cfg, generator,
                                           mixing, aux, aux_batch, steps_per_chunk):
         for j in range(len(inputs)):
-            loss, right = train_step(model, optimizer, schedule, inputs[j], labels[j], lam, autocast,
-                                     poison=first_step + done + j == nan_step)
+            loss, right = train_step(model, optimizer, schedule, inputs[j], labels[j], lam, autocast)
             losses[done + j] = loss
             correct += right
         checked = losses[done:done + len(inputs)]
@@ -235,7 +231,6 @@ def train(data, augment, oe, seed, cfg, out_model, out_log, checkpoint, aux=None
     optimizer = make_optimizer(model.parameters(), tcfg, lr)
     schedule = make_schedule(optimizer, tcfg["schedule"], epochs * steps_per_epoch)
     lam, aux_batch = ocfg["lambda"], ocfg["batch_factor"] * batch
-    nan_step = int(os.environ.get("MNIST_SAFETY_INJECT_NAN_STEP", "-1"))  # test-only fault injection
 
     rows, start_epoch = [], 0
     fingerprint = run_fingerprint(cfg, augment, oe, seed, data, aux if use_oe else None, mixing, init)
@@ -274,7 +269,7 @@ def train(data, augment, oe, seed, cfg, out_model, out_log, checkpoint, aux=None
         mean_loss, accuracy = run_epoch(
             forward, optimizer, schedule, x_train, y_train, batch, steps_per_epoch, augment, cfg,
             generator, autocast, mixing=x_mix, aux=x_aux, aux_batch=aux_batch if use_oe else 0,
-            lam=lam, first_step=epoch * steps_per_epoch, nan_step=nan_step, describe=describe)
+            lam=lam, describe=describe)
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0

@@ -6,62 +6,53 @@ import os
 import lib.evaluate.calibration as lib_calibration
 
 
-def mnistc_sets():
-    """Evaluation sets named mnistc_<corruption> (MNIST-C), evaluated by the evaluate job."""
-    return [lib_calibration.MNISTC_PREFIX + c for c in CORRUPTIONS]
-
-
-def model_logit_files(augment, oe, seed, names):
-    folder = LOGIT_DIR.format(augment=augment, oe=oe, seed=seed)
-    return [f"{folder}/{name}.npz" for name in names]
-
-
 rule calibrate:
     input:
-        id_test=f"{LOGIT_DIR}/id_test.npz",
-        id_val=f"{LOGIT_DIR}/id_val.npz",
-        mnistc=lambda wc: model_logit_files(wc.augment, wc.oe, wc.seed, mnistc_sets()),
+        id_test=layout.logits_file("id_test"),
+        id_val=layout.logits_file("id_val"),
+        mnistc=[layout.logits_file(name) for name in MNISTC_SETS],
     output:
-        json="results/metrics/{augment}/{oe}/seed{seed}/calibration.json",
+        json=layout.metrics_file("calibration"),
     log:
-        "results/logs/calibrate/{augment}/{oe}/seed{seed}.log",
+        layout.log_file("calibrate/{augment}/{oe}/seed{seed}"),
     run:
-        prefix = lib_calibration.MNISTC_PREFIX
-        mnistc = {os.path.basename(p)[len(prefix):-len(".npz")]: p for p in input.mnistc}
-        lib_calibration.calibration_job(input.id_test, input.id_val, mnistc, wildcards, output.json, log[0])
+        lib_calibration.calibration_job(input.id_test, input.id_val, dict(zip(CORRUPTIONS, input.mnistc)),
+                                        output.json, log[0], **model_values(wildcards))
 
 
 rule aggregate_calibration:
     input:
-        expand_models("results/metrics/{augment}/{oe}/seed{seed}/calibration.json"),
+        expand_models(layout.metrics_file("calibration")),
     output:
-        calibration="results/tables/calibration.csv",
-        reliability="results/tables/reliability.csv",
+        calibration=layout.table_file("calibration.csv"),
+        reliability=layout.table_file("reliability.csv"),
     log:
-        "results/logs/aggregate_calibration.log",
+        layout.log_file("aggregate_calibration"),
     run:
         lib_calibration.aggregate_calibration_job(list(input), output.calibration, output.reliability, log[0])
 
 
 rule compare:
     input:
-        accuracy="results/tables/accuracy.csv",
-        detection="results/tables/detection.csv",
-        calibration="results/tables/calibration.csv",
+        accuracy=layout.table_file("accuracy.csv"),
+        detection=layout.table_file("detection.csv"),
+        calibration=layout.table_file("calibration.csv"),
         # Per-example arrays: the bootstrap over test examples reads them when there is one seed.
-        logits=[f for m in models() for f in model_logit_files(m["augment"], m["oe"], m["seed"], EVAL_SETS + mnistc_sets())],
-        train_stats=expand_models(f"{LOGIT_DIR}/mahalanobis_stats.npz"),
+        logits=[layout.logits_file(name, **m) for m in models() for name in EVAL_SETS + MNISTC_SETS],
+        train_stats=expand_models(layout.mahalanobis_stats_file()),
     output:
-        differences="results/tables/differences.csv",
+        differences=layout.table_file("differences.csv"),
     params:
         py=PY,
         seed=config["seed"],
+        # lib.evaluate.differences finds the logits beside the tables folder (lib.layout).
+        tables=lambda wc, input: os.path.dirname(input.accuracy),
     log:
-        "results/logs/compare.log",
+        layout.log_file("compare"),
     benchmark:
-        "results/benchmarks/compare.tsv"
+        layout.benchmark_file("compare")
     shell:
-        "{params.py} -m lib.evaluate.differences --tables results/tables --logits results/logits --seed {params.seed} "
+        "{params.py} -m lib.evaluate.differences --tables {params.tables:q} --seed {params.seed} "
         "--out {output.differences:q} > {log:q} 2>&1"
 
 

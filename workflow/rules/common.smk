@@ -1,12 +1,10 @@
-# Helpers shared by every stage: the grid, paths, the per-rule config subsets and the
-# command prefix that runs lib/ with this workflow's Python.
+# Helpers shared by every stage: the grid, the per-rule config subsets and the command
+# prefix that runs lib/ with this workflow's Python. Every path comes from lib/layout.py.
 
 import json
 import shlex
 
-import lib.data.registry as lib_datasets
-import lib.evaluate.aggregate as lib_aggregate
-import lib.evaluate.detection as lib_detect
+from lib import layout
 from lib.data.mnist_c import CORRUPTIONS  # the 15 MNIST-C corruptions (numpy-only import, fast to parse)
 
 ROOT = workflow.basedir
@@ -21,9 +19,6 @@ SEEDS = config["seeds"]
 OOD_SETS = config["ood_sets"]
 SCORES = config["scores"]
 OE_SOURCE = config["outlier_exposure"]["source"]
-
-MODEL_DIR = "results/models/{augment}/{oe}/seed{seed}"
-LOGIT_DIR = "results/logits/{augment}/{oe}/seed{seed}"
 
 
 wildcard_constraints:
@@ -41,15 +36,13 @@ def models():
 
 
 def expand_models(pattern):
+    """A per-model path pattern (lib.layout with the model's wildcards left out) for every model."""
     return [pattern.format(**m) for m in models()]
 
 
-def data_file(name):
-    return f"results/data/{name}.npz"
-
-
-def corruption_file(corruption):
-    return f"results/data/corruptions/{corruption}.npz"
+def model_values(wildcards):
+    """A model's wildcards as the plain values the lib jobs take: augment, oe, seed (int)."""
+    return dict(augment=wildcards.augment, oe=wildcards.oe, seed=int(wildcards.seed))
 
 
 def train_cfg_json(wildcards):

@@ -1,9 +1,12 @@
-# Data: every data set becomes results/data/<name>.npz (uint8 [N,28,28] + labels).
+# Data: every data set becomes results/data/<name>.npz (uint8 [N,28,28] + labels; lib.layout.data_file).
 # Generated and bundled sets: prepare_dataset. Downloaded sets: fetch_real_dataset (local
 # rule on the submit host, the only step that touches the network) then
 # prepare_real_dataset (reads only data_dir; runs anywhere, no GPU).
 
 import os
+
+import lib.data.leaks as lib_leaks
+import lib.data.registry as lib_datasets
 
 REAL_SETS = [n for n in lib_datasets.DATASETS if lib_datasets.is_downloaded(n)]
 GENERATED_SETS = [n for n in lib_datasets.DATASETS if not lib_datasets.is_downloaded(n)]
@@ -26,11 +29,11 @@ def real_conversion_args(wildcards):
 
 rule fetch_real_dataset:
     output:
-        record="results/data/fetched/{dataset}.json",
+        record=layout.fetched_record("{dataset}"),
     params:
         py=PY,
     log:
-        "results/logs/data/fetch_{dataset}.log",
+        layout.log_file("data/fetch_{dataset}"),
     wildcard_constraints:
         dataset="|".join(REAL_SETS),
     # Downloads retry per mirror inside lib.data.download; the log is shown when the step fails
@@ -42,18 +45,18 @@ rule fetch_real_dataset:
 
 rule prepare_real_dataset:
     input:
-        record="results/data/fetched/{dataset}.json",
+        record=layout.fetched_record("{dataset}"),
     output:
-        npz="results/data/{dataset}.npz",
+        npz=layout.data_file("{dataset}"),
     params:
         py=PY,
         conversion=real_conversion_args,
         # Tracked so that a changed polarity re-converts; the job reads it from data_sources.
         polarity=lambda wc: config["data_sources"].get(wc.dataset, {}).get("polarity", "default"),
     log:
-        "results/logs/data/{dataset}.log",
+        layout.log_file("data/{dataset}"),
     benchmark:
-        "results/benchmarks/data/{dataset}.tsv"
+        layout.benchmark_file("data/{dataset}")
     wildcard_constraints:
         dataset="|".join(REAL_SETS),
     shell:
@@ -63,13 +66,13 @@ rule prepare_real_dataset:
 
 rule leak_marks:
     output:
-        json="results/tables/leaks.json",
+        json=layout.table_file("leaks.json"),
     params:
         # The sets, OE source and mixing folder that decide the marks: a change rewrites the file.
         decides=json.dumps({k: config[k] for k in ("ood_sets", "oe", "augment")} | {
             "oe_source": OE_SOURCE, "mixing": config["pixmix"]["mixing"]}, sort_keys=True),
     run:
-        lib_datasets.write_leaks(config, output.json)
+        lib_leaks.write_leaks(config, output.json)
 
 
 localrules:
@@ -79,20 +82,20 @@ localrules:
 
 rule prepare_dataset:
     output:
-        npz="results/data/{dataset}.npz",
+        npz=layout.data_file("{dataset}"),
     wildcard_constraints:
         dataset="|".join(GENERATED_SETS),
     params:
         py=PY,
         seed=config["seed"],
         size=lambda wc: config["outlier_exposure"]["size"] if wc.dataset == OE_SOURCE else config["synthetic_size"],
-        id_arg=lambda wc: f"--id {data_file(ID)}" if lib_datasets.DATASETS[wc.dataset]["needs_id"] else "",
+        id_arg=lambda wc: f"--id {layout.data_file(ID)}" if lib_datasets.DATASETS[wc.dataset]["needs_id"] else "",
     input:
-        id_data=lambda wc: [data_file(ID)] if lib_datasets.DATASETS[wc.dataset]["needs_id"] else [],
+        id_data=lambda wc: [layout.data_file(ID)] if lib_datasets.DATASETS[wc.dataset]["needs_id"] else [],
     log:
-        "results/logs/data/{dataset}.log",
+        layout.log_file("data/{dataset}"),
     benchmark:
-        "results/benchmarks/data/{dataset}.tsv"
+        layout.benchmark_file("data/{dataset}")
     shell:
         "{params.py} -m lib.data.registry {wildcards.dataset:q} --out {output.npz:q} --seed {params.seed} "
         "--size {params.size} {params.id_arg} > {log:q} 2>&1"

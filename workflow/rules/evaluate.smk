@@ -1,31 +1,36 @@
 # Evaluate: one job per model saves logits (and features) once per evaluation set;
 # score and metrics then work from these files only.
 
+import lib.evaluate.accuracy as lib_accuracy
+import lib.evaluate.detection as lib_detection
+
 EVAL_SETS = ["id_test", "id_val", *OOD_SETS]
+MNISTC_SETS = [layout.mnistc_set(c) for c in CORRUPTIONS]  # the evaluation sets of MNIST-C
 
 
 rule evaluate:
     input:
-        model=f"{MODEL_DIR}/model.pt",
-        id_data=data_file(ID),
-        ood=[data_file(name) for name in OOD_SETS],
-        corrupted=[corruption_file(c) for c in CORRUPTIONS],
+        model=layout.model_file(),
+        id_data=layout.data_file(ID),
+        ood=[layout.data_file(name) for name in OOD_SETS],
+        corrupted=[layout.corruption_file(c) for c in CORRUPTIONS],
     output:
-        logits=[f"{LOGIT_DIR}/{name}.npz" for name in EVAL_SETS],
-        corrupted_logits=[f"{LOGIT_DIR}/mnistc_{c}.npz" for c in CORRUPTIONS],
-        mahalanobis=f"{LOGIT_DIR}/mahalanobis_stats.npz",
+        logits=[layout.logits_file(name) for name in EVAL_SETS],
+        corrupted_logits=[layout.logits_file(name) for name in MNISTC_SETS],
+        mahalanobis=layout.mahalanobis_stats_file(),
     params:
         py=PY,
         cfg=eval_cfg_json(),
         # A flag, not the score list: only adding or removing ODIN re-evaluates the models.
         odin="--odin" if "odin" in SCORES else "",
-        sets=" ".join("--set " + shlex.quote(f"{name}={data_file(name)}") for name in OOD_SETS)
-        + "".join(" --logits-set " + shlex.quote(f"mnistc_{c}={corruption_file(c)}") for c in CORRUPTIONS),
-        out_dir=LOGIT_DIR,
+        sets=" ".join("--set " + shlex.quote(f"{name}={layout.data_file(name)}") for name in OOD_SETS)
+        + "".join(" --logits-set " + shlex.quote(f"{layout.mnistc_set(c)}={layout.corruption_file(c)}")
+                  for c in CORRUPTIONS),
+        out_dir=layout.logits_dir(),
     log:
-        "results/logs/evaluate/{augment}/{oe}/seed{seed}.log",
+        layout.log_file("evaluate/{augment}/{oe}/seed{seed}"),
     benchmark:
-        "results/benchmarks/evaluate/{augment}/{oe}/seed{seed}.tsv"
+        layout.benchmark_file("evaluate/{augment}/{oe}/seed{seed}")
     shell:
         "{params.py} -m lib.evaluate.forward --model {input.model:q} --id-data {input.id_data:q} "
         "--config-json {params.cfg:q} --out-dir {params.out_dir:q} {params.sets} {params.odin} "
@@ -34,26 +39,27 @@ rule evaluate:
 
 rule score:
     input:
-        id_logits=f"{LOGIT_DIR}/id_test.npz",
-        ood_logits=f"{LOGIT_DIR}/{{ood_set}}.npz",
-        train_stats=lambda wc: [lib_detect.train_stats_file(LOGIT_DIR.format(augment=wc.augment, oe=wc.oe, seed=wc.seed))]
+        id_logits=layout.logits_file("id_test"),
+        ood_logits=layout.logits_file("{ood_set}"),
+        train_stats=lambda wc: [layout.mahalanobis_stats_file(wc.augment, wc.oe, wc.seed)]
         if wc.score == "mahalanobis" else [],
     output:
-        json="results/scores/{augment}/{oe}/seed{seed}/{ood_set}/{score}.json",
+        json=layout.score_file(),
     log:
-        "results/logs/score/{augment}/{oe}/seed{seed}/{ood_set}/{score}.log",
+        layout.log_file("score/{augment}/{oe}/seed{seed}/{ood_set}/{score}"),
     run:
         # In-process: a score is a few milliseconds of numpy; a Python start per job would cost 100x more.
-        lib_detect.score_job(input.id_logits, input.ood_logits, wildcards, output.json, log[0],
-                             train_stats_path=input.train_stats[0] if input.train_stats else None)
+        lib_detection.score_job(input.id_logits, input.ood_logits, output.json, log[0], **model_values(wildcards),
+                                ood_set=wildcards.ood_set, score=wildcards.score,
+                                train_stats_path=input.train_stats[0] if input.train_stats else None)
 
 
 rule model_metrics:
     input:
-        id_logits=f"{LOGIT_DIR}/id_test.npz",
+        id_logits=layout.logits_file("id_test"),
     output:
-        json="results/metrics/{augment}/{oe}/seed{seed}/accuracy.json",
+        json=layout.metrics_file("accuracy"),
     log:
-        "results/logs/metrics/{augment}/{oe}/seed{seed}.log",
+        layout.log_file("metrics/{augment}/{oe}/seed{seed}"),
     run:
-        lib_detect.accuracy_job(input.id_logits, wildcards, output.json, log[0])
+        lib_accuracy.accuracy_job(input.id_logits, output.json, log[0], **model_values(wildcards))

@@ -1,25 +1,19 @@
-# PixMix's mixing set: results/data/mixing.npz (uint8 [M,28,28], lib/data/mixing.py), generated
+# PixMix's mixing set: results/data/mixing.npz (lib.layout.mixing_file; uint8 [M,28,28], lib/data/mixing.py), generated
 # IFS fractals or pictures from a staged folder. Planned only when pixmix is in `augment`
-# (the train and report rules ask for it then).
+# (the train and report rules ask for it then: train.smk, lib/report/inputs.py).
 
 import lib.data.mixing as lib_mixing
 
 MIXING = config["pixmix"]["mixing"]
-MIXING_FILE = "results/data/mixing.npz"
 
 
 def mixing_folder():
     return os.path.expanduser(MIXING["folder"]) if MIXING["source"] == "folder" else None
 
 
-def mixing_inputs():
-    """The mixing set for jobs that need it: [] unless a pixmix model is in the grid."""
-    return [MIXING_FILE] if "pixmix" in AUGMENTS else []
-
-
 rule mixing_set:
     output:
-        npz=MIXING_FILE,
+        npz=layout.mixing_file(),
     params:
         py=PY,
         source=MIXING["source"],
@@ -31,9 +25,9 @@ rule mixing_set:
         # the job and every PixMix model after it.
         folder_state=lambda wc: lib_mixing.folder_fingerprint(mixing_folder()) if mixing_folder() else "",
     log:
-        "results/logs/data/mixing.log",
+        layout.log_file("data/mixing"),
     benchmark:
-        "results/benchmarks/data/mixing.tsv"
+        layout.benchmark_file("data/mixing")
     # lib.data.mixing names an empty or unreadable folder and the fix; shown on the terminal.
     shell:
         "{params.py} -m lib.data.mixing --source {params.source} --count {params.pictures} --seed {params.seed} "

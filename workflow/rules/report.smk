@@ -1,57 +1,57 @@
 # Aggregate (pandas, long-format CSVs) and render the one-file HTML report (Jinja2).
-# The report also reads, undeclared, whatever optional tables and benchmark files exist
-# when it runs (results/tables/*.csv, results/benchmarks/**.tsv).
+# The report reads only the files its rule declares: lib/report/inputs.py names them.
 
 import glob
+import os
+
+import lib.evaluate.aggregate as lib_aggregate
+import lib.report.inputs as lib_report_inputs
 
 
 rule aggregate:
     input:
-        scores=lambda wc: [
-            f"results/scores/{m['augment']}/{m['oe']}/seed{m['seed']}/{o}/{s}.json"
-            for m in models() for o in OOD_SETS for s in SCORES
-        ],
-        accuracy=expand_models("results/metrics/{augment}/{oe}/seed{seed}/accuracy.json"),
+        scores=[layout.score_file(o, s, **m) for m in models() for o in OOD_SETS for s in SCORES],
+        accuracy=expand_models(layout.metrics_file("accuracy")),
     output:
-        detection="results/tables/detection.csv",
-        accuracy="results/tables/accuracy.csv",
-    params:
-        py=PY,
+        detection=layout.table_file("detection.csv"),
+        accuracy=layout.table_file("accuracy.csv"),
     log:
-        "results/logs/aggregate.log",
+        layout.log_file("aggregate"),
     run:
-        lib_aggregate.aggregate_job(input, output, log[0])
+        lib_aggregate.aggregate_job(list(input.scores), list(input.accuracy), output.detection, output.accuracy, log[0])
+
+
+def report_files(wildcards):
+    """Every file the report reads, by name (lib/report/inputs.py): the tables, every model's
+    train_log.csv, the first seed's logits (figures), the prepared data sets (checksums,
+    sample digits), the mixing set, the corrupted sets (example digit), the download
+    records and the benchmark files (wall times)."""
+    return lib_report_inputs.report_inputs(config)
+
+
+def report_inputs_json(wildcards, input):
+    """The declared files, by name, as the report's --inputs-json: it reads these and no others."""
+    return json.dumps({name: input[name] for name in lib_report_inputs.NAMES}, sort_keys=True)
 
 
 rule report:
     input:
-        detection="results/tables/detection.csv",
-        accuracy="results/tables/accuracy.csv",
-        leaks="results/tables/leaks.json",
-        train_logs=expand_models(f"{MODEL_DIR}/train_log.csv"),
-        # The figures are drawn from the cached logits; the checksums hash the prepared data.
-        logits=[p for name in ("id_test", *OOD_SETS) for p in expand_models(f"{LOGIT_DIR}/{name}.npz")],
-        data=[data_file(name) for name in dict.fromkeys([ID, *OOD_SETS])],
+        unpack(report_files),
         template=f"{ROOT}/workflow/templates/report.html.j2",
         partials=glob.glob(f"{ROOT}/workflow/templates/**/*.j2", recursive=True),
-        robustness="results/tables/robustness.csv",
-        robustness_summary="results/tables/robustness_summary.csv",
-        corrupted=[corruption_file(c) for c in CORRUPTIONS],  # the example digit under each corruption
-        calibration="results/tables/calibration.csv",
-        reliability="results/tables/reliability.csv",
-        differences="results/tables/differences.csv",
-        mixing=mixing_inputs(),  # the samples figure reads results/data/mixing.npz when pixmix trains
     output:
-        html="results/report.html",
+        html=layout.report_file(),
     params:
         py=PY,
+        results=lambda wc, output: os.path.dirname(output.html),  # the results folder (lib.layout.report_file)
         config_json=json.dumps(config, sort_keys=True),
+        inputs_json=report_inputs_json,
         root=ROOT,
     log:
-        "results/logs/report.log",
+        layout.log_file("report"),
     shell:
-        "{params.py} -m lib.report --results results "
-        "--config-json {params.config_json:q} --template {input.template:q} --repo {params.root:q} "
+        "{params.py} -m lib.report --results {params.results:q} --config-json {params.config_json:q} "
+        "--inputs-json {params.inputs_json:q} --template {input.template:q} --repo {params.root:q} "
         "--out {output.html:q} > {log:q} 2>&1"
 
 

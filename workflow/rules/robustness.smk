@@ -4,8 +4,6 @@
 
 import lib.evaluate.robustness_tables as lib_robustness_tables
 
-CORRUPTION_DIR = "results/data/corruptions"
-
 
 def mnist_c_sources_json():
     # Only the mnist_c entry: editing another set's source must not refetch MNIST-C.
@@ -24,30 +22,30 @@ if config["corruptions"] == "official":
         # Login node: the only step that touches the network. The zip stays in data_dir
         # (not an output: a failed run must not delete a 235 MiB download).
         output:
-            record="results/data/fetched/mnist_c.json",
+            record=layout.fetched_record("mnist_c"),
         params:
             py=PY,
             data_dir=config["data_dir"],
             sources=mnist_c_sources_json(),
             offline="--offline" if config.get("offline") else "",
         log:
-            "results/logs/data/fetch_mnist_c.log",
+            layout.log_file("data/fetch_mnist_c"),
         shell:
             "{params.py} -m lib.data.mnist_c fetch --data-dir {params.data_dir:q} --sources-json {params.sources:q} "
             "{params.offline} --record {output.record:q} > {log:q} 2>&1 " + SHOW_ERROR
 
     rule extract_mnist_c:
         input:
-            record="results/data/fetched/mnist_c.json",
+            record=layout.fetched_record("mnist_c"),
         output:
-            npz=[corruption_file(c) for c in CORRUPTIONS],
+            npz=[layout.corruption_file(c) for c in CORRUPTIONS],
         params:
             py=PY,
             data_dir=config["data_dir"],
             sources=mnist_c_sources_json(),
-            out_dir=CORRUPTION_DIR,
+            out_dir=layout.corruption_dir(),
         log:
-            "results/logs/data/extract_mnist_c.log",
+            layout.log_file("data/extract_mnist_c"),
         shell:
             "{params.py} -m lib.data.mnist_c extract --data-dir {params.data_dir:q} --sources-json {params.sources:q} "
             "--out-dir {params.out_dir:q} > {log:q} 2>&1 " + SHOW_ERROR
@@ -61,17 +59,17 @@ else:
     rule generate_corruptions:
         # Deterministic per (seed, corruption): lib.data.corruptions seeds each one from both.
         input:
-            id_data=data_file(ID),
+            id_data=layout.data_file(ID),
         output:
-            npz=[corruption_file(c) for c in CORRUPTIONS],
+            npz=[layout.corruption_file(c) for c in CORRUPTIONS],
         params:
             py=PY,
             seed=config["seed"],
-            out_dir=CORRUPTION_DIR,
+            out_dir=layout.corruption_dir(),
         log:
-            "results/logs/data/generate_corruptions.log",
+            layout.log_file("data/generate_corruptions"),
         benchmark:
-            "results/benchmarks/data/generate_corruptions.tsv"
+            layout.benchmark_file("data/generate_corruptions")
         shell:
             "{params.py} -m lib.data.corruptions --in {input.id_data:q} --seed {params.seed} "
             "--out-dir {params.out_dir:q} > {log:q} 2>&1"
@@ -79,26 +77,27 @@ else:
 
 rule robustness_metrics:
     input:
-        logits=[f"{LOGIT_DIR}/mnistc_{c}.npz" for c in CORRUPTIONS],
+        logits=[layout.logits_file(name) for name in MNISTC_SETS],
     output:
-        json="results/metrics/{augment}/{oe}/seed{seed}/robustness.json",
+        json=layout.metrics_file("robustness"),
     log:
-        "results/logs/metrics/{augment}/{oe}/seed{seed}/robustness.log",
+        layout.log_file("metrics/{augment}/{oe}/seed{seed}/robustness"),
     run:
         # In-process: 15 argmaxes over cached logits, milliseconds.
-        lib_robustness_tables.robustness_job(dict(zip(CORRUPTIONS, input.logits)), wildcards, output.json, log[0])
+        lib_robustness_tables.robustness_job(dict(zip(CORRUPTIONS, input.logits)), output.json, log[0],
+                                             **model_values(wildcards))
 
 
 rule aggregate_robustness:
     input:
-        records=expand_models("results/metrics/{augment}/{oe}/seed{seed}/robustness.json"),
+        records=expand_models(layout.metrics_file("robustness")),
     output:
-        long="results/tables/robustness.csv",
-        summary="results/tables/robustness_summary.csv",
+        long=layout.table_file("robustness.csv"),
+        summary=layout.table_file("robustness_summary.csv"),
     log:
-        "results/logs/aggregate_robustness.log",
+        layout.log_file("aggregate_robustness"),
     run:
-        lib_robustness_tables.robustness_tables_job(input.records, output.long, output.summary, log[0])
+        lib_robustness_tables.robustness_tables_job(list(input.records), output.long, output.summary, log[0])
 
 
 localrules:

@@ -2,14 +2,14 @@
 
 
 def train_inputs(wildcards):
-    inputs = {"data": data_file(ID)}
+    inputs = {"data": layout.data_file(ID)}
     if wildcards.oe in ("oe", "oe_tune"):
-        inputs["aux"] = data_file(OE_SOURCE)
+        inputs["aux"] = layout.data_file(OE_SOURCE)
     if wildcards.augment == "pixmix":
-        inputs["mixing"] = "results/data/mixing.npz"
+        inputs["mixing"] = layout.mixing_file()
     if wildcards.oe == "oe_tune":
         # oe_tune fine-tunes the finished baseline model of the same augment and seed.
-        inputs["init"] = f"results/models/{wildcards.augment}/baseline/seed{wildcards.seed}/model.pt"
+        inputs["init"] = layout.model_file(wildcards.augment, "baseline", wildcards.seed)
     return inputs
 
 
@@ -21,17 +21,17 @@ rule train:
     input:
         unpack(train_inputs),
     output:
-        model=f"{MODEL_DIR}/model.pt",
-        train_log=f"{MODEL_DIR}/train_log.csv",
+        model=layout.model_file(),
+        train_log=layout.train_log_file(),
     params:
         py=PY,
         cfg=train_cfg_json,
         optional=lambda wc, input: optional_args(input),
-        checkpoint="results/checkpoints/{augment}/{oe}/seed{seed}.pt",
+        checkpoint=layout.checkpoint_file(),
     log:
-        "results/logs/train/{augment}/{oe}/seed{seed}.log",
+        layout.log_file("train/{augment}/{oe}/seed{seed}"),
     benchmark:
-        "results/benchmarks/train/{augment}/{oe}/seed{seed}.tsv"
+        layout.benchmark_file("train/{augment}/{oe}/seed{seed}")
     shell:
         "{params.py} -m lib.train.loop --data {input.data:q} --augment {wildcards.augment} --oe {wildcards.oe} "
         "--seed {wildcards.seed} --config-json {params.cfg:q} {params.optional} "
