@@ -15,6 +15,7 @@ from lib.evaluate.baseline_check import check_baseline, warning_sentences
 from lib.evaluate.forward import forward_in_batches
 from lib.evaluate.metrics import accuracy, auroc
 from lib.evaluate.scores import msp_score
+from lib.report.summary import baseline_warning
 from lib.train.loop import train
 from tests.shared_fixtures import MNIST_SAMPLE, needs_mnist_sample
 
@@ -67,6 +68,8 @@ def test_a_batch_norm_model_sets_off_the_broken_baseline_warning(digits, tmp_pat
     cfg, detection, acc = base_model_tables("small_convnet", digits, tmp_path, BN_EPOCHS)
     findings = check_baseline(detection, acc)
     assert findings and {f["rule"] for f in findings} == {"noise"}, dict(zip(detection["set"], detection["mean"]))
-    sentences = warning_sentences(findings, cfg["train"]["model"])
-    assert sentences[0].startswith("Warning: the Base model is not a sound baseline")
-    assert "batch normalisation" in sentences[1]
+    # the report's summary opens with it (lib/report/summary.py)
+    warning = baseline_warning(cfg, {"summary": acc}, {"summary": detection})
+    assert warning["sentences"] == warning_sentences(findings, "small_convnet")
+    assert warning["sentences"][0].startswith("Warning: the Base model is not a sound baseline")
+    assert "batch normalisation" in warning["sentences"][1]
