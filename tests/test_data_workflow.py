@@ -114,7 +114,7 @@ def test_default_study_and_seed_study_presets():
     assert cfg["in_distribution"] == "mnist" and cfg["outlier_exposure"]["source"] == "tiny300k"
     assert cfg["ood_sets"] == ["fashion_mnist", "kmnist", "notmnist", "omniglot", "cifar10_gray",
                                "gaussian", "bernoulli", "blobs", "negated"]
-    assert len(cfg["seeds"]) == 3 and cfg["train"]["epochs"] == 10 and cfg["train"]["model"] == "convnet"
+    assert len(cfg["seeds"]) == 3 and cfg["train"]["epochs"] == 10 and cfg["train"]["model"] == "oe_convnet"
     assert cfg["offline"] is False and cfg["data_sources"] == {}
 
     seed = merged("config.yaml", "presets/seed-study.yaml")

@@ -95,7 +95,7 @@ def test_differences_table_in_points_with_method():
     assert first["model"] == "S&P +OE" and first["score"] == "MSP" and first["metric"] == "AUROC"
     assert first["diff"]["text"] == "+1.23" and first["interval"]["text"] == "[+0.10, +2.00]"
     assert first["diff"]["source"] == "results/tables/differences.csv" and first["origin"] == "detection.csv"
-    assert second["interval"]["text"] == "—" and second["set"] == "MNIST-C (mean over corruptions)"
+    assert second["interval"]["text"] == "—" and second["set"] == "MNIST-C, mean over corruptions"
     assert table["methods"] == ["paired t interval over 1 seeds", "paired t interval over 3 seeds"]
     assert differences_table(diff.iloc[:0], "d.csv") is None      # no baseline model: no table
 
