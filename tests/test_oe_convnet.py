@@ -78,3 +78,16 @@ def test_authors_baseline_reads_pixels_in_0_1_and_is_99_percent_right_on_real_di
     with torch.no_grad():
         accuracy = float((model.eval()(x).argmax(1).numpy() == y).mean())
     assert accuracy >= 0.985  # measured 0.990 on these 1,000 digits; published test error 0.94%
+
+
+def test_legacy_and_zip_torch_files_are_told_from_other_bytes(tmp_path):
+    """Published checkpoints in torch's legacy format load; random bytes stay a damaged file."""
+    from lib.train.models import DamagedFileError, is_torch_file, load_weights_only
+    zip_file, legacy_file, junk = tmp_path / "zip.pt", tmp_path / "legacy.pt", tmp_path / "junk.pt"
+    torch.save({"w": torch.ones(2)}, zip_file)
+    torch.save({"w": torch.ones(2)}, legacy_file, _use_new_zipfile_serialization=False)
+    junk.write_bytes(b"\x80\x02" + bytes(range(200)))
+    assert is_torch_file(zip_file) and is_torch_file(legacy_file) and not is_torch_file(junk)
+    assert torch.equal(load_weights_only(legacy_file)["w"], torch.ones(2))
+    with pytest.raises(DamagedFileError):
+        load_weights_only(junk)

@@ -187,11 +187,25 @@ class DamagedFileError(ValueError):
     pass
 
 
+# The first bytes of torch's legacy (pre-1.6, non-zip) format: pickle protocol 2, then the
+# format's magic number 0x1950a86a20f9469cfc6c as a pickled long. Published checkpoints,
+# such as the Outlier Exposure authors' MNIST ones, are stored that way.
+LEGACY_TORCH_HEADER = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
+
+
+def is_torch_file(path):
+    """True for torch.save's zip container or its legacy format; False for other bytes."""
+    if zipfile.is_zipfile(path):
+        return True
+    with open(path, "rb") as f:
+        return f.read(len(LEGACY_TORCH_HEADER)) == LEGACY_TORCH_HEADER
+
+
 def load_weights_only(path, device="cpu"):
     """torch.load(path, weights_only=True), with a message that does not invite turning that off."""
     # torch.load falls back to reading any file that is not a zip as a bare pickle, so random
     # or cut-off bytes would be reported as pickled code: look at the container first.
-    if not zipfile.is_zipfile(path):
+    if not is_torch_file(path):
         raise DamagedFileError(
             f"{path}: damaged or truncated: not a torch file (this project writes them as zip archives). "
             f"Delete it and rerun the same command; the training job writes it again.")
