@@ -1,0 +1,41 @@
+"""Fixtures of the workflow tier, each made once and shared by the session: `tiny_study`, a
+finished run of presets/tiny.yaml, and `default_study_plan`, a dry run of the default study.
+
+    def test_reads(tiny_study):                     # read only: other tests read the same folder
+        table = tiny_study / "results" / "tables" / "accuracy.csv"
+
+    def test_changes(tiny_study, tmp_path):         # a private copy to change, mtimes kept
+        run = copy_study(tiny_study, tmp_path / "run")   # from tests.helpers.workflow_runs
+
+A test that writes under the shared results/ fails the session at its end, naming the files.
+"""
+import pytest
+
+from tests.helpers.workflow_runs import run_snakemake
+
+
+def _listing(folder):
+    """{relative path: (size, mtime)} of every file under folder."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="session")
+def tiny_study(tmp_path_factory):
+    """The working directory of a finished `snakemake --configfile presets/tiny.yaml` run."""
+    workdir = tmp_path_factory.mktemp("tiny-study")
+    result = run_snakemake(workdir, "presets/tiny.yaml")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    before = _listing(workdir / "results")
+    yield workdir
+    after = _listing(workdir / "results")
+    changed = sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
+    assert not changed, (f"tests changed the shared tiny study's results ({changed[:10]}); "
+                         "a test that writes must work on copy_study(tiny_study, tmp_path / 'run')")
+
+
+@pytest.fixture(scope="session")
+def default_study_plan(tmp_path_factory):
+    """(working directory, CompletedProcess) of `snakemake -n` on the default config.yaml."""
+    workdir = tmp_path_factory.mktemp("default-study-plan")
+    return workdir, run_snakemake(workdir, None, "-n")
