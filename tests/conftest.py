@@ -1,8 +1,8 @@
 """The test suite, in three tiers (`make test` runs them all, in this order):
 
-    tests/unit/      functions and small commands, no Snakemake run (`make test-fast`, minutes)
-    tests/workflow/  the real workflow and commands end to end (dry runs, tiny studies, make bench)
-    tests/cluster/   the workflow on a real SLURM cluster (tests/cluster/slurm/start.sh, as root)
+    tests/unit/      lib/ and the project's files, in seconds each; no workflow run (`make test-fast`)
+    tests/workflow/  the real workflow and commands end to end: dry runs, tiny studies, make bench
+    tests/cluster/   the workflow on a real SLURM cluster (tests/slurm/start.sh, as root)
 
 Helpers the tiers share are in tests/helpers/. The fixture here, `http_server`, is a local
 HTTP server on 127.0.0.1 that tests feed with files:

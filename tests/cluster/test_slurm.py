@@ -3,12 +3,12 @@
 
     .venv/bin/python -m pytest tests/cluster -q
 
-The cluster tests bring up tests/cluster/slurm/start.sh's cluster (root and apt-get
+The cluster tests bring up tests/slurm/start.sh's cluster (root and apt-get
 needed, about 20 s the first time for Debian's packages) unless it is already
 up (.ci/run starts it before `make test`), and stop it at the end if they
 started it. They run the real Snakefile on presets/tiny.yaml through
-profiles/slurm merged with the test overlay tests/cluster/slurm/profile (see
-tests/cluster/slurm/derive_profile.py): the tiny study, and one training job that is
+profiles/slurm merged with the test overlay tests/slurm/profile (see
+tests/slurm/derive_profile.py): the tiny study, and one training job that is
 cancelled after its first checkpoint and must resume to the same weights.
 """
 
@@ -35,9 +35,9 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
 def _cluster_cannot_start() -> str:
-    """Why tests/cluster/slurm/start.sh cannot run here; empty when it can."""
+    """Why tests/slurm/start.sh cannot run here; empty when it can."""
     if os.geteuid() != 0:
-        return "not root: tests/cluster/slurm/start.sh installs packages and starts daemons"
+        return "not root: tests/slurm/start.sh installs packages and starts daemons"
     if shutil.which("slurmctld") is None and shutil.which("apt-get") is None:
         return "SLURM is not installed and apt-get is not available to install it"
     return ""
@@ -52,7 +52,7 @@ def slurm_cluster():
     started = subprocess.run(
         [str(SLURM_DIR / "start.sh")], capture_output=True, text=True, timeout=900
     )
-    assert started.returncode == 0, f"tests/cluster/slurm/start.sh failed:\n{started.stderr}"
+    assert started.returncode == 0, f"tests/slurm/start.sh failed:\n{started.stderr}"
     we_started_it = "already up" not in started.stderr
     yield
     if we_started_it:

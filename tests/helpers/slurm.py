@@ -1,5 +1,5 @@
 """What the SLURM tests of every tier share: the workflow's rules and local rules, the
-profiles, and tests/cluster/slurm/derive_profile.py (the test cluster's profile).
+profiles, and tests/slurm/derive_profile.py (the test cluster's profile).
 
     from tests.helpers.slurm import GPU_RULES, derive_profile, local_rules, study_grid
     profile = derive_profile.read_profile(REAL_PROFILE)
@@ -17,7 +17,7 @@ REPO = Path(ROOT)
 SNAKEFILE = REPO / "Snakefile"
 WORKFLOW_FILES = [SNAKEFILE, *sorted((REPO / "workflow" / "rules").glob("*.smk"))]
 TINY = REPO / "presets" / "tiny.yaml"
-SLURM_DIR = REPO / "tests" / "cluster" / "slurm"
+SLURM_DIR = REPO / "tests" / "slurm"
 RESUME_OVERLAY = SLURM_DIR / "resume.yaml"
 REAL_PROFILE = REPO / "profiles" / "slurm"
 GPU_RULES = ("train", "evaluate")

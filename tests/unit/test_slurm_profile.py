@@ -117,7 +117,7 @@ def _run_stop(state: Path, etc: Path) -> subprocess.CompletedProcess:
 
 
 def _start_sh_config(state: Path) -> str:
-    return f"# Written by tests/cluster/slurm/start.sh: one node.\nStateSaveLocation={state}/ctld\n"
+    return f"# Written by tests/slurm/start.sh: one node.\nStateSaveLocation={state}/ctld\n"
 
 
 def test_stop_takes_its_config_out_and_puts_back_what_start_saved(tmp_path):
@@ -126,7 +126,7 @@ def test_stop_takes_its_config_out_and_puts_back_what_start_saved(tmp_path):
     etc.mkdir()
     (state / "etc-saved").mkdir(parents=True)
     (etc / "slurm.conf").write_text(_start_sh_config(state))
-    (etc / "gres.conf").write_text("# Written by tests/cluster/slurm/start.sh: fake GPUs.\n")
+    (etc / "gres.conf").write_text("# Written by tests/slurm/start.sh: fake GPUs.\n")
     (state / "etc-saved" / "slurm.conf").write_text("ClusterName=the-real-one\n")
     done = _run_stop(state, etc)
     assert done.returncode == 0, done.stderr
@@ -142,7 +142,7 @@ def test_stop_leaves_a_config_that_is_not_its_own(tmp_path):
     state.mkdir()
     other = _start_sh_config(tmp_path / "another-state")  # another cluster of these tests
     (etc / "slurm.conf").write_text(other)
-    (etc / "gres.conf").write_text("# Written by tests/cluster/slurm/start.sh: fake GPUs.\n")
+    (etc / "gres.conf").write_text("# Written by tests/slurm/start.sh: fake GPUs.\n")
     done = _run_stop(state, etc)
     assert done.returncode == 0, done.stderr
     assert (etc / "slurm.conf").read_text() == other and (etc / "gres.conf").exists()

@@ -1,7 +1,7 @@
 """The documentation stays true to the tree: README.md and docs/*.md link only to files and
 headings that exist, name only files and modules that exist, and the README stays short.
 
-    .venv/bin/python -m pytest -q tests/test_docs.py
+    .venv/bin/python -m pytest -q tests/unit/test_docs.py
 """
 import importlib
 import re

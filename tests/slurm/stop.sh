@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Stop the test SLURM cluster that tests/cluster/slurm/start.sh started.
+# Stop the test SLURM cluster that tests/slurm/start.sh started.
 #
-#   tests/cluster/slurm/stop.sh
+#   tests/slurm/stop.sh
 #
 # Cancels the cluster's jobs, then stops each daemon by the pid start.sh
 # recorded in $MNIST_SAFETY_SLURM_STATE/pids (default /tmp/mnist-safety-slurm),
@@ -69,7 +69,7 @@ done
 ours=no
 grep -qx "StateSaveLocation=$STATE/ctld" "$ETC/slurm.conf" 2>/dev/null && ours=yes
 for f in slurm.conf gres.conf slurmdbd.conf; do
-    if [ "$ours" = yes ] && [ -f "$ETC/$f" ] && head -1 "$ETC/$f" | grep -q '^# Written by tests/cluster/slurm/start.sh'; then
+    if [ "$ours" = yes ] && [ -f "$ETC/$f" ] && head -1 "$ETC/$f" | grep -q '^# Written by tests/slurm/start.sh'; then
         mkdir -p "$STATE/etc"
         mv -f "$ETC/$f" "$STATE/etc/$f"
         log "moved $ETC/$f to $STATE/etc/"

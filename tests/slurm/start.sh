@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Bring up a one-node SLURM cluster on 127.0.0.1 with fake GPUs, for the tests.
 #
-#   sudo tests/cluster/slurm/start.sh   # installs Debian's packages if missing, starts
-#                                       # munged, mariadbd, slurmdbd, slurmctld, slurmd
-#   tests/cluster/slurm/stop.sh         # stops every daemon this script started, by pid,
-#                                       # and takes its config out of /etc/slurm
+#   sudo tests/slurm/start.sh      # installs Debian's packages if missing, starts
+#                                  # munged, mariadbd, slurmdbd, slurmctld, slurmd
+#   tests/slurm/stop.sh            # stops every daemon this script started, by pid,
+#                                  # and takes its config out of /etc/slurm
 #
 # Idempotent: when every daemon it started is still alive it only checks that
 # the node takes jobs. Pids, logs and spool folders live in $MNIST_SAFETY_SLURM_STATE
 # (default /tmp/mnist-safety-slurm). The partition is called "debug"; the test
-# overlay profile tests/cluster/slurm/profile/config.yaml names it.
+# overlay profile tests/slurm/profile/config.yaml names it.
 #
 # Each GPU is a character device made with mknod (c 1 3, what /dev/null is):
 # slurmd only needs a device file to hand out; a job then sees
@@ -116,7 +116,7 @@ done
 mkdir -p "$STATE/etc-saved"
 for f in slurm.conf gres.conf slurmdbd.conf; do
     if [ -f "/etc/slurm/$f" ] && [ ! -e "$STATE/etc-saved/$f" ] \
-        && ! head -1 "/etc/slurm/$f" | grep -q '^# Written by tests/cluster/slurm/start.sh'; then
+        && ! head -1 "/etc/slurm/$f" | grep -q '^# Written by tests/slurm/start.sh'; then
         cp -p "/etc/slurm/$f" "$STATE/etc-saved/$f"
         log "saved the existing /etc/slurm/$f to $STATE/etc-saved/ (stop.sh restores it)"
     fi
@@ -128,7 +128,7 @@ done
 # and outlives the job; pgid signals the whole process group.
 write_slurm_conf() {  # write_slurm_conf "NODE HARDWARE": the node line's CPUs, memory...
     cat > /etc/slurm/slurm.conf <<EOF
-# Written by tests/cluster/slurm/start.sh: one node on 127.0.0.1 with $GPUS fake GPU(s).
+# Written by tests/slurm/start.sh: one node on 127.0.0.1 with $GPUS fake GPU(s).
 ClusterName=$CLUSTER
 SlurmctldHost=$NODE(127.0.0.1)
 CommunicationParameters=NoCtldInAddrAny,NoInAddrAny
@@ -167,13 +167,13 @@ hardware=$(slurmd -C | head -1 | sed 's/^NodeName=//')
 write_slurm_conf "$hardware"
 
 cat > /etc/slurm/gres.conf <<EOF
-# Written by tests/cluster/slurm/start.sh: fake GPUs (character devices).
+# Written by tests/slurm/start.sh: fake GPUs (character devices).
 AutoDetect=off
 Name=gpu File=$STATE/fakegpu[0-$((GPUS - 1))]
 EOF
 
 cat > /etc/slurm/slurmdbd.conf <<EOF
-# Written by tests/cluster/slurm/start.sh.
+# Written by tests/slurm/start.sh.
 AuthType=auth/munge
 DbdHost=$NODE
 DbdAddr=127.0.0.1
