@@ -2,7 +2,7 @@
 
     from tests.helpers import ROOT                        # the repository's root folder
     tests.helpers.workflow_runs    run_snakemake, snakemake_command, job_counts, study_config,
-                                   resolved_config, copy_study, python_env
+                                   resolved_config, python_env
     tests.helpers.fake_data        small files in the real data sets' formats, and serve()
     tests.helpers.faults           read-only folders, file listings, exact run comparisons
     tests.helpers.report_page      the report's HTML read back into tables; every number traced

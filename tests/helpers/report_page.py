@@ -31,7 +31,7 @@ def tiny_config():
 
 
 def copy_run(workdir, dest):
-    """Copy results/ of a run into dest (a new working directory), without weights."""
+    """Copy results/ of a run into dest (a new working directory), without weights; files keep their mtimes."""
     shutil.copytree(os.path.join(workdir, "results"), os.path.join(dest, "results"),
                     ignore=shutil.ignore_patterns("checkpoints", "*.pt", "logs"))
     return dest

@@ -9,7 +9,6 @@
 """
 import os
 import re
-import shutil
 import subprocess
 import sys
 
@@ -77,13 +76,6 @@ def resolved_config(*files):
     for path in files:
         config = merge_configs(config, load_config_file(_in_root(path)))
     return validate_config(config)
-
-
-def copy_study(workdir, dest):
-    """Copy a finished run's working directory (results/ and Snakemake's records) to dest, with
-    every file's mtime kept, so that Snakemake finds the copy as complete as the original."""
-    shutil.copytree(workdir, dest, symlinks=True, ignore=shutil.ignore_patterns("locks"))
-    return dest
 
 
 def python_env(**extra):

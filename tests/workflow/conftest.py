@@ -4,8 +4,8 @@ finished run of presets/tiny.yaml, and `default_study_plan`, a dry run of the de
     def test_reads(tiny_study):                     # read only: other tests read the same folder
         table = tiny_study / "results" / "tables" / "accuracy.csv"
 
-    def test_changes(tiny_study, tmp_path):         # a private copy to change, mtimes kept
-        run = copy_study(tiny_study, tmp_path / "run")   # from tests.helpers.workflow_runs
+    def test_changes(tiny_study, tmp_path):         # a private copy to change (mtimes kept)
+        work = copy_run(tiny_study, tmp_path)       # from tests.helpers.report_page
 
 A test that writes under the shared results/ fails the session at its end, naming the files.
 """
@@ -31,7 +31,7 @@ def tiny_study(tmp_path_factory):
     after = _listing(workdir / "results")
     changed = sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
     assert not changed, (f"tests changed the shared tiny study's results ({changed[:10]}); "
-                         "a test that writes must work on copy_study(tiny_study, tmp_path / 'run')")
+                         "a test that writes must work on a copy: copy_run(tiny_study, tmp_path)")
 
 
 @pytest.fixture(scope="session")
