@@ -1,5 +1,6 @@
 """MNIST-C through the real workflow: the official zip from a local server (as a cluster user
-fetches it), its checksum and truncation errors, offline staging, and a tiny generated study."""
+fetches it), its checksum and truncation errors, offline staging, and the generated sets'
+tables and report section in the shared tiny study."""
 import hashlib
 import re
 
@@ -129,21 +130,19 @@ def test_offline_uses_only_a_zip_staged_by_hand(http_server, tmp_path, official)
     assert sum(http_server.hits.values()) == 0
 
 
-def test_tiny_generated_study_reports_robustness_per_corruption(tmp_path):
-    # Two models (none and saltpepper, no OE) keep this run short; the tiny preset's grid is the same shape.
-    config = study_config(tmp_path / "study.yaml", corruptions="generated", oe=["baseline"])
-    workdir = tmp_path / "run"
-    result = run_snakemake(workdir, config, "--cores", "2")
-    assert result.returncode == 0, output_of(result)[-4000:]
-    results = workdir / "results"
+def test_tiny_generated_study_reports_robustness_per_corruption(tiny_study):
+    # The shared tiny run (corruptions: generated): four models, none and saltpepper, each without
+    # and with OE; the study tables show the two without OE.
+    results = tiny_study / "results"
 
     long = pd.read_csv(results / "tables" / "robustness.csv", keep_default_na=False)
     assert list(long.columns) == ["augment", "oe", "seed", "metric", "set", "score", "value", "source"]
-    assert len(long) == 2 * 15 and set(long["set"]) == set(CORRUPTIONS) and set(long["metric"]) == {"accuracy"}
+    assert len(long) == 4 * 15 and set(long["set"]) == set(CORRUPTIONS) and set(long["metric"]) == {"accuracy"}
     assert long["value"].between(0, 1).all()
     summary = pd.read_csv(results / "tables" / "robustness_summary.csv", keep_default_na=False)
-    assert sorted(summary["metric"]) == sorted(["mean_accuracy", "non_overlap_mean", "mce"] * 2)
-    base_mce = summary[(summary["augment"] == "none") & (summary["metric"] == "mce")]["value"]
+    assert sorted(summary["metric"]) == sorted(["mean_accuracy", "non_overlap_mean", "mce"] * 4)
+    baseline = summary["oe"] == "baseline"
+    base_mce = summary[(summary["augment"] == "none") & baseline & (summary["metric"] == "mce")]["value"]
     assert base_mce.tolist() == [pytest.approx(1.0)]
 
     with np.load(results / "logits" / "saltpepper" / "baseline" / "seed1" / "mnistc_fog.npz") as logits:
@@ -163,13 +162,14 @@ def test_tiny_generated_study_reports_robustness_per_corruption(tmp_path):
     for cell, augment in zip(mnist_c_cells, ("none", "saltpepper")):
         assert number.match(cell.text), cell.text
         assert cell.attrs["data-source"] == "results/tables/robustness_summary.csv"
-        expected = summary[(summary["augment"] == augment) & (summary["metric"] == "mean_accuracy")]["value"]
+        expected = summary[(summary["augment"] == augment) & baseline & (summary["metric"] == "mean_accuracy")]["value"]
         assert float(cell.attrs["data-value"]) == pytest.approx(expected.iloc[0])
 
     assert page.tables["robustness-table"].labels()[:15] == list(CORRUPTIONS)
     cells = page.tables["robustness-table"].value_cells()
-    assert len(cells) == 18 * 2 and all(re.match(r"^\d+\.\d\d( ‡)?$", c.text) for c in cells)
-    impulse = cells[2 * CORRUPTIONS.index("impulse_noise"): 2 * CORRUPTIONS.index("impulse_noise") + 2]
-    assert [c.attrs.get("class") for c in impulse] == [None, "overlap"] and impulse[1].text.endswith("‡")
+    assert len(cells) == 18 * 4 and all(re.match(r"^\d+\.\d\d( ‡)?$", c.text) for c in cells)
+    impulse = cells[4 * CORRUPTIONS.index("impulse_noise"): 4 * CORRUPTIONS.index("impulse_noise") + 4]
+    assert [c.attrs.get("class") for c in impulse] == [None, None, "overlap", "overlap"]
+    assert impulse[2].text.endswith("‡") and impulse[3].text.endswith("‡")
     section = html.split('<h2 id="robustness">')[1].split("<h2")[0]
     assert section.count('src="data:image/png;base64,') == 2 and "http" not in section
