@@ -1,5 +1,6 @@
 """Fixtures of the workflow tier, each made once and shared by the session: `tiny_study`, a
-finished run of presets/tiny.yaml, and `default_study_plan`, a dry run of the default study.
+finished run of presets/tiny.yaml (`tiny_study_run`: with Snakemake's output), and
+`default_study_plan`, a dry run of the default study.
 
     def test_reads(tiny_study):                     # read only: other tests read the same folder
         table = tiny_study / "results" / "tables" / "accuracy.csv"
@@ -21,17 +22,25 @@ def _listing(folder):
 
 
 @pytest.fixture(scope="session")
-def tiny_study(tmp_path_factory):
-    """The working directory of a finished `snakemake --configfile presets/tiny.yaml` run."""
+def tiny_study_run(tmp_path_factory):
+    """(working directory, CompletedProcess) of a finished run of presets/tiny.yaml, started as a
+    user types it: plain `snakemake --cores all` (the workflow's default profile only), with
+    --verbose so that its log names any job handed to a Snakemake subprocess."""
     workdir = tmp_path_factory.mktemp("tiny-study")
-    result = run_snakemake(workdir, "presets/tiny.yaml")
+    result = run_snakemake(workdir, "presets/tiny.yaml", "--cores", "all", "--verbose", profile=None)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     before = _listing(workdir / "results")
-    yield workdir
+    yield workdir, result
     after = _listing(workdir / "results")
     changed = sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
     assert not changed, (f"tests changed the shared tiny study's results ({changed[:10]}); "
                          "a test that writes must work on a copy: copy_run(tiny_study, tmp_path)")
+
+
+@pytest.fixture(scope="session")
+def tiny_study(tiny_study_run):
+    """The working directory of the shared tiny run (read only)."""
+    return tiny_study_run[0]
 
 
 @pytest.fixture(scope="session")
