@@ -12,7 +12,7 @@ from lib.data.registry import make_dataset
 from lib.data.splits import validation_split
 from lib.train.loop import NonFiniteLoss, oe_loss, train
 from lib.train.models import load_model_file
-from tests.faults import nan_loss_at_step
+from tests.helpers.faults import nan_loss_at_step
 
 
 def test_oe_loss_on_known_logits():
