@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-# the repository root, wherever in tests/ this file sits
-REPO = next(p for p in Path(__file__).resolve().parents if (p / "Snakefile").exists())
+from tests.helpers import ROOT
+
+REPO = Path(ROOT)
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 NOTES = [*PAGES, *sorted((REPO / "benchmarks").glob("*.md"))]
 README_MAX_LINES = 250
