@@ -16,7 +16,7 @@ numpy; they are plain functions of paths and values, callable from Python too:
 """
 import os
 
-from lib.common import job_logger, load_npz, write_json_atomic
+from lib.common import MissingCachedFileError, job_logger, load_npz, write_json_atomic
 from lib.evaluate.metrics import detection_metrics
 from lib.evaluate.scores import compute_score
 
@@ -24,19 +24,15 @@ from lib.evaluate.scores import compute_score
 def load_train_stats(path):
     """class_means and precision of one model's training features (lib.evaluate.forward wrote them)."""
     if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"{path}: the Mahalanobis statistics of this model are missing; rerun its evaluate job "
-            "(snakemake --forcerun evaluate), which fits them on the training split")
-    stats = load_npz(path)
-    missing = {"class_means", "precision"} - set(stats)
-    if missing:
-        raise ValueError(f"{path} lacks {sorted(missing)}; rerun the model's evaluate job to rewrite it")
-    return stats
+        raise MissingCachedFileError(
+            f"{path}: the Mahalanobis statistics of this model are missing; rerun its evaluate job, which "
+            "fits them on the training split: the same snakemake command does (docs/failure-modes.md)")
+    return load_npz(path, required=("class_means", "precision"))
 
 
 def detection_record(id_path, ood_path, score, train_stats=None):
     """AUROC, AUPR-in, AUPR-out, FPR95 (OOD = positive class) of one score on one set."""
-    id_out, ood_out = load_npz(id_path), load_npz(ood_path)
+    id_out, ood_out = load_npz(id_path, required=("logits",)), load_npz(ood_path, required=("logits",))
     id_scores = compute_score(score, id_out, train_stats)
     ood_scores = compute_score(score, ood_out, train_stats)
     return {"score": score, **detection_metrics(id_scores, ood_scores)}

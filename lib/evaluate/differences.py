@@ -112,7 +112,7 @@ def _corruptions(tables, augment, oe, seed):
 
 
 def _labelled(path):
-    out = load_npz(path)
+    out = load_npz(path, required=("logits", "labels"))
     return out["logits"], out["labels"]
 
 

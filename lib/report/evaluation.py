@@ -8,10 +8,9 @@
 Reads only the CSVs under results/tables (detection, calibration, reliability,
 differences); a table that is missing leaves its part out (None or []). Every cell carries
 its exact value and the CSV it came from (`data-value`, `data-source` in the template).
-Test sets seen in training (`leaks`, {set: why}) carry lib.report.page's leak mark.
+Test sets seen in training (`leaks`, {set: why}) carry lib.report.cells's leak mark.
 
-The report shows it through REPORT_SECTIONS (lib.report.page's plug-in sections), in the place
-of the built-in calibration section.
+In the page: build(ctx), the section "evaluation" of lib.report.render.SECTIONS.
 """
 import base64
 import io
@@ -21,8 +20,10 @@ import numpy as np
 import pandas as pd
 from markupsafe import Markup
 
+from lib import layout
 from lib.evaluate.aggregate import summarize
-from lib.report.page import LEAK_MARK, model_label, section, set_label, shown_path
+from lib.report.cells import LEAK_MARK, key_text, model_label, set_label
+from lib.report.context import input_file, shown_path
 
 SCORES = [
     dict(name="msp", label="MSP", needs="logits", formula="−max<sub>c</sub> softmax(z)<sub>c</sub>",
@@ -46,7 +47,8 @@ SCORES = [
                 "Samples and Adversarial Attacks” (penultimate layer only, no input preprocessing)"),
 ]
 SCORE_LABELS = {s["name"]: s["label"] for s in SCORES}
-SET_LABELS = {"id_test": "ID test", "mnist_c": "MNIST-C (mean over corruptions)"}
+SET_LABELS = {"id_test": "ID test", "mnist_c": "MNIST-C, mean over corruptions",
+              "mnist_c_pooled": "MNIST-C, all corruptions pooled"}
 VARIANT_LABELS = {"uncalibrated": "uncalibrated", "temperature_scaled": "temperature-scaled"}
 # (metric, column title, shown in percent)
 CALIBRATION_COLUMNS = [("accuracy", "accuracy (%)", True), ("ece", "ECE (%)", True), ("rms", "RMS (%)", True),
@@ -80,10 +82,10 @@ def _summary_cell(summary, source, percent, **key):
     for k, v in key.items():
         rows = rows[rows[k] == v]
     if rows.empty:
-        return {"text": "—", "value": "", "source": source}
+        return {"text": "—", "value": "", "source": source, "key": key_text(**key)}
     r = rows.iloc[0]
     return {"text": summary_text(r["mean"], r["std"], r["n"], percent), "value": repr(float(r["mean"])),
-            "source": source}
+            "source": source, "key": key_text(**key)}
 
 
 def score_table(cfg):
@@ -113,7 +115,7 @@ def calibration_table(cal, source):
     if cal is None or cal.empty:
         return None
     summary = summarize(cal)
-    sets = [s for s in ("id_test", "mnist_c") if (cal["set"] == s).any()]
+    sets = [s for s in ("id_test", "mnist_c", "mnist_c_pooled") if (cal["set"] == s).any()]
     header = [(SET_LABELS[s], title) for s in sets for _, title, _ in CALIBRATION_COLUMNS]
     rows = []
     for augment, oe in cal[["augment", "oe"]].drop_duplicates().itertuples(index=False):
@@ -125,7 +127,7 @@ def calibration_table(cal, source):
                 t = _summary_cell(summary, source, False, augment=augment, oe=oe, metric="temperature",
                                   set="id_val", score=variant)
             else:
-                t = {"text": "1 (unscaled)", "value": "", "source": ""}  # by definition, not a number of the file
+                t = {"text": "1 (unscaled)", "value": "", "source": "", "key": ""}  # by definition, not a number of the file
             rows.append({"label": f"{model_label(augment, oe)}, {VARIANT_LABELS[variant]}", "temperature": t,
                          "cells": cells})
     return {"sets": [SET_LABELS[s] for s in sets], "columns": [title for _, title, _ in CALIBRATION_COLUMNS],
@@ -161,7 +163,7 @@ def reliability_figures(rel, source):
     import matplotlib.pyplot as plt
     figures = []
     models = list(rel[["augment", "oe"]].drop_duplicates().itertuples(index=False))
-    for set_name in [s for s in ("id_test", "mnist_c") if (rel["set"] == s).any()]:
+    for set_name in [s for s in ("id_test", "mnist_c_pooled") if (rel["set"] == s).any()]:
         ncols = min(len(models), 3)
         nrows = -(-len(models) // ncols)
         fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.0 * nrows), squeeze=False,
@@ -198,15 +200,18 @@ def differences_table(diff, source, leaks=()):
     rows = []
     for r in diff.itertuples(index=False):
         scale = 100.0
+        row_key = key_text(augment=r.augment, oe=r.oe, metric=r.metric, set=r.set, score=r.score or "")
         shown_set = SET_LABELS.get(r.set, set_label(r.set, leaks))
         score = SCORE_LABELS.get(r.score, VARIANT_LABELS.get(r.score, r.score))
         low_high = "—" if not np.isfinite(r.low) else f"[{r.low * scale:+.2f}, {r.high * scale:+.2f}]"
         rows.append({"model": model_label(r.augment, r.oe), "metric": METRIC_LABELS.get(r.metric, r.metric),
                      "set": shown_set, "score": score or "",
-                     "diff": {"text": f"{r.diff * scale:+.2f}", "value": repr(float(r.diff)), "source": source},
+                     "diff": {"text": f"{r.diff * scale:+.2f}", "value": repr(float(r.diff)), "source": source,
+                              "key": f"{row_key};column=diff"},
                      "interval": {"text": low_high, "value": f"{r.low!r},{r.high!r}" if np.isfinite(r.low) else "",
-                                  "source": source},
-                     "method": r.method, "n": {"text": str(int(r.n)), "value": str(int(r.n)), "source": source},
+                                  "source": source, "key": f"{row_key};column=low,high"},
+                     "method": r.method, "n": {"text": str(int(r.n)), "value": str(int(r.n)), "source": source,
+                                               "key": f"{row_key};column=n"},
                      "origin": r.source})
     methods = sorted(diff["method"].unique())
     return {"rows": rows, "methods": methods}
@@ -229,10 +234,10 @@ def evaluation_section(tables_dir, cfg, leaks=None, shown_tables=None):
             "leaks": {name: why for name, why in leaks.items() if name in shown_sets}, "leak_mark": LEAK_MARK}
 
 
-def _report_section(ctx):
-    return evaluation_section(ctx["tables"], ctx["cfg"], ctx["leaks"], shown_path(ctx, ctx["tables"]))
-
-
-REPORT_SECTIONS = [section("evaluation", "Scores, calibration and differences to Base", _report_section,
-                           "evaluation_section.html.j2", "No calibration results in this run.", heading=False,
-                           replaces="calibration")]
+def build(ctx):
+    """The section's data from the declared detection, calibration, reliability and differences tables."""
+    tables_dir = layout.tables_dir(ctx["results"])
+    # evaluation_section opens the folder's tables by name: each one must be a declared input.
+    for name in ("detection", "calibration", "reliability", "differences"):
+        input_file(ctx, name, layout.table_file(f"{name}.csv", ctx["results"]))
+    return evaluation_section(tables_dir, ctx["cfg"], ctx["leaks"], shown_path(ctx, tables_dir))

@@ -123,22 +123,33 @@ def training_chunks(x_train, y_train, order, batch, steps, augment, cfg, generat
     batches of a chunk are augmented in one call, and with `aux` (resident float images)
     each step's A = aux_batch auxiliary images, drawn with replacement, follow its B
     in-distribution images in the same slice: inputs[j] is one contiguous forward batch.
+    The auxiliary images go through the same augmentation call as the in-distribution
+    ones unless `outlier_exposure.augment_outliers` is false: were only the
+    in-distribution images noised or mixed, the noise itself would tell the two apart and
+    the OE loss could learn that instead of digit versus outlier content.
     """
     per_chunk = steps_per_chunk or chunk_steps(batch, x_train.device)
+    same_augment = augment != "none" and cfg["outlier_exposure"]["augment_outliers"]
     for first in range(0, steps, per_chunk):
         s = min(per_chunk, steps - first)
         idx = order[first * batch:(first + s) * batch]
-        images = augment_batch(augment, x_train[idx], generator, cfg, mixing=mixing)
-        labels = y_train[idx].view(s, batch)
         if aux is None:
-            yield images.view(s, batch, *images.shape[1:]), labels
+            images = augment_batch(augment, x_train[idx], generator, cfg, mixing=mixing)
+            yield images.view(s, batch, *images.shape[1:]), y_train[idx].view(s, batch)
             continue
         picks = torch.randint(len(aux), (s * aux_batch,), generator=generator, device=x_train.device)
+        if same_augment:
+            # One call for both parts: PixMix's fixed cost is paid once per chunk.
+            both = augment_batch(augment, torch.cat([x_train[idx], aux[picks]]), generator, cfg, mixing=mixing)
+            images, outliers = both[:s * batch], both[s * batch:]
+        else:
+            images = augment_batch(augment, x_train[idx], generator, cfg, mixing=mixing)
+            outliers = aux[picks]
         inputs = torch.empty((s, batch + aux_batch, *images.shape[1:]), dtype=images.dtype,
                              device=images.device)
         inputs[:, :batch] = images.view(s, batch, *images.shape[1:])
-        inputs[:, batch:] = aux[picks.view(s, aux_batch)]
-        yield inputs, labels
+        inputs[:, batch:] = outliers.view(s, aux_batch, *images.shape[1:])
+        yield inputs, y_train[idx].view(s, batch)
 
 
 def train_step(model, optimizer, schedule, inputs, labels, lam, autocast):
@@ -216,6 +227,11 @@ def train(data, augment, oe, seed, cfg, out_model, out_log, checkpoint, aux=None
     else:
         epochs, lr = tcfg["epochs"], tcfg["lr"]
     batch = tcfg["batch_size"]
+    if batch > len(x_train):
+        # The config check knows the bundled sets' sizes; this catches any other training file.
+        raise ValueError(f"config key 'train.batch_size': {batch} is larger than the training split "
+                         f"({len(x_train)} images of {len(data['x_train'])} once train.val_fraction is held "
+                         f"out); use at most {len(x_train)}. No model was written.")
     steps_per_epoch = max(1, len(x_train) // batch)  # drop the ragged last batch: BN needs >1 sample
     optimizer = make_optimizer(model.parameters(), tcfg, lr)
     schedule = make_schedule(optimizer, tcfg["schedule"], epochs * steps_per_epoch)
@@ -328,8 +344,9 @@ def main(argv=None):
     cfg = json.loads(a.config_json)
     # One thread per job: on a few cores, parallel jobs beat one job's threads fighting them.
     torch.set_num_threads(a.threads)
-    train(load_npz(a.data), a.augment, a.oe, a.seed, cfg, a.out_model, a.out_log, a.checkpoint,
-          aux=load_npz(a.aux) if a.aux else None, mixing=load_npz(a.mixing) if a.mixing else None,
+    train(load_npz(a.data, required=("x_train", "y_train")), a.augment, a.oe, a.seed, cfg, a.out_model, a.out_log,
+          a.checkpoint, aux=load_npz(a.aux, required=("x_train",)) if a.aux else None,
+          mixing=load_npz(a.mixing, required=("images",)) if a.mixing else None,
           init=a.init, log=log)
 
 

@@ -6,6 +6,8 @@
     tests.helpers.fake_data        small files in the real data sets' formats, and serve()
     tests.helpers.faults           read-only folders, file listings, exact run comparisons
     tests.helpers.report_page      the report's HTML read back into tables; every number traced
+    tests.helpers.report_reads     the files a render of the report reads (audit hooks)
+    tests.helpers.shared_fixtures  the real MNIST sample and OE checkpoints beside the checkout
     tests.helpers.chromium         Debian's headless chromium over the DevTools pipe
     tests.helpers.slurm            the workflow's rules and local rules; the test profile
 

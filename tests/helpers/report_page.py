@@ -2,7 +2,7 @@
 renders of copies of a run (the run: `tiny_study` of tests/workflow/conftest.py).
 
     copy = copy_run(tiny_study, tmp_path)         # results/ without checkpoints and weights
-    html = render_run(copy, tiny_config())        # lib.report.page.render on the copy
+    html = render_run(copy, tiny_config())        # lib.report.render.render on the copy
     page = parse_page(html)                       # raises on unbalanced tags
     page.tables["study-accuracy"].labels()        # each body row's first cell, as text
     problems = [check_cell(copy, c) for t in page.tables.values() for c in t.number_cells()]
@@ -16,7 +16,11 @@ from html.parser import HTMLParser
 
 import pandas as pd
 
-from lib.report import page as report, published
+from lib.report import published
+from lib.report.cells import parse_key
+from lib.report.context import read_long_table
+from lib.report.inputs import report_inputs
+from lib.report.render import SECTIONS, render
 from lib.evaluate.aggregate import summarize
 from tests.helpers import ROOT
 from tests.helpers.workflow_runs import resolved_config
@@ -37,10 +41,10 @@ def copy_run(workdir, dest):
     return dest
 
 
-def render_run(workdir, cfg, sections=None):
+def render_run(workdir, cfg, sections=SECTIONS):
+    """The report of the run in `workdir`, from the files the report rule would declare for `cfg`."""
     results = os.path.join(workdir, "results")
-    return report.render(os.path.join(results, "tables"), os.path.join(results, "models"), cfg, TEMPLATE,
-                         repo=ROOT, sections=sections)
+    return render(cfg, report_inputs(cfg, results), TEMPLATE, results, repo=ROOT, sections=sections)
 
 
 # ---- reading the HTML back ----------------------------------------------------------------
@@ -170,7 +174,7 @@ def _close(shown_text, value):
 
 
 def _expected_long(path, key):
-    summary = summarize(report.read_long_table(path))
+    summary = summarize(read_long_table(path))
     rows = summary
     for k, v in key.items():
         rows = rows[rows[k] == v]
@@ -212,7 +216,7 @@ def check_cell(workdir, cell):
     if not a.get("data-key"):
         return _check_keyless(where, source, cell)
     value, scale = float(a["data-value"]), float(a["data-scale"])
-    key = report.parse_key(a["data-key"])
+    key = parse_key(a["data-key"])
     shown = SHOWN.match(cell.text)
     if not shown:
         return f"{where}: shown text is not a number"
@@ -244,7 +248,7 @@ def _file_numbers(path):
     table = pd.read_csv(path, keep_default_na=False)
     numbers = [pd.to_numeric(table[c], errors="coerce") for c in table.columns]
     if {"augment", "oe", "metric", "value"} <= set(table.columns):
-        summary = summarize(report.read_long_table(path))
+        summary = summarize(read_long_table(path))
         numbers += [summary["mean"], summary["std"]]
     values = pd.concat(numbers).dropna().astype(float)
     return set(values.tolist())

@@ -35,7 +35,7 @@ def test_every_model_gets_flops_parameters_accuracy_and_speed(idx_folder, capsys
     rows = main(["--data-dir", str(idx_folder), "--epochs", "1"])
     assert [r["model"] for r in rows] == list(MODELS)
     for r in rows:
-        assert r["mflops"] > 1 and r["parameters"] > 10_000 and 0 <= r["test_accuracy"] <= 1
+        assert r["mflops"] > 0.5 and r["parameters"] > 10_000 and 0 <= r["test_accuracy"] <= 1
         assert r["train_images_per_s"] > 0
     printed = capsys.readouterr().out.splitlines()
     assert printed[0].startswith("model") and len(printed) == 1 + len(MODELS)

@@ -57,7 +57,7 @@ def test_mnist_c_is_the_unweighted_mean_over_corruptions(model_dir):
     fog = _save(model_dir / "mnistc_fog.npz", [[3, 0], [0, 3]], [0, 1])
     blur = _save(model_dir / "mnistc_blur.npz", [[3, 0], [0, 3], [3, 0], [0, 3]], [0, 1, 1, 0])
     rec = calibration_record(model_dir / "id_test.npz", model_dir / "id_val.npz", {"fog": fog, "blur": blur})
-    assert set(rec["sets"]) == {"id_test", "mnistc_fog", "mnistc_blur", "mnist_c"}
+    assert set(rec["sets"]) == {"id_test", "mnistc_fog", "mnistc_blur", "mnist_c", "mnist_c_pooled"}
     for variant in ("uncalibrated", "temperature_scaled"):
         mean = rec["sets"]["mnist_c"][variant]
         assert mean["accuracy"] == pytest.approx(0.75)
@@ -65,8 +65,28 @@ def test_mnist_c_is_the_unweighted_mean_over_corruptions(model_dir):
             assert mean[metric] == pytest.approx(
                 (rec["sets"]["mnistc_fog"][variant][metric] + rec["sets"]["mnistc_blur"][variant][metric]) / 2)
         assert mean["n"] == 6 and mean["n_corruptions"] == 2
-    bins = rec["reliability"]["mnist_c"]["uncalibrated"]
+    bins = rec["reliability"]["mnist_c_pooled"]["uncalibrated"]
     assert sum(bins["count"]) == 6 and sum(bins["correct_sum"]) == pytest.approx(4)   # pooled examples
+
+
+def test_mnist_c_pooled_computes_each_metric_on_all_corrupted_images_at_once(model_dir):
+    fog = _save(model_dir / "mnistc_fog.npz", [[3, 0], [0, 3]], [0, 1])
+    blur = _save(model_dir / "mnistc_blur.npz", [[3, 0], [0, 3], [3, 0], [0, 3]], [0, 1, 1, 0])
+    rec = calibration_record(model_dir / "id_test.npz", model_dir / "id_val.npz", {"fog": fog, "blur": blur})
+    logits = np.array([[3, 0], [0, 3], [3, 0], [0, 3], [3, 0], [0, 3]], float)
+    labels = np.array([0, 1, 0, 1, 1, 0])
+    for variant, t in (("uncalibrated", 1.0), ("temperature_scaled", rec["temperature"])):
+        pooled = rec["sets"]["mnist_c_pooled"][variant]
+        assert pooled["accuracy"] == pytest.approx(4 / 6)   # the mean over corruptions says 0.75
+        expected = calibration_metrics(logits, labels, t)
+        for metric in ("ece", "rms", "brier", "nll", "n"):
+            assert pooled[metric] == pytest.approx(expected[metric])
+        assert pooled["n_corruptions"] == 2
+    # Same confidence everywhere (softmax of 3 vs 0), accuracy 1 on fog and 0.5 on blur:
+    # the mean ECE averages two gaps, the pooled one sees a single bin.
+    c = 1 / (1 + math.exp(-3))
+    assert rec["sets"]["mnist_c"]["uncalibrated"]["ece"] == pytest.approx(((1 - c) + (c - 0.5)) / 2)
+    assert rec["sets"]["mnist_c_pooled"]["uncalibrated"]["ece"] == pytest.approx(abs(c - 4 / 6))
 
 
 def test_mnistc_files_finds_the_corruption_sets(model_dir):
@@ -101,7 +121,7 @@ def test_job_and_tables(model_dir, tmp_path):
     aggregate_calibration_job(paths, str(cal_csv), str(rel_csv), str(tmp_path / "agg.log"))
     cal = pd.read_csv(cal_csv)
     assert list(cal.columns) == ["augment", "oe", "seed", "metric", "set", "score", "value", "source"]
-    assert set(cal["set"]) == {"id_val", "id_test", "mnistc_fog", "mnist_c"}
+    assert set(cal["set"]) == {"id_val", "id_test", "mnistc_fog", "mnist_c", "mnist_c_pooled"}
     assert set(cal["score"]) == {"uncalibrated", "temperature_scaled"}
     t = cal[(cal.metric == "temperature") & (cal.seed == 1)]["value"].item()
     assert t == pytest.approx(2 / math.log(3), rel=1e-4)
@@ -110,7 +130,7 @@ def test_job_and_tables(model_dir, tmp_path):
     assert ece_before["source"].item() == paths[1]
     rel = pd.read_csv(rel_csv)
     counts = rel[(rel.metric == "count") & (rel.seed == 1)].groupby(["set", "score"])["value"].sum()
-    assert counts[("id_test", "uncalibrated")] == 2 and counts[("mnist_c", "temperature_scaled")] == 2
+    assert counts[("id_test", "uncalibrated")] == 2 and counts[("mnist_c_pooled", "temperature_scaled")] == 2
     filled = rel[(rel.metric == "accuracy") & rel["value"].notna() & (rel.set == "id_test") & (rel.seed == 1)
                  & (rel.score == "uncalibrated")]
     assert sorted(filled["value"]) == [0.0, 1.0]

@@ -360,7 +360,7 @@ def test_cli_names_a_missing_input_file(tmp_path):
 def test_cli_names_missing_arrays(tmp_path, digits):
     source = tmp_path / "train_only.npz"
     np.savez(source, x_train=digits, y_train=np.zeros(len(digits), np.int64))
-    with pytest.raises(ValueError, match=r"train_only.npz: missing array\(s\) x_test, y_test"):
+    with pytest.raises(ValueError, match=r"train_only.npz: no array 'x_test', 'y_test'"):
         main(["--in", str(source), "--out-dir", str(tmp_path / "c")])
     assert not (tmp_path / "c").exists()
 
@@ -368,5 +368,5 @@ def test_cli_names_missing_arrays(tmp_path, digits):
 def test_cli_rejects_a_corrupt_npz(tmp_path):
     source = tmp_path / "broken.npz"
     source.write_bytes(b"not a zip file")
-    with pytest.raises(ValueError, match="broken.npz: not a readable npz"):
+    with pytest.raises(ValueError, match="broken.npz is damaged or truncated"):
         main(["--in", str(source), "--out-dir", str(tmp_path / "c")])

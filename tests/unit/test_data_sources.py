@@ -60,7 +60,7 @@ def test_default_study_and_seed_study_presets():
     assert cfg["in_distribution"] == "mnist" and cfg["outlier_exposure"]["source"] == "tiny300k"
     assert cfg["ood_sets"] == ["fashion_mnist", "kmnist", "notmnist", "omniglot", "cifar10_gray",
                                "gaussian", "bernoulli", "blobs", "negated"]
-    assert len(cfg["seeds"]) == 3 and cfg["train"]["epochs"] == 10 and cfg["train"]["model"] == "convnet"
+    assert len(cfg["seeds"]) == 3 and cfg["train"]["epochs"] == 10 and cfg["train"]["model"] == "oe_convnet"
     assert cfg["offline"] is False and cfg["data_sources"] == {}
 
     seed = resolved_config("config.yaml", "presets/seed-study.yaml")
@@ -133,7 +133,7 @@ def test_leaks_follow_a_pixmix_mixing_folder_only_when_pixmix_trains_on_it(tmp_p
 
 
 def test_report_labels_and_footnote_mark_leaked_rows():
-    from lib.report import page as report
+    from lib.report import cells as report
     leaks = {"fashion_mnist": "shares its source (Fashion-MNIST) with the Outlier-Exposure set fashion_mnist"}
     assert report.set_label("fashion_mnist", leaks) == f"fashion_mnist {report.LEAK_MARK}"
     assert report.set_label("kmnist", leaks) == "kmnist"

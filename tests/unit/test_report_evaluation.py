@@ -94,7 +94,7 @@ def test_differences_table_in_points_with_method():
     assert first["model"] == "S&P +OE" and first["score"] == "MSP" and first["metric"] == "AUROC"
     assert first["diff"]["text"] == "+1.23" and first["interval"]["text"] == "[+0.10, +2.00]"
     assert first["diff"]["source"] == "results/tables/differences.csv" and first["origin"] == "detection.csv"
-    assert second["interval"]["text"] == "—" and second["set"] == "MNIST-C (mean over corruptions)"
+    assert second["interval"]["text"] == "—" and second["set"] == "MNIST-C, mean over corruptions"
     assert table["methods"] == ["paired t interval over 1 seeds", "paired t interval over 3 seeds"]
     assert differences_table(diff.iloc[:0], "d.csv") is None      # no baseline model: no table
 
@@ -110,7 +110,7 @@ def test_section_renders_in_the_template(tmp_path):
     assert section["sizes"] == [] and section["reliability"] == []
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(os.path.join(ROOT, "workflow", "templates")),
                              autoescape=True, undefined=jinja2.StrictUndefined)
-    html = env.get_template("evaluation_section.html.j2").render(evaluation=section)
+    html = env.get_template("sections/evaluation.html.j2").render(evaluation=section)
     assert 'id="calibration-table"' in html and 'id="differences-table"' in html
     assert "percentile bootstrap over test examples" in html
     assert f'data-source="{tmp_path}/differences.csv"' in html and 'data-value="0.01"' in html

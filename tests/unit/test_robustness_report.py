@@ -6,10 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib.report import page as report
 from lib.evaluate.aggregate import COLUMNS
 from lib.data.mnist_c import CORRUPTIONS
+from lib.report.context import long_table, make_context
 from lib.report.robustness import example_images, percent_text, robustness_report
+from lib.report.summary import study_tables
 from lib.evaluate.robustness_tables import (corruption_accuracies, read_records, robustness_job, robustness_long,
                                    robustness_summary_long, robustness_tables_job)
 
@@ -133,10 +134,10 @@ def cfg(**over):
 
 
 def study_mnist_c_row(config, tables):
-    """The study table's MNIST-C row, as lib.report.page builds it from robustness_summary.csv."""
-    ctx = report.make_context(config, tables.parent, tables)
+    """The study table's MNIST-C row, as lib.report.summary builds it from robustness_summary.csv."""
+    ctx = make_context(config, {"robustness_summary": str(tables / "robustness_summary.csv")}, tables.parent)
     nothing = pd.DataFrame(columns=["augment", "oe", "metric", "set", "score", "mean", "std", "n"])
-    study = report.study_tables(config, nothing, nothing, "", "", mnist_c=report.long_table(ctx, "robustness_summary.csv"))
+    study = study_tables(config, nothing, nothing, "", "", mnist_c=long_table(ctx, "robustness_summary"))
     return study["accuracy_rows"][1]
 
 

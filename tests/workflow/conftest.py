@@ -25,9 +25,11 @@ def _listing(folder):
 def tiny_study_run(tmp_path_factory):
     """(working directory, CompletedProcess) of a finished run of presets/tiny.yaml, started as a
     user types it: plain `snakemake --cores all` (the workflow's default profile only), with
-    --verbose so that its log names any job handed to a Snakemake subprocess."""
+    --verbose so that its log names any job handed to a Snakemake subprocess, and one OpenMP
+    thread, so that a test's rerun of some jobs on a copy gives the same sums bit for bit."""
     workdir = tmp_path_factory.mktemp("tiny-study")
-    result = run_snakemake(workdir, "presets/tiny.yaml", "--cores", "all", "--verbose", profile=None)
+    result = run_snakemake(workdir, "presets/tiny.yaml", "--cores", "all", "--verbose", profile=None,
+                           env={"OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     before = _listing(workdir / "results")
     yield workdir, result

@@ -45,7 +45,7 @@ def test_calibration_tables(run_dir):
     # the held-out NLL can only fall; the test NLL usually does too, but need not
     from lib.data.corruptions import CORRUPTIONS
     # the tiny preset generates MNIST-C: one row set per corruption and their mean
-    assert set(cal["set"]) == {"id_test", "id_val", "mnist_c"} | {f"mnistc_{c}" for c in CORRUPTIONS}
+    assert set(cal["set"]) == {"id_test", "id_val", "mnist_c", "mnist_c_pooled"} | {f"mnistc_{c}" for c in CORRUPTIONS}
     rel = _csv(run_dir, "reliability.csv")
     n = rel[(rel.metric == "count") & (rel.set == "id_test")].groupby(["augment", "oe", "score"])["value"].sum()
     assert (n == 360).all() and len(n) == len(MODELS) * 2

@@ -10,7 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib.report import page as report
+from lib.data.mnist_c import CORRUPTIONS
+from lib.report import detection
+from lib.report.render import SECTIONS, section
+from lib.report.verdicts import RULE_TEXT
 from tests.helpers.report_page import (SHOWN, all_problems, check_cell, copy_run, parse_page, render_run,
                                        tiny_config, with_config)
 
@@ -80,8 +83,8 @@ def test_no_resource_comes_from_the_network(run_dir):
 def test_one_seed_run_renders_with_its_notes(run_dir, cfg):
     page_html = (run_dir / "results" / "report.html").read_text()
     page = parse_page(page_html)
-    assert page.sections == [s["id"] for s in report.all_sections()]
-    assert report.RULE_TEXT["single"] in page_html.replace("&#39;", "'")
+    assert page.sections == [s["id"] for s in SECTIONS]
+    assert RULE_TEXT["single"] in page_html.replace("&#39;", "'")
     for cell in page.tables["study-auroc"].number_cells():
         assert "±" not in cell.text and cell.attrs["data-n"] == "1"
     tables = run_dir / "results" / "tables"
@@ -130,7 +133,7 @@ def test_two_seed_run_shows_std_and_paired_reading(run_dir, cfg, tmp_path):
     cells = page.tables["study-auroc"].number_cells()
     assert all("±" in c.text and c.attrs["data-n"] == "2" for c in cells if c.attrs["data-value"])
     assert "paired t interval" in html
-    assert report.RULE_TEXT["single"] not in html.replace("&#39;", "'")
+    assert RULE_TEXT["single"] not in html.replace("&#39;", "'")
 
 
 @slow
@@ -150,32 +153,35 @@ def test_missing_inputs_give_notes_not_errors(run_dir, cfg, tmp_path):
     os.remove(work / "results" / "tables" / "detection.csv")
     html = render_run(work, cfg)
     assert "results/tables/detection.csv is absent: run the aggregate rule." in html
-    assert parse_page(html).sections == [s["id"] for s in report.all_sections()]
+    assert parse_page(html).sections == [s["id"] for s in SECTIONS]
 
 
 @slow
 def test_optional_tables_fill_their_sections(run_dir, cfg, tmp_path):
-    """robustness.csv, robustness_summary.csv and calibration.csv, when present, become tables
-    (the built-in generic view; plug-in modules may replace those sections)."""
+    """robustness.csv, robustness_summary.csv and calibration.csv, when present, fill the
+    robustness section, the study's MNIST-C row and the calibration table."""
     work = copy_run(run_dir, tmp_path)
     tables = work / "results" / "tables"
     models = [(a, o) for a in cfg["augment"] for o in cfg["oe"]]
     rng = np.random.default_rng(1)
 
-    def write(name, metrics, sets):
-        rows = [dict(augment=a, oe=o, seed=s, metric=m, set=st, score="", value=float(rng.uniform(0.5, 1)),
+    def write(name, metrics, sets, scores=("",)):
+        rows = [dict(augment=a, oe=o, seed=s, metric=m, set=st, score=sc, value=float(rng.uniform(0.5, 1)),
                      source=f"results/robustness/{a}/{o}/seed{s}.json")
-                for a, o in models for s in (1, 2) for m in metrics for st in sets]
+                for a, o in models for s in (1, 2) for m in metrics for st in sets for sc in scores]
         pd.DataFrame(rows).to_csv(tables / name, index=False)
 
-    write("robustness.csv", ["accuracy"], ["shot_noise", "rotate", "fog"])
+    write("robustness.csv", ["accuracy"], ["shot_noise", "impulse_noise", "rotate", "fog"])
     write("robustness_summary.csv", ["mean_accuracy", "mce"], ["mnist_c"])
-    write("calibration.csv", ["ece", "brier"], ["id_test"])
-    html = render_run(work, cfg, sections=report.SECTIONS)  # the built-in sections, without plug-ins
+    write("calibration.csv", ["ece", "brier"], ["id_test"], scores=("uncalibrated", "temperature_scaled"))
+    html = render_run(work, cfg)
     page = parse_page(html)
-    assert {"robustness-accuracy", "calibration-ece", "calibration-brier"} <= set(page.tables)
-    assert page.tables["robustness-accuracy"].header[1:] == ["Base", "Base +OE", "S&P", "S&P +OE"]
-    assert [r[0].text for r in page.tables["robustness-accuracy"].rows] == ["shot_noise", "rotate", "fog"]
+    assert {"robustness-table", "calibration-table"} <= set(page.tables)
+    assert page.tables["robustness-table"].header[1:] == ["Base", "Base +OE", "S&P", "S&P +OE"]
+    filled = {r[0].text for r in page.tables["robustness-table"].rows if all(c.attrs["data-value"] for c in r[1:])}
+    assert filled & set(CORRUPTIONS) == {"shot_noise", "impulse_noise", "rotate", "fog"}
+    calibration = page.tables["calibration-table"].number_cells()
+    assert any(c.attrs["data-value"] and c.attrs["data-source"] == "results/tables/calibration.csv" for c in calibration)
     mnist_c_row = page.tables["study-accuracy"].rows[1]
     assert all(c.attrs["data-source"] == "results/tables/robustness_summary.csv" for c in mnist_c_row[1:])
     assert all_problems(work, page) == []
@@ -190,6 +196,10 @@ def test_published_numbers_and_deltas_on_mnist(run_dir, cfg, tmp_path):
     det = pd.read_csv(path, keep_default_na=False)
     det["set"] = det["set"].map({"gaussian": "fashion_mnist", "negated": "kmnist"})
     det.to_csv(path, index=False)
+    # The report reads the benchmark files of its config's data sets: name them as an MNIST run does.
+    bench = work / "results" / "benchmarks" / "data"
+    for ours, theirs in (("digits", "mnist"), ("gaussian", "fashion_mnist"), ("negated", "kmnist")):
+        (bench / f"{ours}.tsv").rename(bench / f"{theirs}.tsv")
     mnist = with_config(cfg, in_distribution="mnist", ood_sets=["fashion_mnist", "kmnist"])
     html = render_run(work, mnist)
     page = parse_page(html)
@@ -202,16 +212,14 @@ def test_published_numbers_and_deltas_on_mnist(run_dir, cfg, tmp_path):
 
 
 @slow
-def test_sections_are_pluggable(run_dir, cfg, tmp_path):
+def test_render_shows_the_sections_it_is_given(run_dir, cfg, tmp_path):
     work = copy_run(run_dir, tmp_path)
-    extra = [report.section("nothing", "A section without data", lambda ctx: None, "sections/long_tables.html.j2",
-                            "This run has no such data."),
-             report.section("again", "The detection table again",
-                            lambda ctx: report.long_tables(ctx, "detection.csv", skip_metrics=("n_id", "n_ood")),
-                            "sections/long_tables.html.j2", "unused")]
+    extra = [section("nothing", "A section without data", lambda ctx: None, "sections/detection.html.j2",
+                     "This run has no such data."),
+             section("again", "The detection tables again", detection.build, "sections/detection.html.j2", "unused")]
     html = render_run(work, cfg, sections=extra)
     page = parse_page(html)
     assert page.sections == ["nothing", "again"]
     assert "This run has no such data." in html
-    assert {"again-auroc", "again-fpr95"} <= set(page.tables) and "again-n_id" not in page.tables
+    assert {"detection-auroc", "detection-fpr95"} <= set(page.tables) and "detection-n_id" not in page.tables
     assert all_problems(work, page) == []

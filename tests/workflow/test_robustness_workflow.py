@@ -58,10 +58,11 @@ def test_official_zip_is_fetched_once_checked_and_extracted(http_server, tmp_pat
             np.testing.assert_array_equal(saved["x_test"], arrays[c][..., 0])
             np.testing.assert_array_equal(saved["y_test"], labels)
 
-    # The zip in data_dir is reused: a fresh results tree fetches nothing.
+    # The zip in data_dir is reused: the fetch job, run again for a fresh record, downloads nothing.
     (workdir / "results" / "data" / "fetched" / "mnist_c.json").unlink()
-    result = run_snakemake(workdir, config, "--cores", "1", *TARGETS)
+    result = run_snakemake(workdir, config, "--cores", "1", "results/data/fetched/mnist_c.json", *TARGETS)
     assert result.returncode == 0, output_of(result)[-3000:]
+    assert "fetch_mnist_c" in output_of(result)
     assert http_server.hits[ZIP_PATH] == 1
 
     # The evaluate jobs read every corruption set; nothing is fetched again.
