@@ -4,7 +4,7 @@
     tests.helpers.workflow_runs    run_snakemake, snakemake_command, job_counts, study_config,
                                    resolved_config, python_env
     tests.helpers.fake_data        small files in the real data sets' formats, and serve()
-    tests.helpers.faults           read-only folders, file listings, exact run comparisons
+    tests.helpers.faults           bad configs, read-only folders, a NaN loss, exact run comparisons
     tests.helpers.report_page      the report's HTML read back into tables; every number traced
     tests.helpers.report_reads     the files a render of the report reads (audit hooks)
     tests.helpers.shared_fixtures  the real MNIST sample and OE checkpoints beside the checkout
