@@ -1,0 +1,117 @@
+"""lib.report.evaluation: what the report's evaluation section shows, from small CSVs."""
+import base64
+import os
+
+import jinja2
+import numpy as np
+import pandas as pd
+import pytest
+
+from lib.report.evaluation import (calibration_table, differences_table, evaluation_section, pooled_bins,
+                                   reliability_figures, score_table, set_sizes, summary_text)
+from tests.helpers import ROOT
+
+
+def _long(rows):
+    return pd.DataFrame([dict(zip(["augment", "oe", "seed", "metric", "set", "score", "value"], r), source="f.json")
+                         for r in rows])
+
+
+def test_score_table_lists_the_configured_scores_with_sources():
+    rows = score_table({"scores": ["xent", "mahalanobis"]})
+    assert [r["name"] for r in rows] == ["xent", "mahalanobis"]
+    # the sign the code uses: mean(z) - logsumexp(z), highest (-log C) for flat logits
+    assert str(rows[0]["formula"]).startswith("mean<sub>c</sub>(z<sub>c</sub>) − logsumexp(z)")
+    assert "Lee" in rows[1]["source"] and "training split" in rows[1]["formula"]
+
+
+def test_set_sizes_flag_unequal_sets():
+    det = _long([("none", "baseline", 1, "n_id", "gaussian", "msp", 360), ("none", "baseline", 1, "n_ood", "gaussian", "msp", 200),
+                 ("none", "baseline", 1, "n_id", "negated", "msp", 360), ("none", "baseline", 1, "n_ood", "negated", "msp", 360)])
+    sizes = {r["set"]: r for r in set_sizes(det, "detection.csv")}
+    assert sizes["gaussian"]["differ"] and sizes["gaussian"]["ratio"] == "0.56"
+    assert not sizes["negated"]["differ"] and sizes["negated"]["n_ood"] == 360
+
+
+def test_summary_text():
+    assert summary_text(0.01234, 0.001, 3, True) == "1.23 ± 0.10 (n=3)"
+    assert summary_text(0.5, float("nan"), 1, False) == "0.5000 (n=1)"
+    assert summary_text(float("nan"), 0.0, 0, True) == "—"
+
+
+def test_calibration_table_before_and_after():
+    rows = []
+    for seed, ece_before, ece_after, t in ((1, 0.10, 0.02, 1.5), (2, 0.20, 0.04, 2.5)):
+        rows += [("none", "baseline", seed, "ece", "id_test", "uncalibrated", ece_before),
+                 ("none", "baseline", seed, "ece", "id_test", "temperature_scaled", ece_after),
+                 ("none", "baseline", seed, "temperature", "id_val", "temperature_scaled", t)]
+    table = calibration_table(_long(rows), "results/tables/calibration.csv")
+    assert table["sets"] == ["ID test"]
+    before, after = table["rows"]
+    assert before["label"] == "Base, uncalibrated" and after["label"] == "Base, temperature-scaled"
+    ece_col = table["columns"].index("ECE (%)")
+    assert before["cells"][ece_col]["text"] == "15.00 ± 7.07 (n=2)"
+    assert float(after["cells"][ece_col]["value"]) == pytest.approx(0.03)
+    assert after["cells"][ece_col]["source"] == "results/tables/calibration.csv"
+    assert after["temperature"]["text"] == "2.0000 ± 0.7071 (n=2)"
+    assert before["cells"][0]["text"] == "—"          # no accuracy rows in this table
+
+
+def _bins(seed, counts, confidences, accuracies, variant="uncalibrated", set_name="id_test"):
+    rows = []
+    for b, (c, conf, acc) in enumerate(zip(counts, confidences, accuracies)):
+        for metric, value in (("count", c), ("mean_confidence", conf), ("accuracy", acc)):
+            rows.append(dict(augment="none", oe="baseline", seed=seed, metric=metric, set=set_name, score=variant,
+                             value=value, bin=b, bin_low=b / 2, bin_high=(b + 1) / 2, source="r.json"))
+    return rows
+
+
+def test_pooled_bins_weight_by_count():
+    rel = pd.DataFrame(_bins(1, [1, 0], [0.1, np.nan], [1.0, np.nan]) + _bins(2, [3, 2], [0.2, 0.9], [0.0, 0.5]))
+    pooled = pooled_bins(rel, "id_test", "uncalibrated", "none", "baseline")
+    assert list(pooled["count"]) == [4, 2]
+    assert pooled["mean_confidence"][0] == pytest.approx((0.1 + 3 * 0.2) / 4)
+    assert pooled["accuracy"][0] == pytest.approx(0.25) and pooled["accuracy"][1] == pytest.approx(0.5)
+
+
+def test_reliability_figures_are_png():
+    rel = pd.DataFrame(_bins(1, [5, 5], [0.3, 0.8], [0.2, 0.9])
+                       + _bins(1, [4, 6], [0.3, 0.7], [0.2, 0.8], variant="temperature_scaled"))
+    (fig,) = reliability_figures(rel, "reliability.csv")
+    assert fig["set"] == "id_test" and fig["source"] == "reliability.csv"
+    assert base64.b64decode(fig["png"])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert reliability_figures(None, "x") == []
+
+
+def test_differences_table_in_points_with_method():
+    diff = pd.DataFrame([
+        dict(augment="saltpepper", oe="oe", metric="auroc", set="gaussian", score="msp", diff=0.0123, low=0.001,
+             high=0.02, method="paired t interval over 3 seeds", n=3, source="detection.csv"),
+        dict(augment="none", oe="oe", metric="ece", set="mnist_c", score="temperature_scaled", diff=-0.05,
+             low=np.nan, high=np.nan, method="paired t interval over 1 seeds", n=1, source="calibration.csv")])
+    table = differences_table(diff, "results/tables/differences.csv")
+    first, second = table["rows"]
+    assert first["model"] == "S&P +OE" and first["score"] == "MSP" and first["metric"] == "AUROC"
+    assert first["diff"]["text"] == "+1.23" and first["interval"]["text"] == "[+0.10, +2.00]"
+    assert first["diff"]["source"] == "results/tables/differences.csv" and first["origin"] == "detection.csv"
+    assert second["interval"]["text"] == "—" and second["set"] == "MNIST-C, mean over corruptions"
+    assert table["methods"] == ["paired t interval over 1 seeds", "paired t interval over 3 seeds"]
+    assert differences_table(diff.iloc[:0], "d.csv") is None      # no baseline model: no table
+
+
+def test_section_renders_in_the_template(tmp_path):
+    _long([("none", "baseline", 1, "ece", "id_test", "uncalibrated", 0.1),
+           ("none", "baseline", 1, "temperature", "id_val", "temperature_scaled", 1.2)]).to_csv(
+        tmp_path / "calibration.csv", index=False)
+    pd.DataFrame([dict(augment="none", oe="oe", metric="accuracy", set="id_test", score="", diff=0.01, low=0.0,
+                       high=0.02, method="percentile bootstrap over test examples, 1000 resamples", n=360,
+                       source="a.npz;b.npz")]).to_csv(tmp_path / "differences.csv", index=False)
+    section = evaluation_section(str(tmp_path), {"scores": ["msp", "odin"]})
+    assert section["sizes"] == [] and section["reliability"] == []
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(os.path.join(ROOT, "workflow", "templates")),
+                             autoescape=True, undefined=jinja2.StrictUndefined)
+    html = env.get_template("sections/evaluation.html.j2").render(evaluation=section)
+    assert 'id="calibration-table"' in html and 'id="differences-table"' in html
+    assert "percentile bootstrap over test examples" in html
+    assert f'data-source="{tmp_path}/differences.csv"' in html and 'data-value="0.01"' in html
+    assert "T = 1000, ε = 0.0014" in html and "<sub>c</sub>" in html      # formulas are markup, not escaped
