@@ -99,7 +99,7 @@ def load_in_distribution(name, data_dir, sample_dir=SAMPLE_DIR):
     raise ValueError(f"--id {name!r}: use mnist-sample, digits or mnist")
 
 
-def ood_sets(id_data, data_dir, size, seed=0):
+def ood_sets(data_dir, size, seed=0):
     """{name: uint8 images} of the noise sets and, where a copy is installed, Fashion-MNIST's test split."""
     sets = {name: make_dataset(name, seed=seed, size=size)["x_test"] for name in NOISE_SETS}
     try:
@@ -164,7 +164,7 @@ def run(id_name, models, seeds, data_dir, overrides, noise_size=10_000, study_se
         sample_dir=SAMPLE_DIR, threads=1, runs=(("none", "baseline"),), augment_outliers=(True,), checkpoints=()):
     log = logging.getLogger("benchmarks.baselines")
     id_data = load_in_distribution(id_name, data_dir, sample_dir)
-    oods = ood_sets(id_data, data_dir, noise_size, seed=study_seed)
+    oods = ood_sets(data_dir, noise_size, seed=study_seed)
     corrupted = corrupted_test_sets(id_data, study_seed)
     torch.set_num_threads(threads)
     rows = []
