@@ -5,7 +5,7 @@ import json
 import pytest
 
 from benchmarks.baselines import main, sample_sources
-from tests.shared_fixtures import MNIST_SAMPLE, needs_mnist_sample
+from tests.helpers.shared_fixtures import MNIST_SAMPLE, needs_mnist_sample
 
 
 def test_the_pin_unsets_torchvisions_md5s_and_pins_every_sha256(tmp_path):
