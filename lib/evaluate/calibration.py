@@ -6,21 +6,27 @@
                              mnistc_files("results/logits/none/baseline/seed1"))
     rec["temperature"]                                    # fitted on id_val (NLL)
     rec["sets"]["id_test"]["temperature_scaled"]["ece"]   # accuracy, nll, ece, rms, brier, n
-    rec["sets"]["mnist_c"]["uncalibrated"]["rms"]         # mean over the corruptions
+    rec["sets"]["mnist_c"]["uncalibrated"]["ece"]         # mean over the corruptions
+    rec["sets"]["mnist_c_pooled"]["uncalibrated"]["ece"]  # all corrupted images as one set
     calibration_job(id_test, id_val, {"fog": fog_npz}, "calibration.json", "calibrate.log",
                     augment="none", oe="baseline", seed=1)   # the record with the model, as JSON
 
 The temperature T minimises the NLL on `id_val` (the held-out share of the training
 split, fixed by the study seed; lib.data.splits.validation_split) and is never fitted on a test
 set. Every metric comes twice: "uncalibrated" (T = 1) and "temperature_scaled". MNIST-C
-sets are the evaluation sets named `mnistc_<corruption>` (lib.layout.mnistc_set); `mnist_c` is the mean of their
-metrics over the corruptions, each corruption weighted equally (as MNIST-C's mean
-accuracy is), and its reliability bins pool the examples of every corruption. Without
-MNIST-C logits the record holds the ID test set alone.
+sets are the evaluation sets named `mnistc_<corruption>` (lib.layout.mnistc_set), summarised twice:
+- `mnist_c` ("mean over corruptions"): each metric computed per corruption, then averaged
+  with every corruption weighted equally (as MNIST-C's mean accuracy is);
+- `mnist_c_pooled` ("pooled"): each metric computed once on the images of all corruptions
+  together. ECE differs most between the two: a model over-confident on some corruptions
+  and under-confident on others has a large mean ECE, while in the pool the two can
+  cancel. Its reliability bins are the pooled ones.
+Without MNIST-C logits the record holds the ID test set alone.
 
 Tables (long format, lib.evaluate.aggregate.COLUMNS):
     calibration_rows(json_paths)   metric in accuracy, nll, ece, rms, brier, n (and
-                                   temperature, set id_val; n_corruptions, set mnist_c)
+                                   temperature, set id_val; n_corruptions, sets mnist_c
+                                   and mnist_c_pooled)
     reliability_rows(json_paths)   one row per (bin, metric in count, mean_confidence,
                                    accuracy); extra columns bin, bin_low, bin_high
 """
@@ -91,8 +97,9 @@ def calibration_record(id_test_path, id_val_path, mnistc_paths=None):
 
     `mnistc_paths`: {corruption: logits npz} (may be empty). Returns a JSON-ready dict:
     temperature, n_val, sources, sets[set][variant][metric] with set in id_test,
-    mnistc_<corruption> and mnist_c (mean over corruptions; present only with MNIST-C),
-    and reliability[set][variant] = edges, count, confidence_sum, correct_sum.
+    mnistc_<corruption>, mnist_c (mean over corruptions) and mnist_c_pooled (all corrupted
+    images as one set; both present only with MNIST-C), and reliability[set][variant] =
+    edges, count, confidence_sum, correct_sum for id_test and mnist_c_pooled.
     """
     val_logits, val_labels = _labelled(id_val_path)
     temperature = fit_temperature(val_logits, val_labels)
@@ -110,8 +117,13 @@ def calibration_record(id_test_path, id_val_path, mnistc_paths=None):
             **{m: float(np.mean([sets[n][variant][m] for n in names])) for m in CALIBRATION_METRICS},
             "n": int(sum(sets[n][variant]["n"] for n in names)), "n_corruptions": len(names),
             "temperature": sets[names[0]][variant]["temperature"]} for variant in VARIANTS}
-        sources["mnist_c"] = ";".join(str(mnistc_paths[c]) for c in corrupted)
-        reliability["mnist_c"] = _set_bins(list(corrupted.values()), temperature)
+        pooled = (np.concatenate([z for z, _ in corrupted.values()]),
+                  np.concatenate([y for _, y in corrupted.values()]))
+        sets["mnist_c_pooled"] = _set_metrics(*pooled, temperature)
+        for variant in VARIANTS:
+            sets["mnist_c_pooled"][variant]["n_corruptions"] = len(names)
+        sources["mnist_c"] = sources["mnist_c_pooled"] = ";".join(str(mnistc_paths[c]) for c in corrupted)
+        reliability["mnist_c_pooled"] = _set_bins([pooled], temperature)
     return {"temperature": temperature, "n_val": int(val_labels.size), "sets": sets,
             "sources": sources, "reliability": reliability}
 

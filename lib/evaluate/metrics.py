@@ -216,7 +216,7 @@ def rms_calibration_error(confidences, correct, bin_size=100):
     Examples sorted by confidence (stable sort, so ties keep their order) and
     cut into adaptive_bins of `bin_size`. Every bin is counted. (The reference
     code of Outlier Exposure / PixMix, `calib_err`, loops over all bins but the
-    last, so it ignores the most confident examples; tests/test_metrics.py
+    last, so it ignores the most confident examples; tests/unit/test_metrics.py
     shows a case where that hides a badly overconfident model.)
     Hendrycks, Mazeika, Kadavath & Song 2019; Nguyen & O'Connor 2015.
     """

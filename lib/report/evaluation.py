@@ -50,7 +50,8 @@ SCORES = [
                 "Samples and Adversarial Attacks” (penultimate layer only, no input preprocessing)"),
 ]
 SCORE_LABELS = {s["name"]: s["label"] for s in SCORES}
-SET_LABELS = {"id_test": "ID test", "mnist_c": "MNIST-C (mean over corruptions)"}
+SET_LABELS = {"id_test": "ID test", "mnist_c": "MNIST-C, mean over corruptions",
+              "mnist_c_pooled": "MNIST-C, all corruptions pooled"}
 VARIANT_LABELS = {"uncalibrated": "uncalibrated", "temperature_scaled": "temperature-scaled"}
 # (metric, column title, shown in percent)
 CALIBRATION_COLUMNS = [("accuracy", "accuracy (%)", True), ("ece", "ECE (%)", True), ("rms", "RMS (%)", True),
@@ -118,7 +119,7 @@ def calibration_table(cal, source):
     if cal is None or cal.empty:
         return None
     summary = summarize(cal)
-    sets = [s for s in ("id_test", "mnist_c") if (cal["set"] == s).any()]
+    sets = [s for s in ("id_test", "mnist_c", "mnist_c_pooled") if (cal["set"] == s).any()]
     header = [(SET_LABELS[s], title) for s in sets for _, title, _ in CALIBRATION_COLUMNS]
     rows = []
     for augment, oe in cal[["augment", "oe"]].drop_duplicates().itertuples(index=False):
@@ -166,7 +167,7 @@ def reliability_figures(rel, source):
     import matplotlib.pyplot as plt
     figures = []
     models = list(rel[["augment", "oe"]].drop_duplicates().itertuples(index=False))
-    for set_name in [s for s in ("id_test", "mnist_c") if (rel["set"] == s).any()]:
+    for set_name in [s for s in ("id_test", "mnist_c_pooled") if (rel["set"] == s).any()]:
         ncols = min(len(models), 3)
         nrows = -(-len(models) // ncols)
         fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.0 * nrows), squeeze=False,

@@ -6,6 +6,8 @@
     data["reading"]["sentences"]       # which model wins where, and which differences are noise
     data["reading"]["rules"]           # the rules (lib.report.verdicts.RULE_TEXT) the sentences used
     data["study"]["auroc_rows"]        # the study's AUROC table, our cells beside the published ones
+    data["baseline_warning"]           # None, or the sentences that open the summary when the Base
+                                       # model is no sound baseline (lib.evaluate.baseline_check)
 
 The page shows the paragraphs of `data` in order (workflow/templates/sections/summary.html.j2):
 a paragraph that reports a problem with the run itself belongs before the reading, as its
@@ -13,6 +15,7 @@ own entry of `data` and its own <p> at the top of the template.
 """
 import numpy as np
 
+from lib.evaluate.baseline_check import BASE_MODEL, check_baseline, recovered_part, warning_sentences
 from lib.report import published
 from lib.report.cells import (AUGMENT_LABELS, HEADLINE_SCORE, OE_LABELS, SCORE_LABELS, cell, empty_cell,
                               grid_columns, model_label, published_text, set_label)
@@ -45,12 +48,14 @@ def _join(items):
 
 
 
-def summary_reading(cfg, acc, det, leaks=(), diff=None):
+def summary_reading(cfg, acc, det, leaks=(), findings=(), diff=None):
     """One paragraph, as a list of sentences, read off the numbers; and the rules it used.
 
     `acc` and `det` are long_table() results (raw + summary) or None; sets in `leaks` carry
-    the leak mark. `diff`: differences.csv (lib.report.verdicts.read_differences), whose
-    summary families hold every verdict a sentence states; None: no verdicts.
+    the leak mark; `findings` (lib.evaluate.baseline_check) are the Base model's failures:
+    a change against Base on a failed set says how much of it is Base recovering. `diff`:
+    differences.csv (lib.report.verdicts.read_differences), whose summary families hold every
+    verdict a sentence states; None: no verdicts.
     """
     sentences, rules = [], set()
     models = grid_columns(cfg)
@@ -103,8 +108,10 @@ def summary_reading(cfg, acc, det, leaks=(), diff=None):
                 counted = "" if any(x["verdict"] == "untested" for x in results) else \
                     f" (beyond noise up on {up}, down on {down} of {len(results)} sets)"
                 name = OE_LABELS.get(oe, oe).lstrip("+")
+                recovery = _recovery_text(det["summary"], findings, (augment, oe), cfg["ood_sets"], score) \
+                    if (augment, "baseline") == BASE_MODEL else ""
                 effect.append(f"{_points(np.mean([x['diff'] for x in results]))} with {name} for "
-                              f"{AUGMENT_LABELS.get(augment, augment)}{counted}")
+                              f"{AUGMENT_LABELS.get(augment, augment)}{counted}{recovery}")
         if effect:
             sentences.append(f"Averaged over the OOD sets, {label} AUROC changes by " + "; ".join(effect) + ".")
     if acc is not None and "none" in cfg["augment"] and "baseline" in cfg["oe"]:
@@ -120,6 +127,60 @@ def summary_reading(cfg, acc, det, leaks=(), diff=None):
     rule_order = [k for k in ("tested", "single", "absent") if k in rules]
     return {"sentences": sentences, "rules": [RULE_TEXT[k] for k in rule_order]}
 
+
+
+def _mean(summary, model, **key):
+    rows = summary[(summary["augment"] == model[0]) & (summary["oe"] == model[1])]
+    for k, v in key.items():
+        rows = rows[rows[k] == v]
+    return None if rows.empty or np.isnan(rows["mean"].iloc[0]) else float(rows["mean"].iloc[0])
+
+
+def _recovery_text(det_summary, findings, model, ood_sets, score):
+    """', of which +x points (averaged the same way) only bring Base up to ...' for a change
+    of `model` against Base averaged over `ood_sets`; '' when Base failed on none of them."""
+    parts, flagged = [], []
+    for ood in ood_sets:
+        base, method = _mean(det_summary, BASE_MODEL, metric="auroc", set=ood, score=score), \
+            _mean(det_summary, model, metric="auroc", set=ood, score=score)
+        part = None if base is None or method is None else recovered_part(findings, "auroc", ood, base, method)
+        parts.append(part or 0.0)
+        if part is not None:
+            flagged.append(ood)
+    if not flagged:
+        return ""
+    return (f", of which {_points(np.mean(parts))} only bring Base up to a sound baseline on "
+            f"{_join(flagged)}")
+
+
+FINDING_LABELS = {"auroc": "{set} ({score} AUROC)", "mean_accuracy": "MNIST-C mean accuracy"}
+
+
+def baseline_warning(cfg, acc, det, mnist_c=None):
+    """The paragraph that opens the summary when the Base model is no sound baseline, else None.
+
+    Plain sentences (lib.evaluate.baseline_check.warning_sentences: what is wrong, the likely
+    cause, the fix), then per failed metric every model's change against Base, split into
+    the part that only brings Base up to a sound baseline's level and the rest."""
+    findings = check_baseline(det["summary"], acc["summary"], mnist_c["summary"] if mnist_c else None,
+                              in_distribution=cfg["in_distribution"])
+    if not findings:
+        return None
+    sentences = warning_sentences(findings, cfg["train"]["model"])
+    for f in findings:
+        table = det["summary"] if f["metric"] == "auroc" else mnist_c["summary"]
+        key = dict(metric=f["metric"], set=f["set"], **({"score": f["score"]} if f["score"] else {}))
+        gains = []
+        for model in grid_columns(cfg):
+            method = _mean(table, model, **key) if model != BASE_MODEL else None
+            if method is not None and method > f["value"]:
+                part = recovered_part(findings, f["metric"], f["set"], f["value"], method)
+                gains.append(f"{model_label(*model)} {_points(method - f['value'])} ({part * 100:.2f})")
+        if gains:
+            label = FINDING_LABELS[f["metric"]].format(set=f["set"], score=SCORE_LABELS.get(f["score"], f["score"]))
+            sentences.append(f"Gains over Base on {label}, in brackets the part that only brings Base up to a "
+                             f"sound baseline's {f['healthy'] * 100:.2f}%: " + "; ".join(gains) + ".")
+    return {"sentences": sentences, "findings": findings}
 
 
 def study_tables(cfg, acc, det, acc_src, det_src, leaks=(), mnist_c=None):
@@ -161,10 +222,11 @@ def build(ctx):
     if acc is None or det is None:
         return None
     cfg = ctx["cfg"]
-    study = study_tables(cfg, acc["summary"], det["summary"], acc["source"], det["source"],
-                         ctx["leaks"], long_table(ctx, "robustness_summary"))
+    mnist_c = long_table(ctx, "robustness_summary")
+    study = study_tables(cfg, acc["summary"], det["summary"], acc["source"], det["source"], ctx["leaks"], mnist_c)
+    warning = baseline_warning(cfg, acc, det, mnist_c)
     diff = read_differences(input_file(ctx, "differences"))
-    reading = summary_reading(cfg, acc, det, ctx["leaks"], diff)
+    reading = summary_reading(cfg, acc, det, ctx["leaks"], warning["findings"] if warning else (), diff)
     detectable_path = input_file(ctx, "detectable")
     detectable = detectable_block(read_detectable(detectable_path), diff,
                                   detectable_path and shown_path(ctx, detectable_path),
@@ -178,6 +240,6 @@ def build(ctx):
             versus.append(f"{np.mean(deltas):+.2f} points in {what} ({len(deltas)} cells)")
     if versus:
         reading["sentences"].append("Against the published study, ours differ on average by " + _join(versus) + ".")
-    return {"study": study, "reading": reading, "detectable": detectable,
+    return {"baseline_warning": warning, "study": study, "reading": reading, "detectable": detectable,
             "published_shown": cfg["in_distribution"] == "mnist", "oe_reference": published.OE_REFERENCE}
 

@@ -123,22 +123,33 @@ def training_chunks(x_train, y_train, order, batch, steps, augment, cfg, generat
     batches of a chunk are augmented in one call, and with `aux` (resident float images)
     each step's A = aux_batch auxiliary images, drawn with replacement, follow its B
     in-distribution images in the same slice: inputs[j] is one contiguous forward batch.
+    The auxiliary images go through the same augmentation call as the in-distribution
+    ones unless `outlier_exposure.augment_outliers` is false: were only the
+    in-distribution images noised or mixed, the noise itself would tell the two apart and
+    the OE loss could learn that instead of digit versus outlier content.
     """
     per_chunk = steps_per_chunk or chunk_steps(batch, x_train.device)
+    same_augment = augment != "none" and cfg["outlier_exposure"]["augment_outliers"]
     for first in range(0, steps, per_chunk):
         s = min(per_chunk, steps - first)
         idx = order[first * batch:(first + s) * batch]
-        images = augment_batch(augment, x_train[idx], generator, cfg, mixing=mixing)
-        labels = y_train[idx].view(s, batch)
         if aux is None:
-            yield images.view(s, batch, *images.shape[1:]), labels
+            images = augment_batch(augment, x_train[idx], generator, cfg, mixing=mixing)
+            yield images.view(s, batch, *images.shape[1:]), y_train[idx].view(s, batch)
             continue
         picks = torch.randint(len(aux), (s * aux_batch,), generator=generator, device=x_train.device)
+        if same_augment:
+            # One call for both parts: PixMix's fixed cost is paid once per chunk.
+            both = augment_batch(augment, torch.cat([x_train[idx], aux[picks]]), generator, cfg, mixing=mixing)
+            images, outliers = both[:s * batch], both[s * batch:]
+        else:
+            images = augment_batch(augment, x_train[idx], generator, cfg, mixing=mixing)
+            outliers = aux[picks]
         inputs = torch.empty((s, batch + aux_batch, *images.shape[1:]), dtype=images.dtype,
                              device=images.device)
         inputs[:, :batch] = images.view(s, batch, *images.shape[1:])
-        inputs[:, batch:] = aux[picks.view(s, aux_batch)]
-        yield inputs, labels
+        inputs[:, batch:] = outliers.view(s, aux_batch, *images.shape[1:])
+        yield inputs, y_train[idx].view(s, batch)
 
 
 def train_step(model, optimizer, schedule, inputs, labels, lam, autocast):
