@@ -9,9 +9,10 @@ The modules, in the order a reading takes them:
     context.py      the declared files as the section builders read them (tables, leaks, paths)
     cells.py        labels of models and sets, number formatting, traceable cells
     summary.py      the summary section: the study's two tables and their reading
-    verdicts.py     which differences between models are real (paired intervals, overlaps)
+    verdicts.py     which differences between models are real (as differences.csv decided)
     robustness.py   the MNIST-C section         detection.py   the OOD detection section
-    evaluation.py   scores, calibration, differences to Base
+    evaluation.py   scores, calibration, differences to Base, ranks
+    statistics.py   the method paragraph, detectable-difference lines, critical-difference diagrams
     training.py     the training section        augment_samples.py   augmentation samples
     provenance.py   code, packages, devices, wall times, data checksums
     figures.py      ROC curves, score histograms, training curves (PNG data URIs)
