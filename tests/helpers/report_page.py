@@ -213,7 +213,9 @@ def check_cell(workdir, cell):
     source = os.path.join(workdir, a.get("data-source", ""))
     if not a.get("data-source") or not os.path.exists(source):
         return f"{where}: data-source does not exist"
-    if not a.get("data-key"):
+    if not a.get("data-key") or "data-scale" not in a:
+        # Cells of the evaluation and robustness tables carry a data-key that names their row
+        # but no data-scale: they are checked against their file as before, by value.
         return _check_keyless(where, source, cell)
     in_tables = source.endswith(".csv") and os.path.dirname(source).endswith(os.path.join("results", "tables"))
     if in_tables and "column" in parse_key(a["data-key"]):  # a table with one row per comparison
