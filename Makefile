@@ -1,6 +1,7 @@
-# make demo   the whole study on the offline demo preset; prints the report's path
-# make test   the test suite
-# make bench  the speed benchmarks
+# make demo       the whole study on the offline demo preset; prints the report's path
+# make test       the test suite: tests/unit, tests/workflow, tests/cluster (see tests/conftest.py)
+# make test-fast  the unit tier alone, a few minutes
+# make bench      the speed benchmarks
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SNAKEMAKE := $(VENV)/bin/snakemake
@@ -8,7 +9,7 @@ SNAKEMAKE := $(VENV)/bin/snakemake
 # keeps freed memory; set for our own jobs only (see docs/performance.md).
 JOB_ENV := MALLOC_MMAP_THRESHOLD_=17179869184 MALLOC_TRIM_THRESHOLD_=17179869184 MALLOC_TOP_PAD_=536870912
 
-.PHONY: demo test bench
+.PHONY: demo test test-fast bench
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -21,6 +22,9 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
+
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -q tests/unit
 
 # make bench BENCH_DEMO=1: also time the whole demo twice, plain `snakemake --cores N` and with
 # --profile profiles/local; BENCH_MALLOC=off: without JOB_ENV;

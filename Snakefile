@@ -12,7 +12,8 @@ import sys
 sys.path.insert(0, workflow.basedir)  # lib/ lives beside this file, wherever -d points
 
 from snakemake.exceptions import WorkflowError
-from lib.config import ConfigError, load_config_file, validate_config
+from lib.config import ConfigError, load_config_file, merge_configs, parse_command_line_config, validate_config
+from lib.data.registry import config_problems_with_data
 
 # Snakemake's own message for a YAML syntax error names neither the file nor the line.
 # (A broken --configfile fails inside Snakemake before this file runs: `python -m lib.config FILE`.)
@@ -27,9 +28,25 @@ configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
 try:
+    # Snakemake leaves `--config` values inside lists and mappings, and `true`, as text; the
+    # entries as typed (`config_args`, None when called from Python) are read again as YAML.
+    config = merge_configs(config, parse_command_line_config(workflow.config_settings.config_args))
     config = validate_config(config)
+    if problems := config_problems_with_data(config):
+        raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
 except ConfigError as error:
     raise WorkflowError(str(error)) from None
+
+
+onstart:
+    # Only once the run starts is it known whether jobs run on this machine or are sent to a
+    # cluster's GPU nodes; a missing GPU here is then said before any job, not in a job's log.
+    gpu_jobs = [j for j in workflow.dag.needrun_jobs() if j.rule.name in ("train", "evaluate")]
+    if config["train"]["device"] == "cuda" and workflow.local_exec and gpu_jobs:
+        from lib.common import missing_cuda
+
+        if problem := missing_cuda():
+            raise WorkflowError(f"invalid config:\n  {problem}")
 
 
 include: "workflow/rules/common.smk"
@@ -42,6 +59,32 @@ include: "workflow/rules/calibrate.smk"
 include: "workflow/rules/report.smk"
 
 
+def every_file_of_the_study():
+    """Every file the report is computed from, down to the prepared data sets.
+
+    Snakemake plans a job with missing outputs only when a job it feeds has to run; after
+    an intermediate file is deleted while the files computed from it are still there, it
+    says "Nothing to be done". Asked for here as well, a deleted file is rebuilt by the
+    same command, and everything computed from it after it (docs/failure-modes.md).
+    """
+    trains_oe = any(o in ("oe", "oe_tune") for o in OES)
+    sets = list(dict.fromkeys([ID, *OOD_SETS, *([OE_SOURCE] if trains_oe else [])]))
+    fetched = [layout.fetched_record(name) for name in sets if name in REAL_SETS]
+    if config["corruptions"] == "official":
+        fetched.append(layout.fetched_record("mnist_c"))
+    per_model = [layout.model_file(), layout.train_log_file(), layout.mahalanobis_stats_file(),
+                 *(layout.logits_file(name) for name in EVAL_SETS + MNISTC_SETS),
+                 *(layout.metrics_file(kind) for kind in ("accuracy", "calibration", "robustness")),
+                 *(layout.score_file(o, s) for o in OOD_SETS for s in SCORES),
+                 *(layout.example_scores_file(o, s) for o in OOD_SETS for s in SCORES)]
+    tables = [layout.table_file(name) for name in (
+        "leaks.json", "accuracy.csv", "detection.csv", "robustness.csv", "robustness_summary.csv",
+        "calibration.csv", "reliability.csv", "differences.csv", "detectable.csv", "ranks.csv")]
+    return ([layout.data_file(name) for name in sets] + fetched + [layout.corruption_file(c) for c in CORRUPTIONS]
+            + ([layout.mixing_file()] if "pixmix" in AUGMENTS else []) + [f for pattern in per_model for f in expand_models(pattern)] + tables)
+
+
 rule all:
     input:
         report=layout.report_file(),
+        study=every_file_of_the_study(),

@@ -8,7 +8,8 @@ KMNIST), trains every model of lib.train.models.MODELS through lib.train.loop.tr
 defaults: SGD with Nesterov momentum, cosine schedule, batch 128, no augmentation) and
 prints per model: MFLOPs per image (forward), parameters, test accuracy, training
 images/s on this machine. Not part of `make bench` (minutes per model on a CPU); its
-figures back the choice of default model in docs/performance.md.
+figures are in docs/performance.md. The default model is chosen on how its Base model
+behaves (benchmarks/baselines.py, docs/baselines.md).
 """
 import argparse
 import logging

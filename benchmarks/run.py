@@ -9,7 +9,7 @@ Each line is measured in one process on the same data and model and gives a rati
 (ours / reference, or goal / measured for wall times): PixMix batched against the
 per-sample reference (benchmarks/bench_pixmix.py), the three training-loop lines
 (benchmarks/bench_training.py), evaluation (benchmarks/bench_eval.py) and the workflow's
-wall times (benchmarks/bench_workflow.py). `--tiny` runs everything at sizes that take
+wall times (benchmarks/bench_workflow.py: dry run, differences step). `--tiny` runs everything at sizes that take
 seconds: it checks the code, its numbers mean nothing. Writes <out>/<label>.csv and
 <out>/<label>.json (label: "bench", or "bench-tiny"); the JSON also holds the machine
 description and the load average before and after.
@@ -86,6 +86,7 @@ def run_all(tiny=False, demo=False):
     lines += bench_training.bench_training(**(bench_training.TINY if tiny else {}))
     lines.append(bench_eval.bench_eval(**(bench_eval.TINY if tiny else {})))
     lines.append(bench_workflow.bench_dry_run(**(bench_workflow.TINY_DRY_RUN if tiny else {})))
+    lines.append(bench_workflow.bench_differences(study=bench_workflow.TINY_STUDY if tiny else None))
     if demo:
         lines += bench_workflow.bench_demo(configfile="presets/tiny.yaml" if tiny else "presets/demo.yaml")
     return lines

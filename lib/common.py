@@ -10,8 +10,11 @@ import hashlib
 import json
 import logging
 import os
+import platform
 import sys
 import tempfile
+import zipfile
+import zlib
 
 import numpy as np
 
@@ -126,6 +129,18 @@ def job_logger(log_path):
     return logger
 
 
+def missing_cuda():
+    """Why `train.device: cuda` cannot run here, or None when torch sees a GPU."""
+    import torch
+    if torch.cuda.is_available():
+        return None
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "unset")
+    return (f"config key 'train.device': device 'cuda' is asked for, but torch sees no GPU on {platform.node()} "
+            f"(CUDA_VISIBLE_DEVICES={visible}, torch {torch.__version__} built for CUDA "
+            f"{torch.version.cuda or 'none'}); set train.device: auto (the CPU when there is no GPU) or cpu, "
+            f"or run where a GPU is (check the job's GPU request)")
+
+
 def pick_device(requested="auto"):
     """CUDA when present (or asked for), else the CPU with one warning line in the log."""
     import torch
@@ -134,8 +149,7 @@ def pick_device(requested="auto"):
     if torch.cuda.is_available():
         return torch.device("cuda")
     if requested == "cuda":
-        raise RuntimeError("config asks for device 'cuda' but torch sees no GPU "
-                           "(check CUDA_VISIBLE_DEVICES and the job's GPU request), or set device: auto")
+        raise RuntimeError(missing_cuda())
     # What the job was given and what torch was built for tell a GPU the scheduler handed
     # out but torch cannot use (a CPU-only wheel, a driver too old) from no GPU at all.
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "unset")
@@ -149,7 +163,6 @@ def device_name(device):
     import torch
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    import platform
     name = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -170,9 +183,92 @@ def sha256_file(path, chunk=1 << 20):
     return digest.hexdigest()
 
 
-def load_npz(path):
-    with np.load(path) as f:
-        return {k: f[k] for k in f.files}
+class CachedFileError(ValueError):
+    """A file the workflow wrote (results/...) that cannot be used as it is."""
+
+
+class MissingCachedFileError(CachedFileError, FileNotFoundError):
+    pass
+
+
+REBUILD = ("Delete it and rerun the same snakemake command: it is written again, and everything "
+           "computed from it after it (docs/failure-modes.md).")
+
+# What each array of the workflow's .npz files must be: (what it is, dtype check, shape with
+# None for any length). Every reader goes through load_npz, so a table, a figure or a summary
+# is never computed from a damaged, mis-shaped or non-finite cached array.
+ARRAY_CONTRACTS = {
+    **{name: ("images", "uint8", (None, 28, 28)) for name in ("x_train", "x_test", "images")},
+    **{name: ("labels", "integer", (None,)) for name in ("y_train", "y_test", "labels")},
+    **{name: ("logits", "floating", (None, None)) for name in ("logits", "odin_logits")},
+    "features": ("penultimate features", "floating", (None, None)),
+    "class_means": ("class means", "floating", (None, None)),
+    "precision": ("precision matrix", "floating", (None, None)),
+    **{name: ("per-example scores", "floating", (None,)) for name in ("id_scores", "ood_scores")},
+}
+_SAME_LENGTH = [("x_train", "y_train"), ("x_test", "y_test"), ("logits", "labels", "features", "odin_logits")]
+
+
+def _dtype_ok(array, kind):
+    if kind == "uint8":
+        return array.dtype == np.uint8
+    return np.issubdtype(array.dtype, np.integer if kind == "integer" else np.floating)
+
+
+def array_problems(arrays):
+    """What is wrong with a dict of named arrays against ARRAY_CONTRACTS ([] when nothing).
+
+    Names the contract does not know are taken as they are."""
+    problems = []
+    for name, array in arrays.items():
+        if name not in ARRAY_CONTRACTS:
+            continue
+        what, kind, shape = ARRAY_CONTRACTS[name]
+        wanted = "[" + ", ".join("N" if d is None else str(d) for d in shape) + "]"
+        if not _dtype_ok(array, kind) or array.ndim != len(shape) or any(
+                d is not None and d != got for d, got in zip(shape, array.shape)):
+            problems.append(f"'{name}' is {array.dtype} {list(array.shape)}, expected {kind} {wanted} ({what})")
+        elif len(array) == 0:
+            problems.append(f"'{name}' is empty ({what} of no example)")
+        elif kind == "floating" and not np.isfinite(array).all():
+            bad = ~np.isfinite(array)
+            row = int(np.argwhere(bad)[0][0])
+            kinds = ", ".join(k for k, hit in (("NaN", np.isnan(array).any()), ("inf", np.isinf(array).any())) if hit)
+            problems.append(f"'{name}' holds {int(bad.sum())} non-finite value(s) ({kinds}; first in row {row})")
+        elif kind == "integer" and array.min() < -1:
+            problems.append(f"'{name}' holds {int(array.min())}; labels are class numbers, or -1 for none")
+    for group in _SAME_LENGTH:
+        lengths = {name: len(arrays[name]) for name in group if name in arrays and np.ndim(arrays[name])}
+        if len(set(lengths.values())) > 1:
+            problems.append("lengths differ: " + ", ".join(f"'{k}' {v}" for k, v in lengths.items()))
+    logits, labels = arrays.get("logits"), arrays.get("labels")
+    if not problems and logits is not None and labels is not None and labels.max() >= logits.shape[1]:
+        problems.append(f"'labels' holds class {int(labels.max())} but 'logits' has {logits.shape[1]} classes")
+    return problems
+
+
+def load_npz(path, required=(), names=None):
+    """Every array of a cached .npz file (or only those in `names`), checked against ARRAY_CONTRACTS.
+
+    Raises CachedFileError naming the file, what is wrong with it and how to rebuild it:
+    missing, damaged or truncated, an array missing from `required`, or an array of the
+    wrong dtype or shape, empty, or with a NaN or an infinity. `names` skips reading the
+    other arrays (a logits file's features can be a hundred times its logits).
+    """
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files if names is None or k in names}
+    except FileNotFoundError:
+        raise MissingCachedFileError(f"{path} is missing. Rerun the same snakemake command: it is written again "
+                              f"(docs/failure-modes.md).") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise CachedFileError(f"{path} is damaged or truncated ({type(e).__name__}: {e}). {REBUILD}") from None
+    absent = [name for name in required if name not in arrays]
+    problems = ([f"no array {', '.join(map(repr, absent))} (it holds {', '.join(map(repr, arrays)) or 'none'})"]
+                if absent else []) + array_problems(arrays)
+    if problems:
+        raise CachedFileError(f"{path}: " + "; ".join(problems) + f". {REBUILD}")
+    return arrays
 
 
 # glibc mallopt parameters (malloc.h) and the values of the Makefile's JOB_ENV, capped at

@@ -10,6 +10,7 @@ the allowed values, so a user can fix the file without reading the schema.
 import copy
 import difflib
 import os
+import re
 import sys
 
 import jsonschema
@@ -193,6 +194,38 @@ def load_config_file(path):
                           f"colons and brackets) and rerun.") from None
     except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+
+
+class _CommandLineYaml(yaml.SafeLoader):
+    """YAML as in a config file, plus exponent numbers without a dot (`1e-3`), which YAML 1.1
+    leaves as text but Snakemake's own reading of a top-level value takes for a float."""
+
+
+_CommandLineYaml.add_implicit_resolver("tag:yaml.org,2002:float",
+                                       re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$"),
+                                       list("-+0123456789."))
+
+
+def parse_command_line_config(entries):
+    """`--config KEY=VALUE ...` (the strings as typed) as a config mapping, each VALUE read as YAML.
+
+    Snakemake reads a top-level number itself but leaves `true`, and everything inside a
+    list or mapping (`seeds=[1,2]`, `train={epochs: 2}`), as text, which the schema then
+    refuses; read as YAML they are the numbers, booleans and lists a config file would give.
+    """
+    out = {}
+    for entry in entries or []:
+        key, sep, text = str(entry).partition("=")
+        if not sep:
+            continue  # Snakemake itself refuses an entry without '='
+        try:
+            out[key] = None if text == "" else yaml.load(text, Loader=_CommandLineYaml)
+        except yaml.YAMLError as e:
+            problem = " ".join(str(e).split())
+            raise ConfigError(f"--config {key}={text}: the value is not valid YAML ({problem}). Write it as "
+                              f"in a config file and quote the whole entry for the shell, e.g. "
+                              f"--config 'seeds=[1, 2]' 'train={{epochs: 2, batch_size: 64}}'") from None
+    return out
 
 
 def merge_configs(base, override):

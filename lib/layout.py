@@ -10,6 +10,7 @@ are left out keep their Snakemake placeholders, which gives the rule's pattern:
     layout.logits_file("id_test", "none", "baseline", 1)  # 'results/logits/none/baseline/seed1/id_test.npz'
     layout.logits_file(layout.mnistc_set("fog"))    # 'results/logits/{augment}/{oe}/seed{seed}/mnistc_fog.npz'
     layout.score_file("gaussian", "msp")            # 'results/scores/{augment}/{oe}/seed{seed}/gaussian/msp.json'
+    layout.example_scores_file("gaussian", "msp")   # the same with .npz: its per-example scores
     layout.metrics_file("accuracy")                 # 'results/metrics/{augment}/{oe}/seed{seed}/accuracy.json'
     layout.table_file("detection.csv")              # 'results/tables/detection.csv'
     layout.data_file("digits"), layout.corruption_file("fog"), layout.mixing_file()
@@ -126,6 +127,15 @@ def mahalanobis_stats_file(augment=AUGMENT, oe=OE, seed=SEED, results=RESULTS):
 def score_file(ood_set="{ood_set}", score="{score}", augment=AUGMENT, oe=OE, seed=SEED, results=RESULTS):
     """One OOD-detection record: one score on one OOD set of one model."""
     return _under(results, f"scores/{model_part(augment, oe, seed)}/{ood_set}/{score}.json")
+
+
+def scores_root(results=RESULTS):
+    return _under(results, "scores")
+
+
+def example_scores_file(ood_set="{ood_set}", score="{score}", augment=AUGMENT, oe=OE, seed=SEED, results=RESULTS):
+    """The per-example scores (id_scores, ood_scores) beside score_file's record."""
+    return f"{scores_root(results)}/{model_part(augment, oe, seed)}/{ood_set}/{score}.npz"
 
 
 def metrics_file(kind, augment=AUGMENT, oe=OE, seed=SEED, results=RESULTS):

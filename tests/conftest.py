@@ -1,4 +1,11 @@
-"""Shared fixtures: `http_server`, a local HTTP server on 127.0.0.1 that tests feed with files.
+"""The test suite, in three tiers (`make test` runs them all, in this order):
+
+    tests/unit/      lib/ and the project's files, in seconds each; no workflow run (`make test-fast`)
+    tests/workflow/  the real workflow and commands end to end: dry runs, tiny studies, make bench
+    tests/cluster/   the workflow on a real SLURM cluster (tests/slurm/start.sh, as root)
+
+Helpers the tiers share are in tests/helpers/. The fixture here, `http_server`, is a local
+HTTP server on 127.0.0.1 that tests feed with files:
 
     def test_x(http_server):
         http_server.files["d/x.gz"] = b"..."      # served at http_server.url("d/x.gz")

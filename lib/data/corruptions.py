@@ -30,6 +30,8 @@ import numpy as np
 from scipy import ndimage
 from skimage import feature
 
+from lib.common import load_npz
+
 log = logging.getLogger("mnist_safety.corruptions")
 
 CORRUPTIONS = (
@@ -390,25 +392,9 @@ def parse_corruption_list(text):
 
 
 def load_test_set(path):
-    """x_test (uint8 [N, 28, 28]) and y_test (int64) from an npz, with a clear error."""
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such file; run the prepare step that writes it first")
-    try:
-        with np.load(path) as arrays:
-            found = {key: arrays[key] for key in ("x_test", "y_test") if key in arrays.files}
-            keys = list(arrays.files)
-    except (OSError, EOFError, ValueError) as error:
-        raise ValueError(f"{path}: not a readable npz file ({error}); delete it and rerun "
-                         f"the step that writes it") from error
-    missing = [key for key in ("x_test", "y_test") if key not in found]
-    if missing:
-        raise ValueError(f"{path}: missing array(s) {', '.join(missing)} "
-                         f"(has {', '.join(keys) or 'none'}); rebuild it with lib.data.registry")
-    x, y = found["x_test"], found["y_test"]
-    if x.dtype != np.uint8 or x.ndim != 3 or x.shape[1:] != (SIZE, SIZE) or len(y) != len(x):
-        raise ValueError(f"{path}: x_test must be uint8 [N, 28, 28] with N labels, got "
-                         f"{x.dtype} {x.shape} and {len(y)} labels; rebuild it with lib.data.registry")
-    return x, y.astype(np.int64)
+    """x_test (uint8 [N, 28, 28]) and y_test (int64) from an npz (lib.common.load_npz checks them)."""
+    arrays = load_npz(path, required=("x_test", "y_test"))
+    return arrays["x_test"], arrays["y_test"].astype(np.int64)
 
 
 def save_npz_atomic(path, **arrays):

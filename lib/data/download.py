@@ -93,14 +93,21 @@ def file_digests(path):
     return {"md5": md5.hexdigest(), "sha256": sha.hexdigest(), "size": size}
 
 
-def checksum_problem(digests, md5=None, sha256=None, size=None):
-    """A sentence saying which expected value the digests miss, or None when all match."""
+def checksum_problem(digests, md5=None, sha256=None, size=None, recorded=None):
+    """A sentence saying which expected value the digests miss, or None when all match.
+
+    `recorded`: a sha256 recorded on first use. Nothing vouches for it (it may be the hash
+    of a bad first copy), so it is never called "expected".
+    """
     if size is not None and digests["size"] != size:
         return f"size is {digests['size']} bytes, expected {size}"
     if md5 and digests["md5"] != md5.lower():
         return f"md5 is {digests['md5']}, expected {md5.lower()}"
     if sha256 and digests["sha256"] != sha256.lower():
         return f"sha256 is {digests['sha256']}, expected {sha256.lower()}"
+    if recorded and digests["sha256"] != recorded.lower():
+        return (f"sha256 is {digests['sha256']}, but the copy first used here had sha256 {recorded.lower()} "
+                f"(recorded in {CHECKSUMS_FILE} on first use; no checksum is published for this file)")
     return None
 
 
@@ -185,12 +192,13 @@ def _stream(url, tmp_path, timeout_s, progress):
 
 
 def download(url, dest, md5=None, sha256=None, size=None, retries=3, wait_s=2.0,
-             timeout_s=60.0, progress=True):
+             timeout_s=60.0, progress=True, recorded=None):
     """Fetch url (one URL or a list of mirrors, tried in order) to dest; return its sha256.
 
     Each mirror gets 1 + retries attempts; an attempt fails on a network error, a
     transfer shorter than its Content-Length, a checksum/size mismatch, or (with no
-    checksum to check) a .npy/.zip/.gz that does not read to its end. The file
+    checksum to check) a .npy/.zip/.gz that does not read to its end; `recorded`, a sha256
+    recorded on first use, is held like a pin but named as what it is. The file
     appears at dest only after it passed every check (temporary file + os.replace).
     """
     urls = [url] if isinstance(url, (str, os.PathLike)) else list(url)
@@ -207,8 +215,8 @@ def download(url, dest, md5=None, sha256=None, size=None, retries=3, wait_s=2.0,
                 if progress:
                     print(f"downloading {u} -> {dest} (attempt {attempt + 1})", file=sys.stderr, flush=True)
                 digests = _stream(u, tmp, timeout_s, progress)
-                problem = checksum_problem(digests, md5, sha256, size)
-                if problem is None and not (md5 or sha256):
+                problem = checksum_problem(digests, md5, sha256, size, recorded)
+                if problem is None and not (md5 or sha256 or recorded):
                     check_complete(tmp, dest.name)
                 if problem is None:
                     publish(tmp, dest)
@@ -226,8 +234,10 @@ def download(url, dest, md5=None, sha256=None, size=None, retries=3, wait_s=2.0,
     tried = "\n".join("  " + f for f in failures)
     raise DownloadError(
         f"could not download {dest.name} to {dest}.\nTried:\n{tried}\n"
-        f"If every attempt failed the same checksum, the source has changed or a proxy alters it; "
-        f"otherwise check this machine's network (downloads run only in local rules, on the "
+        f"If every attempt failed the same checksum, the source has changed or a proxy alters it"
+        + (f" (to accept the new version, remove the entry for {dest.name} from {CHECKSUMS_FILE} in "
+           f"the data folder)" if recorded else "")
+        + f"; otherwise check this machine's network (downloads run only in local rules, on the "
         f"submit host).\n{stage_hint(dest, [str(u) for u in urls], md5, sha256)}")
 
 
@@ -298,17 +308,19 @@ def verify_or_record(path, data_dir, key, md5=None, sha256=None, size=None, sour
             check_complete(path)
             record_checksum(data_dir, key, digests["sha256"], source or str(path))
             return digests
-    problem = checksum_problem(digests, md5, sha256 or recorded, size)
+    problem = checksum_problem(digests, md5, sha256, size, recorded)
     if problem is None:
         return digests
-    origin = (f"the sha256 recorded in {_checksums_path(data_dir)} when it was first fetched"
-              if recorded else "the pinned/published checksum")
+    if recorded:
+        raise ChecksumError(
+            f"{path}: {problem}. Either this copy or the first one is damaged or a different version. "
+            f"If this copy is the one you want, remove the entry '{key}' from {_checksums_path(data_dir)} "
+            f"and rerun (its sha256 is then recorded afresh); otherwise delete it and rerun the fetch on "
+            f"a machine with internet. {stage_hint(path, list(urls), md5, sha256)}")
     raise ChecksumError(
-        f"{path}: {problem} ({origin}). The file is damaged, truncated or a different version. "
-        f"Delete it and rerun the fetch on a machine with internet"
-        + (f", or remove its entry '{key}' from {_checksums_path(data_dir)} if the new version is "
-           f"intended" if recorded else "")
-        + f". {stage_hint(path, list(urls), md5, sha256 or recorded)}")
+        f"{path}: {problem} (the pinned/published checksum). The file is damaged, truncated or a "
+        f"different version. Delete it and rerun the fetch on a machine with internet. "
+        f"{stage_hint(path, list(urls), md5, sha256)}")
 
 
 def ensure_file(data_dir, relpath, urls, md5=None, sha256=None, size=None, offline=False,
@@ -326,8 +338,8 @@ def ensure_file(data_dir, relpath, urls, md5=None, sha256=None, size=None, offli
         raise MissingDataError(f"{dest} is missing and offline mode is on, so it is not downloaded. "
                                f"{stage_hint(dest, list(urls), md5, sha256)}")
     recorded = None if (md5 or sha256) else recorded_checksums(data_dir).get(relpath, {}).get("sha256")
-    got = download(urls, dest, md5=md5, sha256=sha256 or recorded, size=size, retries=retries,
-                   wait_s=wait_s, progress=progress)
+    got = download(urls, dest, md5=md5, sha256=sha256, size=size, retries=retries,
+                   wait_s=wait_s, progress=progress, recorded=recorded)
     if not (md5 or sha256 or recorded):
         record_checksum(data_dir, relpath, got, str(list(urls)[0]))
     return dest

@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from lib.common import load_npz
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 # accepted share of lit pixels (> LIT_LEVEL) in a 28x28 fractal
@@ -260,8 +262,8 @@ def save_mixing_set(path, images, source):
 
 def load_mixing_set(path):
     """-> (images uint8 [M,28,28], source str)."""
-    with np.load(path) as data:
-        return data["images"], str(data["source"])
+    data = load_npz(path, required=("images", "source"))
+    return data["images"], str(data["source"])
 
 
 def main(argv=None):

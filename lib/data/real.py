@@ -199,6 +199,23 @@ def _missing_message(name, spec, data_dir, missing):
     return "\n".join(lines)
 
 
+def _refused_message(name, spec, refused):
+    """Every refused file of a set with its reason, and how to declare copies that differ on purpose."""
+    lines = [f"{len(refused)} of {len(spec['files'])} file(s) of data set '{name}' do not match their checksums:"]
+    lines += [f"  {message}" for _, message in refused.values()]
+    pinned = {res["path"].rsplit("/", 1)[-1]: path for key, (path, _) in refused.items()
+              for res in [spec["files"][key]] if res["md5"] or res["sha256"] or res["plain_md5"]}
+    if pinned:
+        md5s = ", ".join(f"{file}: {file_digests(path)['md5']}" for file, path in pinned.items())
+        lines.append(
+            f"If these are your own copies on purpose (another mirror's or a re-compressed version), say so in "
+            f"the config instead of replacing them: pin their checksums with\n"
+            f"  data_sources: {{{name}: {{md5: {{{md5s}}}}}}}\n"
+            f"or unpin them with null in place of each md5 (the sha256 is then recorded on first use); "
+            f"see docs/data.md, 'Overriding sources and pinning checksums'.")
+    return "\n".join(lines)
+
+
 def fetch_dataset(name, data_dir, offline=False, sources=None, retries=3, wait_s=2.0, progress=True):
     """{file key: verified path} for a set; downloads missing files unless offline.
 
@@ -207,19 +224,25 @@ def fetch_dataset(name, data_dir, offline=False, sources=None, retries=3, wait_s
     every expected file, its path under data_dir and its URLs.
     """
     spec = dataset_spec(name, sources)
-    found, missing = {}, []
+    found, missing, refused = {}, [], {}
     for key, res in spec["files"].items():
         copy = _find_copy(res, data_dir, spec.get("system_dir"))
         if copy is None:
             missing.append(key)
             continue
         path, primary = copy
-        if primary:
-            verify_or_record(path, data_dir, res["path"], res["md5"], res["sha256"], res["size"],
-                             source=str(path), urls=res["urls"])
-        else:
-            _check_alternative(path, res, data_dir)
+        try:
+            if primary:
+                verify_or_record(path, data_dir, res["path"], res["md5"], res["sha256"], res["size"],
+                                 source=str(path), urls=res["urls"])
+            else:
+                _check_alternative(path, res, data_dir)
+        except ChecksumError as error:
+            refused[key] = (path, str(error))  # every file is checked, so one message names them all
+            continue
         found[key] = path
+    if refused:
+        raise ChecksumError(_refused_message(name, spec, refused))
     if missing and offline:
         raise MissingDataError(_missing_message(name, spec, data_dir, missing))
     for key in missing:
@@ -244,8 +267,8 @@ def load_real_dataset(name, data_dir, sources=None, count=None, seed=0, train_co
         count = train_count if count is None else min(count, train_count)
     try:
         arrays = READERS[spec["reader"]](paths, spec, count, seed)
-    except CorruptFileError:
-        _forget_unreadable_records(spec, data_dir, paths)
+    except CorruptFileError as error:
+        _forget_unreadable_records(data_dir, paths, str(error))
         raise
     if not train_only and train_count is not None and "x_train" in arrays:
         keep = pick_subset(len(arrays["x_train"]), train_count, seed)
@@ -253,22 +276,18 @@ def load_real_dataset(name, data_dir, sources=None, count=None, seed=0, train_co
     return arrays
 
 
-def _forget_unreadable_records(spec, data_dir, paths):
-    """Drop sha256s recorded on first use from the very bytes a reader just refused.
+def _forget_unreadable_records(data_dir, paths, message):
+    """Drop every sha256 recorded on first use from the very bytes a reader just refused.
 
     Otherwise the error's advice (replace the file with a good copy) would end in a
-    checksum error against the bad copy. Pinned files and older records of other bytes stay.
+    checksum error against the bad copy. A record is matched by its hash, not its key:
+    a staged plain (uncompressed) copy or a system copy is recorded under its own path.
+    The refused file is the one the message names (all of the set's files when it names
+    none); records of other bytes stay.
     """
-    recorded = recorded_checksums(data_dir)
-    stale = []
-    for key, res in spec["files"].items():
-        if res["md5"] or res["sha256"] or key not in paths:
-            continue
-        names = [res["path"], str(Path(paths[key]).resolve())]
-        known = {recorded[n]["sha256"]: n for n in names if n in recorded}
-        if known:
-            sha = file_digests(paths[key])["sha256"]
-            stale += [n for s, n in known.items() if s == sha]
+    named = [p for p in paths.values() if str(p) in message]
+    refused = {file_digests(p)["sha256"] for p in (named or paths.values())}
+    stale = [key for key, entry in recorded_checksums(data_dir).items() if entry.get("sha256") in refused]
     if stale:
         forget_checksums(data_dir, stale)
 

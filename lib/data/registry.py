@@ -22,6 +22,7 @@ training: lib.data.leaks; the validation split: lib.data.splits.
 import argparse
 
 from lib.common import derive_seed, load_npz, save_npz_atomic, setup_logging
+from lib.data.splits import validation_count
 from lib.data.synthetic import (make_bernoulli, make_blobs, make_digits, make_gaussian, make_jigsaw, make_negated,
                                 make_photos, make_uniform)
 
@@ -94,6 +95,29 @@ DATASETS.update({
         "No licence stated; a cleaned subset of 80 Million Tiny Images, which its authors withdrew in 2020.",
         "D. Hendrycks, M. Mazeika, T. Dietterich: Deep Anomaly Detection with Outlier Exposure, ICLR (2019)."),
 })
+
+
+# Training images of each in-distribution set, before train.val_fraction of them is held out
+# (digits: make_digits' fixed 80 % split of 1,797; the others: their published training split).
+TRAIN_IMAGES = {"digits": 1437, "mnist": 60000, "fashion_mnist": 60000, "kmnist": 60000}
+
+
+def config_problems_with_data(cfg):
+    """What a validated config asks that its data cannot give, in lib.config's message form.
+
+    Checked before any job runs, so that a batch larger than the training split is not first
+    met as a reshape error inside the train job.
+    """
+    problems = []
+    name, train = cfg["in_distribution"], cfg["train"]
+    if name in TRAIN_IMAGES:
+        images = TRAIN_IMAGES[name] - validation_count(TRAIN_IMAGES[name], train["val_fraction"])
+        if train["batch_size"] > images:
+            problems.append(
+                f"config key 'train.batch_size': {train['batch_size']} is larger than the training split of "
+                f"{name!r} ({images} images once train.val_fraction {train['val_fraction']} is held out); "
+                f"use at most {images}")
+    return problems
 
 
 def is_downloaded(name):

@@ -16,5 +16,10 @@ def validation_split(n, seed, fraction):
     """
     rng = np.random.default_rng(derive_seed(seed, "validation-split"))
     order = rng.permutation(n)
-    n_val = int(round(n * fraction))
+    n_val = validation_count(n, fraction)
     return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def validation_count(n, fraction):
+    """Images validation_split holds out of n."""
+    return int(round(n * fraction))

@@ -15,7 +15,7 @@ from lib.evaluate.metrics import accuracy, nll
 
 def accuracy_record(id_path):
     """Top-1 accuracy and mean NLL of the logits in `id_path` against its labels."""
-    out = load_npz(id_path)
+    out = load_npz(id_path, required=("logits", "labels"))
     return {"accuracy": accuracy(out["logits"], out["labels"]), "nll": nll(out["logits"], out["labels"]),
             "n": int(len(out["labels"])), "source": str(id_path)}
 

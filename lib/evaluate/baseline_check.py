@@ -17,11 +17,12 @@ Base model (augment none, no Outlier Exposure), averaged over seeds:
   without batch norm measured in docs/baselines.md reach 99.3-99.99%.
 - mnist_c: its MNIST-C mean accuracy is more than 20 points below its clean test accuracy.
   The MLSS 2022 study's published Base model loses 13 points (95% -> 82%,
-  lib/report/published.py); the networks of docs/baselines.md lose 11-13 on the generated
-  corruptions; a batch-norm network trained the same way loses 30 or more.
+  lib/report/published.py); on real digits the OE authors' weights lose 8 and oe_convnet
+  trained here 12, the batch-norm models 30 or more (docs/baselines.md).
 
-The checks apply to digit sets (mnist, and the demo's digits), where those references
-hold; for other in-distribution sets check_baseline returns no finding.
+The noise rule applies to digit sets (mnist, and the demo's digits), the MNIST-C rule to
+mnist alone: on the demo's upscaled 8x8 digits every model loses more than 20 points, so
+no published range holds there. For other in-distribution sets there is no finding.
 
 Each finding: {"rule", "metric", "set", "score", "value", "limit", "healthy", "text"}; `healthy`
 is the level a sound baseline reaches (the published value where there is one, else the
@@ -71,7 +72,8 @@ def check_baseline(detection=None, accuracy=None, mnist_c=None, in_distribution=
                              "text": f"{value * 100:.1f}% on {name} noise"})
     clean = _mean(accuracy, augment=augment, oe=oe, metric="accuracy", set="id_test")
     corrupted = _mean(mnist_c, augment=augment, oe=oe, metric="mean_accuracy", set="mnist_c")
-    if clean is not None and corrupted is not None and clean - corrupted > MAX_MNIST_C_DROP:
+    if in_distribution == "mnist" and clean is not None and corrupted is not None \
+            and clean - corrupted > MAX_MNIST_C_DROP:
         findings.append({"rule": "mnist_c", "metric": "mean_accuracy", "set": "mnist_c", "score": "",
                          "value": corrupted, "limit": clean - MAX_MNIST_C_DROP,
                          "healthy": clean - PUBLISHED_MNIST_C_DROP,

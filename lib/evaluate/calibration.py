@@ -56,10 +56,8 @@ def mnistc_files(logit_dir):
 
 
 def _labelled(path):
-    out = load_npz(path)
-    if "logits" not in out or "labels" not in out:
-        raise ValueError(f"{path}: no `logits`/`labels` arrays; rerun the model's evaluate job to rewrite it")
-    if out["labels"].size == 0 or (out["labels"] < 0).any():
+    out = load_npz(path, required=("logits", "labels"))
+    if (out["labels"] < 0).any():
         raise ValueError(f"{path}: calibration needs labelled images, but this set has unlabelled ones "
                          "(label -1); list only labelled sets as MNIST-C evaluation sets")
     return out["logits"], out["labels"]

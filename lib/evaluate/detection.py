@@ -13,7 +13,9 @@ numpy; they are plain functions of paths and values, callable from Python too:
     detection_record(id_path, ood_path, "mahalanobis", stats)
     score_job(id_path, ood_path, "results/scores/none/baseline/seed1/gaussian/msp.json", "score.log",
               augment="none", oe="baseline", seed=1, ood_set="gaussian", score="msp",
+              out_npz="results/scores/none/baseline/seed1/gaussian/msp.npz",
               protocol={"protocol": "oe_paper", "draws": 10, "ood_fraction": 0.2}, base_seed=0)
+    id_scores, ood_scores = load_example_scores(layout.example_scores_file("gaussian", "msp", "none", "baseline", 1))
 
 Protocols (config `evaluation`): `full` scores every ID test image against every OOD
 image. `oe_paper` is the Outlier Exposure authors' (hendrycks/outlier-exposure,
@@ -28,26 +30,27 @@ import os
 
 import numpy as np
 
-from lib.common import derive_seed, job_logger, load_npz, write_json_atomic
+from lib.common import MissingCachedFileError, derive_seed, job_logger, load_npz, save_npz_atomic, write_json_atomic
 from lib.evaluate.metrics import detection_metrics
 from lib.evaluate.scores import compute_score
+
+FULL = {"protocol": "full"}
+DRAWN_METRICS = ("auroc", "aupr_in", "aupr_out", "fpr95", "fpr95_nearest")
 
 
 def load_train_stats(path):
     """class_means and precision of one model's training features (lib.evaluate.forward wrote them)."""
     if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"{path}: the Mahalanobis statistics of this model are missing; rerun its evaluate job "
-            "(snakemake --forcerun evaluate), which fits them on the training split")
-    stats = load_npz(path)
-    missing = {"class_means", "precision"} - set(stats)
-    if missing:
-        raise ValueError(f"{path} lacks {sorted(missing)}; rerun the model's evaluate job to rewrite it")
-    return stats
+        raise MissingCachedFileError(
+            f"{path}: the Mahalanobis statistics of this model are missing; rerun its evaluate job, which "
+            "fits them on the training split: the same snakemake command does (docs/failure-modes.md)")
+    return load_npz(path, required=("class_means", "precision"))
 
 
-FULL = {"protocol": "full"}
-DRAWN_METRICS = ("auroc", "aupr_in", "aupr_out", "fpr95", "fpr95_nearest")
+def example_scores(id_path, ood_path, score, train_stats=None):
+    """Per-example scores (float64) of the ID test set and of one OOD set."""
+    id_out, ood_out = load_npz(id_path, required=("logits",)), load_npz(ood_path, required=("logits",))
+    return compute_score(score, id_out, train_stats), compute_score(score, ood_out, train_stats)
 
 
 def ood_draws(n_id, n_ood, draws, ood_fraction, seed):
@@ -69,24 +72,37 @@ def drawn_metrics(id_scores, ood_scores, draws, ood_fraction, seed):
     return out
 
 
+def protocol_metrics(id_scores, ood_scores, protocol=FULL, draw_seed=0):
+    """The detection metrics of one score's ID and OOD values under `protocol` (full or oe_paper)."""
+    if protocol["protocol"] == "oe_paper":
+        return drawn_metrics(id_scores, ood_scores, protocol["draws"], protocol["ood_fraction"], draw_seed)
+    return {"protocol": "full", **detection_metrics(id_scores, ood_scores)}
+
+
 def detection_record(id_path, ood_path, score, train_stats=None, protocol=FULL, draw_seed=0):
     """AUROC, AUPR-in, AUPR-out, FPR95 (OOD = positive class) of one score on one set, under `protocol`."""
-    id_out, ood_out = load_npz(id_path), load_npz(ood_path)
-    id_scores = compute_score(score, id_out, train_stats)
-    ood_scores = compute_score(score, ood_out, train_stats)
-    if protocol["protocol"] == "oe_paper":
-        return {"score": score, **drawn_metrics(id_scores, ood_scores, protocol["draws"],
-                                                protocol["ood_fraction"], draw_seed)}
-    return {"score": score, "protocol": "full", **detection_metrics(id_scores, ood_scores)}
+    return {"score": score, **protocol_metrics(*example_scores(id_path, ood_path, score, train_stats),
+                                               protocol, draw_seed)}
+
+
+def load_example_scores(path):
+    """(id_scores, ood_scores) that a score job saved (score_job's out_npz), checked by load_npz."""
+    saved = load_npz(path, required=("id_scores", "ood_scores"))
+    return saved["id_scores"], saved["ood_scores"]
 
 
 def score_job(id_path, ood_path, out_json, log_path, *, augment, oe, seed, ood_set, score, train_stats_path=None,
-              protocol=FULL, base_seed=0):
-    """The per-(model, OOD set, score) rule: detection_record plus the model and set, written as JSON."""
+              out_npz=None, protocol=FULL, base_seed=0):
+    """The per-(model, OOD set, score) rule: detection_record plus the model and set, written as JSON;
+    with out_npz also the per-example scores (id_scores, ood_scores, float64, every image whatever
+    the protocol), which the differences step resamples."""
     log = job_logger(log_path)
     train_stats = load_train_stats(train_stats_path) if train_stats_path else None
-    record = detection_record(id_path, ood_path, score, train_stats, protocol,
-                              draw_seed=derive_seed(base_seed, "ood_draws", ood_set))
+    id_scores, ood_scores = example_scores(id_path, ood_path, score, train_stats)
+    record = {"score": score, **protocol_metrics(id_scores, ood_scores, protocol,
+                                                 derive_seed(base_seed, "ood_draws", ood_set))}
     record.update(augment=augment, oe=oe, seed=int(seed), ood_set=ood_set, source=str(ood_path))
+    if out_npz:
+        save_npz_atomic(out_npz, id_scores=id_scores, ood_scores=ood_scores)
     write_json_atomic(out_json, record)
     log.info("%s", record)

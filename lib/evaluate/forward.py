@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from lib import layout
-from lib.common import keep_freed_memory, load_npz, pick_device, save_npz_atomic, setup_logging
+from lib.common import array_problems, keep_freed_memory, load_npz, pick_device, save_npz_atomic, setup_logging
 from lib.evaluate.scores import fit_mahalanobis, odin_logits
 from lib.train.models import load_model_file, to_device_images
 from lib.data.splits import validation_split
@@ -70,7 +70,7 @@ def evaluation_sets(id_data, cfg, extra):
     yield "id_test", id_data["x_test"], id_data["y_test"]
     yield "id_val", id_data["x_train"][val_idx], id_data["y_train"][val_idx]
     for name, path in extra:
-        arrays = load_npz(path)
+        arrays = load_npz(path, required=("x_test", "y_test"))
         yield name, arrays["x_test"], arrays["y_test"]
 
 
@@ -95,6 +95,10 @@ def evaluate(model_path, id_data, cfg, extra, out_dir, log, logits_only=(), odin
             arrays["features"] = feats.astype(np.float32)
             if odin:
                 arrays["odin_logits"] = odin_logits_in_batches(model, x, device, batch_size)
+        if problems := array_problems(arrays):
+            # Written, they would pass on a NaN to every score and table; the model is what is broken.
+            raise ValueError(f"{model_path} on {name}: " + "; ".join(problems) + f". Nothing was written for "
+                             f"{name}. Delete the model file and rerun the same snakemake command to train it again.")
         save_npz_atomic(layout.npz_in(out_dir, name), **arrays)
         acc = float((logits.argmax(1) == y).mean()) if (y >= 0).all() else float("nan")
         log.info("%s: %d images, accuracy %.4f%s", name, len(x), acc, ", with ODIN logits" if odin else "")
@@ -118,7 +122,8 @@ def main(argv=None):
     torch.set_num_threads(a.threads)
     extra = [tuple(s.split("=", 1)) for s in a.set]
     logits_only = [tuple(s.split("=", 1)) for s in a.logits_set]
-    evaluate(a.model, load_npz(a.id_data), json.loads(a.config_json), extra + logits_only, a.out_dir, log,
+    id_data = load_npz(a.id_data, required=("x_train", "y_train", "x_test", "y_test"))
+    evaluate(a.model, id_data, json.loads(a.config_json), extra + logits_only, a.out_dir, log,
              logits_only={name for name, _ in logits_only}, odin=a.odin)
 
 

@@ -173,6 +173,15 @@ def _confidences_and_correct(confidences, correct):
     return confidences, correct
 
 
+def confidence_bin(confidences, n_bins=15):
+    """Index of the equal-width bin over [0, 1] of each confidence: (b/n, (b+1)/n] is bin b,
+    and 0 goes to bin 0 (reliability_bins, ece and the bootstrap in lib.evaluate.stats share it)."""
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    # side="left" against the inner edges: a confidence equal to an edge goes to
+    # the bin below, i.e. bins are closed on the right.
+    return np.searchsorted(edges[1:-1], confidences, side="left")
+
+
 def reliability_bins(confidences, correct, n_bins=15):
     """Equal-width confidence bins over [0, 1] for a reliability diagram.
 
@@ -182,9 +191,7 @@ def reliability_bins(confidences, correct, n_bins=15):
     """
     confidences, correct = _confidences_and_correct(confidences, correct)
     edges = np.linspace(0.0, 1.0, n_bins + 1)
-    # side="left" against the inner edges: a confidence equal to an edge goes to
-    # the bin below, i.e. bins are closed on the right.
-    which = np.searchsorted(edges[1:-1], confidences, side="left")
+    which = confidence_bin(confidences, n_bins)
     count = np.bincount(which, minlength=n_bins)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_confidence = np.bincount(which, confidences, n_bins) / count
@@ -224,7 +231,7 @@ def rms_calibration_error(confidences, correct, bin_size=100):
     Examples sorted by confidence (stable sort, so ties keep their order) and
     cut into adaptive_bins of `bin_size`. Every bin is counted. (The reference
     code of Outlier Exposure / PixMix, `calib_err`, loops over all bins but the
-    last, so it ignores the most confident examples; tests/test_metrics.py
+    last, so it ignores the most confident examples; tests/unit/test_metrics.py
     shows a case where that hides a badly overconfident model.)
     Hendrycks, Mazeika, Kadavath & Song 2019; Nguyen & O'Connor 2015.
     """

@@ -35,7 +35,7 @@ def corruption_accuracies(logit_paths):
     """{corruption: (top-1 accuracy, image count)} from {corruption: logits npz with labels}."""
     result = {}
     for corruption, path in logit_paths.items():
-        out = load_npz(path)
+        out = load_npz(path, required=("logits", "labels"))
         if (out["labels"] < 0).any():
             raise ValueError(f"{path}: MNIST-C set {corruption!r} has unlabelled images (label -1); "
                              f"rebuild {layout.corruption_file(corruption)}")

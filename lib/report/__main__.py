@@ -1,4 +1,4 @@
-"""`python -m lib.report ...`: render results/report.html (see lib.report.page)."""
-from lib.report.page import main
+"""`python -m lib.report ...`: render results/report.html (see lib.report.render)."""
+from lib.report.render import main
 
 main()

@@ -13,8 +13,8 @@ lib.train.augment.augment_batch, the function the training jobs call, on the CPU
 generator seeded from the config's seed: the figure is the same at every rendering, and
 a row does not depend on which other augmentations are listed.
 
-The report shows it through REPORT_SECTIONS (lib.report.page's plug-in sections), after the
-training section, when the grid trains an augmentation besides none.
+In the page: build(ctx), the section "augment_samples" of lib.report.render.SECTIONS, when
+the grid trains an augmentation besides none.
 """
 import base64
 import io
@@ -28,8 +28,9 @@ from matplotlib.figure import Figure
 
 from lib import layout
 from lib.train.augment import augment_batch
-from lib.common import derive_seed
-from lib.report.page import section
+from lib.common import derive_seed, load_npz
+from lib.data.mixing import load_mixing_set
+from lib.report.context import input_file
 from lib.train.models import to_device_images
 
 N_DIGITS = 10     # columns: one training digit per class where labels exist
@@ -89,16 +90,14 @@ def load_mixing(path):
         raise FileNotFoundError(f"PixMix mixing set {path} is missing, but pixmix is in 'augment'; "
                                 "make it first (snakemake results/data/mixing.npz, or python -m lib.data.mixing "
                                 f"--out {path})")
-    with np.load(path) as f:
-        return f["images"], str(f["source"])
+    return load_mixing_set(path)
 
 
 def augment_samples_section(cfg, id_data_path, tables_dir):
     """The template's `augment_samples`; None when no in-distribution file is given."""
     if not id_data_path:
         return None
-    with np.load(id_data_path) as f:
-        data = {k: f[k] for k in f.files}
+    data = load_npz(id_data_path, required=("x_test", "y_test"))
     digits = sample_digits(data)
     mixing, mixing_info = None, None
     if "pixmix" in cfg["augment"]:
@@ -111,20 +110,15 @@ def augment_samples_section(cfg, id_data_path, tables_dir):
             "n_digits": len(digits)}
 
 
-def _report_section(ctx):
+def build(ctx):
     """The section's data, or None (its note instead) without an augmentation to show or
     without the files the figure is drawn from."""
     cfg = ctx["cfg"]
     if all(a == "none" for a in cfg["augment"]):
         return None
-    id_path = layout.data_file(cfg["in_distribution"], ctx["results"])
-    mixing_path = layout.mixing_file(os.path.dirname(ctx["tables"]))
-    if not os.path.exists(id_path) or ("pixmix" in cfg["augment"] and not os.path.exists(mixing_path)):
+    id_path = input_file(ctx, "data", layout.data_file(cfg["in_distribution"], ctx["results"]))
+    pixmix = "pixmix" in cfg["augment"]
+    if id_path is None or (pixmix and input_file(ctx, "mixing", layout.mixing_file(ctx["results"])) is None):
         return None
-    return augment_samples_section(cfg, id_path, ctx["tables"])
-
-
-REPORT_SECTIONS = [section("augment_samples", "Augmentation samples", _report_section, "augment_samples.html.j2",
-                           "No augmentation samples: the grid trains no augmentation besides none, or the "
-                           "in-distribution set (results/data/<set>.npz) or, for PixMix, its mixing set "
-                           "(results/data/mixing.npz) is not in this run.", after="training")]
+    # augment_samples_section finds the mixing set beside the tables folder, as layout.mixing_file() does.
+    return augment_samples_section(cfg, id_path, layout.tables_dir(ctx["results"]))

@@ -8,10 +8,9 @@
 Reads only the CSVs under results/tables (detection, calibration, reliability,
 differences); a table that is missing leaves its part out (None or []). Every cell carries
 its exact value and the CSV it came from (`data-value`, `data-source` in the template).
-Test sets seen in training (`leaks`, {set: why}) carry lib.report.page's leak mark.
+Test sets seen in training (`leaks`, {set: why}) carry lib.report.cells's leak mark.
 
-The report shows it through REPORT_SECTIONS (lib.report.page's plug-in sections), in the place
-of the built-in calibration section.
+In the page: build(ctx), the section "evaluation" of lib.report.render.SECTIONS.
 """
 import base64
 import io
@@ -21,8 +20,13 @@ import numpy as np
 import pandas as pd
 from markupsafe import Markup
 
+from lib import layout
 from lib.evaluate.aggregate import summarize
-from lib.report.page import LEAK_MARK, model_label, section, set_label, shown_path
+from lib.evaluate.differences import ALPHA, FAMILIES, POWER, headline_score
+from lib.evaluate.ranks import COMPARISONS
+from lib.report.cells import LEAK_MARK, key_text, model_label, set_label
+from lib.report.context import input_file, shown_path
+from lib.report.statistics import METHOD_PARAGRAPH, METRIC_NAMES, SET_NAMES, detectable_block, rank_figures
 
 SCORES = [
     dict(name="msp", label="MSP", needs="logits", formula="−max<sub>c</sub> softmax(z)<sub>c</sub>",
@@ -52,7 +56,7 @@ VARIANT_LABELS = {"uncalibrated": "uncalibrated", "temperature_scaled": "tempera
 # (metric, column title, shown in percent)
 CALIBRATION_COLUMNS = [("accuracy", "accuracy (%)", True), ("ece", "ECE (%)", True), ("rms", "RMS (%)", True),
                        ("brier", "Brier", False), ("nll", "NLL", False)]
-METRIC_LABELS = {"accuracy": "accuracy", "auroc": "AUROC", "ece": "ECE"}
+METRIC_LABELS = METRIC_NAMES
 
 
 def _read(tables_dir, name):
@@ -80,11 +84,12 @@ def _summary_cell(summary, source, percent, **key):
     rows = summary
     for k, v in key.items():
         rows = rows[rows[k] == v]
+    scale = 100 if percent else 1
     if rows.empty:
-        return {"text": "—", "value": "", "source": source}
+        return {"text": "—", "value": "", "source": source, "key": key_text(**key), "scale": scale, "n": ""}
     r = rows.iloc[0]
     return {"text": summary_text(r["mean"], r["std"], r["n"], percent), "value": repr(float(r["mean"])),
-            "source": source}
+            "source": source, "key": key_text(**key), "scale": scale, "n": int(r["n"])}
 
 
 def score_table(cfg):
@@ -126,7 +131,7 @@ def calibration_table(cal, source):
                 t = _summary_cell(summary, source, False, augment=augment, oe=oe, metric="temperature",
                                   set="id_val", score=variant)
             else:
-                t = {"text": "1 (unscaled)", "value": "", "source": ""}  # by definition, not a number of the file
+                t = {"text": "1 (unscaled)", "value": "", "source": "", "key": ""}  # by definition, not a number of the file
             rows.append({"label": f"{model_label(augment, oe)}, {VARIANT_LABELS[variant]}", "temperature": t,
                          "cells": cells})
     return {"sets": [SET_LABELS[s] for s in sets], "columns": [title for _, title, _ in CALIBRATION_COLUMNS],
@@ -192,25 +197,51 @@ def reliability_figures(rel, source):
     return figures
 
 
+def p_text(p):
+    """A p-value as the table shows it: three decimals, or '< 0.001'."""
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _number(value, text, source, key, scale=1):
+    return {"text": text, "value": repr(float(value)), "source": source, "key": key, "scale": scale}
+
+
 def differences_table(diff, source, leaks=()):
-    """Rows of differences.csv, in percentage points, with the interval and its method."""
+    """The table's rows of differences.csv (every model against Base, families table/<metric>), in
+    percentage points: interval, raw and Holm-adjusted p, verdict, seeds and test images."""
     if diff is None or diff.empty:
         return None
+    table = diff[diff["family"].str.startswith("table/")]
+    if table.empty:
+        return None
     rows = []
-    for r in diff.itertuples(index=False):
-        scale = 100.0
+    for r in table.itertuples(index=False):
+        row_key = key_text(family=r.family, augment=r.augment, oe=r.oe, metric=r.metric, set=r.set, score=r.score or "")
         shown_set = SET_LABELS.get(r.set, set_label(r.set, leaks))
         score = SCORE_LABELS.get(r.score, VARIANT_LABELS.get(r.score, r.score))
-        low_high = "—" if not np.isfinite(r.low) else f"[{r.low * scale:+.2f}, {r.high * scale:+.2f}]"
         rows.append({"model": model_label(r.augment, r.oe), "metric": METRIC_LABELS.get(r.metric, r.metric),
                      "set": shown_set, "score": score or "",
-                     "diff": {"text": f"{r.diff * scale:+.2f}", "value": repr(float(r.diff)), "source": source},
-                     "interval": {"text": low_high, "value": f"{r.low!r},{r.high!r}" if np.isfinite(r.low) else "",
-                                  "source": source},
-                     "method": r.method, "n": {"text": str(int(r.n)), "value": str(int(r.n)), "source": source},
-                     "origin": r.source})
-    methods = sorted(diff["method"].unique())
-    return {"rows": rows, "methods": methods}
+                     "diff": _number(r.diff, f"{r.diff * 100:+.2f}", source, f"{row_key};column=diff", 100),
+                     "interval": {"text": f"[{r.low * 100:+.2f}, {r.high * 100:+.2f}]", "value": f"{r.low!r},{r.high!r}",
+                                  "source": source, "key": f"{row_key};column=low,high", "scale": 100},
+                     "p": _number(r.p, p_text(r.p), source, f"{row_key};column=p"),
+                     "p_holm": _number(r.p_holm, p_text(r.p_holm), source, f"{row_key};column=p_holm"),
+                     "verdict": r.verdict, "beyond": r.verdict == "beyond noise",
+                     "n_seeds": _number(r.n_seeds, str(int(r.n_seeds)), source, f"{row_key};column=n_seeds"),
+                     "n_examples": _number(r.n_examples, str(int(r.n_examples)), source,
+                                           f"{row_key};column=n_examples"),
+                     "method": r.method, "origin": r.source})
+    families = [{"name": f, "size": int(part["family_size"].iloc[0]), "text": FAMILIES[f]}
+                for f, part in table.groupby("family", sort=False)]
+    return {"rows": rows, "methods": sorted(table["method"].unique()), "families": families,
+            "one_seed": bool((table["n_seeds"] < 2).all()),
+            "method_paragraph": Markup(METHOD_PARAGRAPH.format(n_boot=int(table["n_boot"].iloc[0]), alpha=ALPHA,
+                                                               power=POWER))}
+
+
+def rank_item_label(item):
+    """A model ('pixmix/oe') or a score ('msp') of ranks.csv as the page names it."""
+    return model_label(*item.split("/", 1)) if "/" in item else SCORE_LABELS.get(item, item)
 
 
 def evaluation_section(tables_dir, cfg, leaks=None, shown_tables=None):
@@ -218,22 +249,30 @@ def evaluation_section(tables_dir, cfg, leaks=None, shown_tables=None):
 
     `shown_tables`: the folder as the page names it in data-source (default `tables_dir`)."""
     leaks = leaks or {}
-    frames = {name: _read(tables_dir, name)[0] for name in ("detection", "calibration", "reliability", "differences")}
+    names = ("detection", "calibration", "reliability", "differences", "detectable", "ranks")
+    frames = {name: _read(tables_dir, name)[0] for name in names}
     src = {name: os.path.join(shown_tables or tables_dir, f"{name}.csv") for name in frames}
     sizes = set_sizes(frames["detection"], src["detection"], leaks)
     differences = differences_table(frames["differences"], src["differences"], leaks)
+    detectable = detectable_block(frames["detectable"], frames["differences"], src["detectable"],
+                                  lambda metric, s: f"{METRIC_NAMES.get(metric, metric)}, "
+                                                    f"{SET_NAMES.get(s, set_label(s, leaks))}")
+    score = SCORE_LABELS.get(headline_score(cfg["scores"]), "")
+    titles = {name: text.format(score=score) for name, text in COMPARISONS.items()}
+    ranks = rank_figures(frames["ranks"], src["ranks"], rank_item_label, titles)
     shown_sets = {r["set"] for r in sizes} | (set(frames["differences"]["set"]) if differences else set())
     return {"scores": score_table(cfg), "sizes": sizes,
             "calibration": calibration_table(frames["calibration"], src["calibration"]),
             "reliability": reliability_figures(frames["reliability"], src["reliability"]),
-            "differences": differences,
+            "differences": differences, "detectable": detectable, "ranks": ranks,
             "leaks": {name: why for name, why in leaks.items() if name in shown_sets}, "leak_mark": LEAK_MARK}
 
 
-def _report_section(ctx):
-    return evaluation_section(ctx["tables"], ctx["cfg"], ctx["leaks"], shown_path(ctx, ctx["tables"]))
-
-
-REPORT_SECTIONS = [section("evaluation", "Scores, calibration and differences to Base", _report_section,
-                           "evaluation_section.html.j2", "No calibration results in this run.", heading=False,
-                           replaces="calibration")]
+def build(ctx):
+    """The section's data from the declared detection, calibration, reliability, differences,
+    detectable and ranks tables."""
+    tables_dir = layout.tables_dir(ctx["results"])
+    # evaluation_section opens the folder's tables by name: each one must be a declared input.
+    for name in ("detection", "calibration", "reliability", "differences", "detectable", "ranks"):
+        input_file(ctx, name, layout.table_file(f"{name}.csv", ctx["results"]))
+    return evaluation_section(tables_dir, ctx["cfg"], ctx["leaks"], shown_path(ctx, tables_dir))

@@ -1,20 +1,22 @@
 """The Outlier Exposure paper's MNIST table beside the matching cells of this run.
 
-A report plug-in section (lib.report.page.plugin_sections). Rows: the authors' three
+A report section (lib.report.render.SECTIONS, after the summary). Rows: the authors' three
 models x (accuracy = 100 - their test error; FPR95, AUROC, AUPR per OOD set they published).
 Columns: their checkpoint evaluated here (the external model named in OE_PAPER_CHECKPOINTS,
 when configured); the same model trained here with augment `none` (when in the grid).
 Each row's note gives the published number (lib.report.published.OE_PAPER); the cells
 are ours only, so every shown number is a row of one of this run's tables.
 
-    from lib.report.published_oe import published_oe_section
-    data = published_oe_section(ctx)   # None when the run has no matching cell at all
+    from lib.report import published_oe
+    data = published_oe.build(ctx)   # None when the run has no matching cell at all
 
 Like for like: FPR95 here is the authors' variant (recall nearest 95%, fpr95_nearest) and
 AUPR is AUPR-out (OOD positive), the two their code printed.
 """
 from lib.report import published
-from lib.report.page import EXTERNAL_AUGMENT, cell, long_table, protocol_text, section
+from lib.layout import EXTERNAL_AUGMENT
+from lib.report.cells import cell, empty_cell, protocol_text
+from lib.report.context import long_table
 
 MODEL_LABELS = {"baseline": "Baseline", "oe": "OE (scratch)", "oe_tune": "OE (tune)"}
 SET_LABELS = {"fashion_mnist": "Fashion-MNIST", "gaussian": "Gaussian", "bernoulli": "Bernoulli",
@@ -47,8 +49,7 @@ def published_rows(cfg, acc, det):
             cells = []
             for column in (theirs, ours):
                 if column is None or table is None:
-                    cells.append({"text": "—", "value": "", "std": "", "n": "", "scale": 100, "key": "",
-                                  "source": "", "published": "", "delta": ""})
+                    cells.append(empty_cell())
                 else:
                     cells.append(cell(table["summary"], table["source"], augment=column[0], oe=column[1], **key))
             rows.append({"label": f"{MODEL_LABELS[model]}: {label}", "note": f"published {value * 100:.2f}",
@@ -56,9 +57,9 @@ def published_rows(cfg, acc, det):
     return rows
 
 
-def published_oe_section(ctx):
+def build(ctx):
     cfg = ctx["cfg"]
-    acc, det = long_table(ctx, "accuracy.csv"), long_table(ctx, "detection.csv")
+    acc, det = long_table(ctx, "accuracy"), long_table(ctx, "detection")
     if acc is None and det is None or cfg["in_distribution"] != "mnist":
         return None
     rows = published_rows(cfg, acc, det)
@@ -67,9 +68,3 @@ def published_oe_section(ctx):
     return {"header": HEADER, "rows": rows, "protocol": protocol_text(cfg),
             "protocol_matches": cfg.get("evaluation", {}).get("protocol") == "oe_paper"}
 
-
-REPORT_SECTIONS = [section(
-    "published_oe", "Against the Outlier Exposure paper (MNIST)", published_oe_section,
-    "sections/published_oe.html.j2",
-    "No model of this run matches the Outlier Exposure paper's table (add external_model_sets: [oe_paper] "
-    "or train none x baseline/oe/oe_tune on MNIST, e.g. presets/oe-paper.yaml).", after="summary")]

@@ -9,13 +9,12 @@
 
 robustness_report returns None when robustness_summary.csv is absent (a run without
 MNIST-C). Cells are dicts with `text`, `value` (the exact mean over seeds, for the
-cell's data-value) and `source` (the CSV it came from), like lib/report/page.py's cells;
+cell's data-value) and `source` (the CSV it came from), like lib/report/cells.py's cells;
 `overlap` marks a corruption the model's training augmentation already shows it
 (lib.evaluate.robustness.OVERLAP). Figures are base64 PNGs so the report stays one offline file.
 
-The report shows it through REPORT_SECTIONS (lib.report.page's plug-in sections), in the place
-of the built-in robustness section; the study table's MNIST-C row is lib.report.page's own
-(it reads robustness_summary.csv).
+In the page: build(ctx), the section "robustness" of lib.report.render.SECTIONS; the
+study table's MNIST-C row is the summary's (lib.report.summary, from robustness_summary.csv).
 """
 import base64
 import io
@@ -28,8 +27,10 @@ from matplotlib.figure import Figure
 
 from lib import layout
 from lib.evaluate.aggregate import summarize
+from lib.common import load_npz
 from lib.data.mnist_c import CORRUPTIONS
-from lib.report.page import grid_columns, model_label, section, shown_path
+from lib.report.cells import grid_columns, key_text, model_label
+from lib.report.context import input_file, shown_path
 from lib.evaluate.robustness import OVERLAP
 
 SUMMARY_LABELS = {"mean_accuracy": "mean of the 15 corruptions",
@@ -57,10 +58,10 @@ def summary_cell(summary, source, overlap=False, **key):
     for k, v in key.items():
         rows = rows[rows[k] == v]
     if rows.empty:
-        return {"text": "—", "value": "", "source": source, "overlap": overlap, "n": 0}
+        return {"text": "—", "value": "", "source": source, "key": key_text(**key), "overlap": overlap, "n": 0}
     r = rows.iloc[0]
     return {"text": percent_text(float(r["mean"]), float(r["std"]), int(r["n"])), "value": repr(float(r["mean"])),
-            "source": source, "overlap": overlap, "n": int(r["n"])}
+            "source": source, "key": key_text(**key), "overlap": overlap, "n": int(r["n"])}
 
 
 def grid_models(cfg):
@@ -123,14 +124,14 @@ def example_images(corruptions_dir, id_data_path, index=0):
     images = []
     first = None
     for corruption in CORRUPTIONS:
-        with np.load(layout.npz_in(corruptions_dir, corruption)) as arrays:
-            images.append((corruption, arrays["x_test"][index]))
-            if first is None:
-                first = arrays["y_test"]
+        arrays = load_npz(layout.npz_in(corruptions_dir, corruption), required=("x_test", "y_test"))
+        images.append((corruption, arrays["x_test"][index]))
+        if first is None:
+            first = arrays["y_test"]
     if id_data_path and os.path.exists(id_data_path):
-        with np.load(id_data_path) as arrays:
-            if len(arrays["y_test"]) == len(first) and np.array_equal(arrays["y_test"], first):
-                images.insert(0, ("clean", arrays["x_test"][index]))
+        arrays = load_npz(id_data_path, required=("x_test", "y_test"))
+        if len(arrays["y_test"]) == len(first) and np.array_equal(arrays["y_test"], first):
+            images.insert(0, ("clean", arrays["x_test"][index]))
     return images
 
 
@@ -174,12 +175,14 @@ def robustness_report(cfg, tables_dir, corruptions_dir=None, id_data_path=None, 
     return data
 
 
-def _report_section(ctx):
-    cfg = ctx["cfg"]
-    return robustness_report(cfg, ctx["tables"], layout.corruption_dir(ctx["results"]),
-                             layout.data_file(cfg["in_distribution"], ctx["results"]), shown_path(ctx, ctx["tables"]))
-
-
-REPORT_SECTIONS = [section("robustness", "Robustness", _report_section, "robustness.html.j2",
-                           "No robustness results in this run (results/tables/robustness_summary.csv is absent).",
-                           heading=False)]
+def build(ctx):
+    """The section's data from the declared tables, corrupted sets and in-distribution set."""
+    cfg, results = ctx["cfg"], ctx["results"]
+    # robustness_report opens the files of these folders by name: each one must be a declared input.
+    for name in ("robustness", "robustness_summary"):
+        input_file(ctx, name, layout.table_file(f"{name}.csv", results))
+    for corruption in CORRUPTIONS:
+        input_file(ctx, "corrupted", layout.corruption_file(corruption, results))
+    id_data = input_file(ctx, "data", layout.data_file(cfg["in_distribution"], results))
+    return robustness_report(cfg, layout.tables_dir(results), layout.corruption_dir(results), id_data,
+                             shown_path(ctx, layout.tables_dir(results)))

@@ -229,6 +229,11 @@ def train(data, augment, oe, seed, cfg, out_model, out_log, checkpoint, aux=None
     else:
         epochs, lr = tcfg["epochs"], tcfg["lr"]
     batch = tcfg["batch_size"]
+    if batch > len(x_train):
+        # The config check knows the bundled sets' sizes; this catches any other training file.
+        raise ValueError(f"config key 'train.batch_size': {batch} is larger than the training split "
+                         f"({len(x_train)} images of {len(data['x_train'])} once train.val_fraction is held "
+                         f"out); use at most {len(x_train)}. No model was written.")
     steps_per_epoch = max(1, len(x_train) // batch)  # drop the ragged last batch: BN needs >1 sample
     optimizer = make_optimizer(model.parameters(), tcfg, lr)
     schedule = make_schedule(optimizer, tcfg["schedule"], epochs * steps_per_epoch,
@@ -342,8 +347,9 @@ def main(argv=None):
     cfg = json.loads(a.config_json)
     # One thread per job: on a few cores, parallel jobs beat one job's threads fighting them.
     torch.set_num_threads(a.threads)
-    train(load_npz(a.data), a.augment, a.oe, a.seed, cfg, a.out_model, a.out_log, a.checkpoint,
-          aux=load_npz(a.aux) if a.aux else None, mixing=load_npz(a.mixing) if a.mixing else None,
+    train(load_npz(a.data, required=("x_train", "y_train")), a.augment, a.oe, a.seed, cfg, a.out_model, a.out_log,
+          a.checkpoint, aux=load_npz(a.aux, required=("x_train",)) if a.aux else None,
+          mixing=load_npz(a.mixing, required=("images",)) if a.mixing else None,
           init=a.init, log=log)
 
 

@@ -7,11 +7,12 @@ uint8-derived and augmentations work in [0, 1]. Every model exposes
 `forward(x) == head(features(x))` (the Mahalanobis score needs the features).
 
     from lib.train.models import build_model, MODELS
-    model = build_model("convnet", num_classes=10)
+    model = build_model("oe_convnet", num_classes=10)   # the default (config.yaml)
     logits = model(torch.rand(8, 1, 28, 28))
     model_mflops("convnet")   # multiply-adds x 2 per image, forward pass
 """
 import pickle
+import zipfile
 
 import numpy as np
 import torch
@@ -35,8 +36,16 @@ class Classifier(nn.Module):
         return self.head(self.features(x))
 
 
-def _conv_bn(cin, cout, k):
+def _conv_bn(cin, cout, k, batch_norm=True):
+    if not batch_norm:  # a bias takes the place of batch norm's shift
+        return [nn.Conv2d(cin, cout, k, padding=k // 2), nn.ReLU(inplace=True)]
     return [nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+
+def _linear_bn(cin, cout, batch_norm=True):
+    if not batch_norm:
+        return [nn.Linear(cin, cout), nn.ReLU(inplace=True)]
+    return [nn.Linear(cin, cout, bias=False), nn.BatchNorm1d(cout), nn.ReLU(inplace=True)]
 
 
 def convnet(num_classes=10):
@@ -48,33 +57,41 @@ def convnet(num_classes=10):
     layer); there the dropout is 0.5 and the input is centred as (x - 0.5), and its
     README's 99.61% single-model MNIST accuracy comes with rotation/shift augmentation
     (5x the training data), which this project does not use. Batch norm makes it
-    confident far from the data: its MSP misses uniform and Bernoulli noise
-    (docs/baselines.md), so it is an option, not the default. About 28 MFLOPs per image.
+    confident far from the data: as a Base model its MSP misses Gaussian and
+    Bernoulli noise (docs/baselines.md), so it is an option, not the default. About 28 MFLOPs per image.
     """
     body = nn.Sequential(
         *_conv_bn(1, 32, 5), nn.MaxPool2d(2),
         *_conv_bn(32, 64, 5), nn.MaxPool2d(2),
         nn.Flatten(),
-        nn.Linear(64 * 7 * 7, 1024, bias=False), nn.BatchNorm1d(1024), nn.ReLU(inplace=True),
+        *_linear_bn(64 * 7 * 7, 1024),
         nn.Dropout(0.3),
     )
     return Classifier(body, 1024, num_classes)
 
 
-def small_convnet(num_classes=10):
+def small_convnet(num_classes=10, batch_norm=True):
     """A cheaper batch-norm variant: 3x3 convolutions (16, 32, 64 channels) with batch
     norm, pooling after each, and a 128-unit batch-normed hidden layer. Designed here,
     after no published network. Like convnet it grows confident on noise far from the
     data (docs/baselines.md). About 4 MFLOPs per image.
     """
     body = nn.Sequential(
-        *_conv_bn(1, 16, 3), nn.MaxPool2d(2),
-        *_conv_bn(16, 32, 3), nn.MaxPool2d(2),
-        *_conv_bn(32, 64, 3), nn.MaxPool2d(2, ceil_mode=True),
+        *_conv_bn(1, 16, 3, batch_norm), nn.MaxPool2d(2),
+        *_conv_bn(16, 32, 3, batch_norm), nn.MaxPool2d(2),
+        *_conv_bn(32, 64, 3, batch_norm), nn.MaxPool2d(2, ceil_mode=True),
         nn.Flatten(),
-        nn.Linear(64 * 4 * 4, 128, bias=False), nn.BatchNorm1d(128), nn.ReLU(inplace=True),
+        *_linear_bn(64 * 4 * 4, 128, batch_norm),
     )
     return Classifier(body, 128, num_classes)
+
+
+def small_convnet_nobn(num_classes=10):
+    """small_convnet with every batch-norm layer left out (each conv and linear layer gets a
+    bias instead): the ablation that shows batch norm, not the layers, makes small_convnet's
+    Base model confident on pure noise (docs/baselines.md). About 4 MFLOPs per image.
+    """
+    return small_convnet(num_classes, batch_norm=False)
 
 
 def gelu_sigmoid(x):
@@ -119,7 +136,8 @@ def oe_convnet(num_classes=10):
     return OEConvNet(num_classes)
 
 
-MODELS = {"convnet": convnet, "small_convnet": small_convnet, "oe_convnet": oe_convnet}
+MODELS = {"oe_convnet": oe_convnet, "convnet": convnet, "small_convnet": small_convnet,
+          "small_convnet_nobn": small_convnet_nobn}
 
 
 def build_model(name, num_classes=10):
@@ -153,17 +171,51 @@ def to_device_images(x_uint8, device):
 
 
 def save_torch_atomic(path, obj):
-    replace_atomic(path, lambda tmp: torch.save(obj, tmp))
+    def write(tmp):
+        # Through a file object: given a path, torch.save names the records inside its zip
+        # after the (temporary) file name, and identical models would differ byte-wise.
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+    replace_atomic(path, write)
 
 
 class UnsafeFileError(pickle.UnpicklingError):
     pass
 
 
+class DamagedFileError(ValueError):
+    pass
+
+
+# The first bytes of torch's legacy (pre-1.6, non-zip) format: pickle protocol 2, then the
+# format's magic number 0x1950a86a20f9469cfc6c as a pickled long. Published checkpoints,
+# such as the Outlier Exposure authors' MNIST ones, are stored that way.
+LEGACY_TORCH_HEADER = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
+
+
+def is_torch_file(path):
+    """True for torch.save's zip container or its legacy format; False for other bytes."""
+    if zipfile.is_zipfile(path):
+        return True
+    with open(path, "rb") as f:
+        return f.read(len(LEGACY_TORCH_HEADER)) == LEGACY_TORCH_HEADER
+
+
 def load_weights_only(path, device="cpu"):
     """torch.load(path, weights_only=True), with a message that does not invite turning that off."""
+    # torch.load falls back to reading any file that is not a zip as a bare pickle, so random
+    # or cut-off bytes would be reported as pickled code: look at the container first.
+    if not is_torch_file(path):
+        raise DamagedFileError(
+            f"{path}: damaged or truncated: not a torch file (this project writes them as zip archives). "
+            f"Delete it and rerun the same command; the training job writes it again.")
     try:
         return torch.load(path, map_location=device, weights_only=True)
+    except (RuntimeError, EOFError, zipfile.BadZipFile) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DamagedFileError(
+            f"{path}: damaged or truncated ({first}). Delete it and rerun the same command; the training "
+            f"job writes it again.") from None
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
         raise UnsafeFileError(

@@ -1,9 +1,12 @@
 # Calibration per model (before/after temperature scaling, ID test set and MNIST-C when it
-# was evaluated), its tables, and every model's difference to none/baseline with intervals.
+# was evaluated), its tables, the differences between models with two-level bootstrap
+# intervals and Holm-corrected p-values, and the ranks over data sets (Friedman, Nemenyi CD).
 
 import os
 
 import lib.evaluate.calibration as lib_calibration
+import lib.evaluate.differences as lib_differences
+import lib.evaluate.ranks as lib_ranks
 
 
 rule calibrate:
@@ -37,25 +40,44 @@ rule compare:
         accuracy=layout.table_file("accuracy.csv"),
         detection=layout.table_file("detection.csv"),
         calibration=layout.table_file("calibration.csv"),
-        # Per-example arrays: the bootstrap over test examples reads them when there is one seed.
-        logits=[layout.logits_file(name, **m) for m in models() for name in EVAL_SETS + MNISTC_SETS],
-        train_stats=expand_models(layout.mahalanobis_stats_file()),
+        # The per-example files the two-level bootstrap resamples: each model's ID test and
+        # MNIST-C logits, and its per-example scores of every OOD set and score.
+        logits=[layout.logits_file(name, **m) for m in models() for name in ["id_test", *MNISTC_SETS]],
+        scores=[layout.example_scores_file(o, s, **m) for m in models() for o in OOD_SETS for s in SCORES],
     output:
         differences=layout.table_file("differences.csv"),
+        detectable=layout.table_file("detectable.csv"),
     params:
         py=PY,
         seed=config["seed"],
-        # lib.evaluate.differences finds the logits beside the tables folder (lib.layout).
+        score=lib_differences.headline_score(SCORES),
+        # lib.evaluate.differences finds the logits and scores beside the tables folder (lib.layout).
         tables=lambda wc, input: os.path.dirname(input.accuracy),
     log:
         layout.log_file("compare"),
     benchmark:
         layout.benchmark_file("compare")
     shell:
-        "{params.py} -m lib.evaluate.differences --tables {params.tables:q} --seed {params.seed} "
-        "--out {output.differences:q} > {log:q} 2>&1"
+        "{params.py} -m lib.evaluate.differences --tables {params.tables:q} --headline-score {params.score} "
+        "--seed {params.seed} --out {output.differences:q} --detectable-out {output.detectable:q} > {log:q} 2>&1"
+
+
+rule ranks:
+    input:
+        detection=layout.table_file("detection.csv"),
+        calibration=layout.table_file("calibration.csv"),
+    output:
+        ranks=layout.table_file("ranks.csv"),
+    params:
+        score=lib_differences.headline_score(SCORES),
+    log:
+        layout.log_file("ranks"),
+    run:
+        # In-process: a Friedman test per comparison is milliseconds of pandas and scipy.
+        lib_ranks.ranks_job(input.detection, input.calibration, params.score, output.ranks, log[0])
 
 
 localrules:
     calibrate,
     aggregate_calibration,
+    ranks,

@@ -45,6 +45,9 @@ rule score:
         if wc.score == "mahalanobis" else [],
     output:
         json=layout.score_file(),
+        # Per-example scores for the differences step, which resamples them (Mahalanobis
+        # scores cost seconds per set: computed once, here).
+        npz=layout.example_scores_file(),
     params:
         # full | oe_paper (seeded OOD draws): a change rescores every model
         scoring=dict(protocol=config["evaluation"], base_seed=config["seed"]),
@@ -53,8 +56,8 @@ rule score:
     run:
         # In-process: a score is a few milliseconds of numpy; a Python start per job would cost 100x more.
         lib_detection.score_job(input.id_logits, input.ood_logits, output.json, log[0], **model_values(wildcards),
-                                ood_set=wildcards.ood_set, score=wildcards.score, **params.scoring,
-                                train_stats_path=input.train_stats[0] if input.train_stats else None)
+                                ood_set=wildcards.ood_set, score=wildcards.score, out_npz=output.npz,
+                                train_stats_path=(input.train_stats or [None])[0], **params.scoring)
 
 
 rule model_metrics:

@@ -1,6 +1,6 @@
 # PixMix's mixing set: results/data/mixing.npz (lib.layout.mixing_file; uint8 [M,28,28], lib/data/mixing.py), generated
 # IFS fractals or pictures from a staged folder. Planned only when pixmix is in `augment`
-# (the train and report rules ask for it then).
+# (the train and report rules ask for it then: train.smk, lib/report/inputs.py).
 
 import lib.data.mixing as lib_mixing
 
@@ -9,11 +9,6 @@ MIXING = config["pixmix"]["mixing"]
 
 def mixing_folder():
     return os.path.expanduser(MIXING["folder"]) if MIXING["source"] == "folder" else None
-
-
-def mixing_inputs():
-    """The mixing set for jobs that need it: [] unless a pixmix model is in the grid."""
-    return [layout.mixing_file()] if "pixmix" in AUGMENTS else []
 
 
 rule mixing_set:

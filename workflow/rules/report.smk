@@ -1,11 +1,11 @@
 # Aggregate (pandas, long-format CSVs) and render the one-file HTML report (Jinja2).
-# The report also reads, undeclared, whatever optional tables and benchmark files exist
-# when it runs (results/tables/*.csv, results/benchmarks/**.tsv).
+# The report reads only the files its rule declares: lib/report/inputs.py names them.
 
 import glob
 import os
 
 import lib.evaluate.aggregate as lib_aggregate
+import lib.report.inputs as lib_report_inputs
 
 
 rule aggregate:
@@ -21,36 +21,37 @@ rule aggregate:
         lib_aggregate.aggregate_job(list(input.scores), list(input.accuracy), output.detection, output.accuracy, log[0])
 
 
+def report_files(wildcards):
+    """Every file the report reads, by name (lib/report/inputs.py): the tables, every model's
+    train_log.csv, the first seed's logits (figures), the prepared data sets (checksums,
+    sample digits), the mixing set, the corrupted sets (example digit), the download
+    records and the benchmark files (wall times)."""
+    return lib_report_inputs.report_inputs(config)
+
+
+def report_inputs_json(wildcards, input):
+    """The declared files, by name, as the report's --inputs-json: it reads these and no others."""
+    return json.dumps({name: input[name] for name in lib_report_inputs.NAMES}, sort_keys=True)
+
+
 rule report:
     input:
-        detection=layout.table_file("detection.csv"),
-        accuracy=layout.table_file("accuracy.csv"),
-        leaks=layout.table_file("leaks.json"),
-        train_logs=[layout.train_log_file(**m) for m in trained_models()],
-        # The figures are drawn from the cached logits; the checksums hash the prepared data.
-        logits=[p for name in ("id_test", *OOD_SETS) for p in expand_models(layout.logits_file(name))],
-        data=[layout.data_file(name) for name in dict.fromkeys([ID, *OOD_SETS])],
+        unpack(report_files),
         template=f"{ROOT}/workflow/templates/report.html.j2",
         partials=glob.glob(f"{ROOT}/workflow/templates/**/*.j2", recursive=True),
-        robustness=layout.table_file("robustness.csv"),
-        robustness_summary=layout.table_file("robustness_summary.csv"),
-        corrupted=[layout.corruption_file(c) for c in CORRUPTIONS],  # the example digit under each corruption
-        calibration=layout.table_file("calibration.csv"),
-        reliability=layout.table_file("reliability.csv"),
-        differences=layout.table_file("differences.csv"),
-        mixing=mixing_inputs(),  # the samples figure reads the mixing set when pixmix trains
     output:
         html=layout.report_file(),
     params:
         py=PY,
         results=lambda wc, output: os.path.dirname(output.html),  # the results folder (lib.layout.report_file)
         config_json=json.dumps(config, sort_keys=True),
+        inputs_json=report_inputs_json,
         root=ROOT,
     log:
         layout.log_file("report"),
     shell:
-        "{params.py} -m lib.report --results {params.results:q} "
-        "--config-json {params.config_json:q} --template {input.template:q} --repo {params.root:q} "
+        "{params.py} -m lib.report --results {params.results:q} --config-json {params.config_json:q} "
+        "--inputs-json {params.inputs_json:q} --template {input.template:q} --repo {params.root:q} "
         "--out {output.html:q} > {log:q} 2>&1"
 
 

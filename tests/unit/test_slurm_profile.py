@@ -1,0 +1,149 @@
+"""The SLURM profile's shape, the test profile derived from it, and the test cluster's
+scripts' config handling: no cluster, no Snakemake run (tests/workflow/test_slurm_profile.py
+plans the default study through the profile; tests/cluster/test_slurm.py runs it on SLURM).
+"""
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.helpers import slurm
+from tests.helpers.slurm import (GPU_RULES, REAL_PROFILE, SLURM_DIR, WORKFLOW_FILES, derive_profile, local_rules,
+                                 workflow_rules)
+
+
+def test_real_profile_gives_gpu_rules_one_gpu_and_nothing_in_slurm_extra():
+    profile = derive_profile.read_profile(REAL_PROFILE)
+    assert profile["executor"] == "slurm"
+    for key in ("jobs", "latency-wait", "retries"):
+        assert key in profile, f"profiles/slurm lacks {key}"
+    # rerun-incomplete comes with the workflow's default profile (profiles/default):
+    # tests/unit/test_default_profile.py checks the two combined.
+    for key in ("slurm_partition", "slurm_account", "runtime", "mem_mb"):
+        assert key in profile["default-resources"], f"default-resources lacks {key}"
+    for rule in GPU_RULES:
+        resources = profile["set-resources"][rule]
+        assert resources["gpu"] == 1 and "gres" not in resources
+        assert resources["cpus_per_gpu"] >= 1
+    every_resource_set = [profile["default-resources"], *profile["set-resources"].values()]
+    for resources in every_resource_set:
+        assert not re.search(r"--(gres|gpus)", str(resources.get("slurm_extra", "")))
+
+
+def test_every_setting_in_the_profiles_has_a_comment():
+    for path in (REAL_PROFILE / "config.yaml", SLURM_DIR / "profile" / "config.yaml"):
+        previous = ""
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            stripped = line.strip()
+            if stripped and not stripped.startswith("#"):
+                explained = previous.startswith("#") or " # " in line
+                assert explained, f"{path}:{number}: {stripped!r} has no comment above it"
+            if stripped:
+                previous = stripped
+
+
+def test_merge_changes_only_what_the_overlay_names():
+    real = {
+        "jobs": 100,
+        "default-resources": {"slurm_partition": "gpu", "mem_mb": 4000},
+        "set-resources": {"train": {"gpu": 1, "cpus_per_gpu": 4}, "other": {"mem_mb": 1}},
+    }
+    overlay = {
+        "latency-wait": 5,
+        "default-resources": {"slurm_partition": "debug"},
+        "set-resources": {"train": {"cpus_per_gpu": 1}},
+    }
+    merged = derive_profile.merge_profiles(real, overlay)
+    assert merged == {
+        "jobs": 100,
+        "latency-wait": 5,
+        "default-resources": {"slurm_partition": "debug", "mem_mb": 4000},
+        "set-resources": {"train": {"gpu": 1, "cpus_per_gpu": 1}, "other": {"mem_mb": 1}},
+    }
+    assert real["set-resources"]["train"]["cpus_per_gpu"] == 4, "merge changed its input"
+
+
+def test_derived_test_profile_keeps_the_real_gpu_request(tmp_path):
+    path = derive_profile.write_test_profile(tmp_path / "profile")
+    derived = yaml.safe_load(path.read_text())
+    real = derive_profile.read_profile(REAL_PROFILE)
+    assert derived["executor"] == real["executor"]
+    assert derived["retries"] == real["retries"]
+    assert derived["default-resources"]["slurm_partition"] == "debug"
+    assert derived["slurm-init-seconds-before-status-checks"] == 2
+    for rule in GPU_RULES:
+        assert derived["set-resources"][rule]["gpu"] == real["set-resources"][rule]["gpu"]
+
+
+def test_read_profile_names_a_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "config.yaml")):
+        derive_profile.read_profile(tmp_path)
+
+
+def test_set_resources_name_real_rules_and_no_rule_sets_its_own_resources():
+    # A set-resources key that names no rule is silently ignored by Snakemake: a renamed
+    # rule would lose its GPU. Resources live in the profiles only, so one file per
+    # cluster says what every job asks for.
+    profile = derive_profile.read_profile(REAL_PROFILE)
+    rules = workflow_rules()
+    assert set(GPU_RULES) <= rules
+    assert set(profile["set-resources"]) <= rules, set(profile["set-resources"]) - rules
+    for path in WORKFLOW_FILES:
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            assert not re.match(r"\s+resources:", line), f"{path}:{number}: resources belong in profiles/"
+
+
+def test_local_rules_parser_reads_block_and_inline_forms(tmp_path, monkeypatch):
+    smk = tmp_path / "x.smk"
+    smk.write_text(
+        "localrules: all, fetch\n\nrule a:\n    shell: 'true'\n\n"
+        "if True:\n    localrules:\n        fetch_b,  # why\n        aggregate_c,\n\nrule d:\n    shell: 'true'\n"
+    )
+    monkeypatch.setattr(slurm, "WORKFLOW_FILES", [smk])
+    assert local_rules() == {"all", "fetch", "fetch_b", "aggregate_c"}
+    assert workflow_rules() == {"a", "d"}
+
+
+# --- the cluster scripts' config handling (no root, no daemons) -----------------
+
+
+def _run_stop(state: Path, etc: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MNIST_SAFETY_SLURM_STATE": str(state), "MNIST_SAFETY_SLURM_ETC": str(etc)}
+    return subprocess.run(["bash", str(SLURM_DIR / "stop.sh")], env=env, capture_output=True, text=True,
+                          timeout=60)
+
+
+def _start_sh_config(state: Path) -> str:
+    return f"# Written by tests/slurm/start.sh: one node.\nStateSaveLocation={state}/ctld\n"
+
+
+def test_stop_takes_its_config_out_and_puts_back_what_start_saved(tmp_path):
+    # a left-behind config with no controller makes every Snakemake start wait ~9 s
+    state, etc = tmp_path / "state", tmp_path / "etc"
+    etc.mkdir()
+    (state / "etc-saved").mkdir(parents=True)
+    (etc / "slurm.conf").write_text(_start_sh_config(state))
+    (etc / "gres.conf").write_text("# Written by tests/slurm/start.sh: fake GPUs.\n")
+    (state / "etc-saved" / "slurm.conf").write_text("ClusterName=the-real-one\n")
+    done = _run_stop(state, etc)
+    assert done.returncode == 0, done.stderr
+    assert (etc / "slurm.conf").read_text() == "ClusterName=the-real-one\n"
+    assert not (etc / "gres.conf").exists() and not (state / "etc-saved" / "slurm.conf").exists()
+    assert (state / "etc" / "slurm.conf").read_text() == _start_sh_config(state)
+    assert (state / "etc" / "gres.conf").exists()
+
+
+def test_stop_leaves_a_config_that_is_not_its_own(tmp_path):
+    state, etc = tmp_path / "state", tmp_path / "etc"
+    etc.mkdir()
+    state.mkdir()
+    other = _start_sh_config(tmp_path / "another-state")  # another cluster of these tests
+    (etc / "slurm.conf").write_text(other)
+    (etc / "gres.conf").write_text("# Written by tests/slurm/start.sh: fake GPUs.\n")
+    done = _run_stop(state, etc)
+    assert done.returncode == 0, done.stderr
+    assert (etc / "slurm.conf").read_text() == other and (etc / "gres.conf").exists()
+    assert not (state / "etc").exists()
