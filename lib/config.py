@@ -38,6 +38,10 @@ class ConfigError(ValueError):
     pass
 
 
+class RegistrationError(ValueError):
+    """A register_* call that is refused: a malformed or taken name, a wrong argument."""
+
+
 def load_schema(path=SCHEMA_PATH):
     with open(path) as f:
         return yaml.safe_load(f)
@@ -148,13 +152,13 @@ def claim_name(key, name, tables):
     (a built-in name or another extension's), naming who has it."""
     what = {"scores": "score", "augment": "augmentation", "train.model": "model", "ood_sets": "OOD set"}[key]
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
-        raise ValueError(f"{what} name {name!r} is not allowed: use lower-case letters, digits and _, "
+        raise RegistrationError(f"{what} name {name!r} is not allowed: use lower-case letters, digits and _, "
                          "starting with a letter")
     if name in EXTENSION_NAMES[key]:
-        raise ValueError(f"{what} {name!r} is already registered by {EXTENSION_NAMES[key][name]}; "
+        raise RegistrationError(f"{what} {name!r} is already registered by {EXTENSION_NAMES[key][name]}; "
                          "choose another name")
     if any(name in table for table, _ in tables):
-        raise ValueError(f"{what} {name!r} clashes with the built-in {what} of that name; choose another name")
+        raise RegistrationError(f"{what} {name!r} clashes with the built-in {what} of that name; choose another name")
     for table, value in tables:
         table[name] = value
         _ADDED.append((table, name))
@@ -180,8 +184,10 @@ def _load_one(path):
                           "fix the file and rerun") from None
     except Exception as e:  # any failure of the user's code is reported with its place
         lines = [f.lineno for f in traceback.extract_tb(e.__traceback__) if os.path.abspath(f.filename) == full]
-        where = f" at line {lines[-1]}" if lines else ""
-        raise ConfigError(f"extension {path}: importing it failed{where}: {type(e).__name__}: {e}; "
+        where = f", line {lines[-1]}" if lines else ""
+        if isinstance(e, RegistrationError):
+            raise ConfigError(f"extension {path}{where}: {e}") from None
+        raise ConfigError(f"extension {path}{where}: importing it failed: {type(e).__name__}: {e}; "
                           "fix the file and rerun") from None
     finally:
         _LOADING.pop()

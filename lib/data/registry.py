@@ -28,7 +28,7 @@ import functools
 import numpy as np
 
 from lib.common import derive_seed, load_npz, save_npz_atomic, setup_logging
-from lib.config import claim_name, load_extensions
+from lib.config import RegistrationError, claim_name, load_extensions
 from lib.data.splits import validation_count
 from lib.data.synthetic import (make_bernoulli, make_blobs, make_digits, make_gaussian, make_jigsaw, make_negated,
                                 make_photos, make_uniform)
@@ -129,9 +129,9 @@ def register_ood_set(name, make_images, source, licence="generated"):
     and `licence` are shown in the report's provenance.
     """
     if not callable(make_images):
-        raise ValueError(f"register_ood_set({name!r}): {make_images!r} is not a function")
+        raise RegistrationError(f"register_ood_set({name!r}): {make_images!r} is not a function")
     if name in RESERVED_SET_NAMES or str(name).startswith("mnistc_"):
-        raise ValueError(f"OOD set {name!r}: the name is taken by an evaluation set of the workflow; "
+        raise RegistrationError(f"OOD set {name!r}: the name is taken by an evaluation set of the workflow; "
                          "choose another name")
     entry = dict(make=functools.partial(_checked_images, name, make_images), role="ood", needs_id=False,
                  source=str(source), licence=str(licence))
@@ -202,4 +202,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    # Through the module's imported copy, not this __main__ one: that copy's DATASETS is the
+    # table the extension files register into (they import lib.data.registry).
+    from lib.data.registry import main as registry_main
+    registry_main()

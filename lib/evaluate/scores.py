@@ -59,7 +59,7 @@ import numpy as np
 import scipy.linalg
 from scipy.special import logsumexp, softmax
 
-from lib.config import claim_name
+from lib.config import RegistrationError, claim_name
 
 # The built-in scores; SCORE_INPUTS holds them and those registered by extension files.
 SCORE_NAMES = ("msp", "xent", "energy", "maxlogit", "odin", "mahalanobis")
@@ -87,9 +87,9 @@ def register_score(name, function, needs="logits"):
     name the table already has is refused.
     """
     if needs not in ("logits", "features"):
-        raise ValueError(f"register_score({name!r}): needs={needs!r}; use 'logits' or 'features'")
+        raise RegistrationError(f"register_score({name!r}): needs={needs!r}; use 'logits' or 'features'")
     if not callable(function):
-        raise ValueError(f"register_score({name!r}): {function!r} is not a function")
+        raise RegistrationError(f"register_score({name!r}): {function!r} is not a function")
     claim_name("scores", name, [(SCORE_INPUTS, needs), (SCORE_FUNCTIONS, function)])
 
 

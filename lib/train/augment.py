@@ -11,22 +11,31 @@ An extension file adds one by name (docs/extensions.md):
 """
 import torch
 
-from lib.config import claim_name
+from lib.config import RegistrationError, claim_name
 
 AUGMENTS = ("none", "saltpepper", "pixmix")
 # Augmentations registered by extension files: name -> function(x, generator) -> x.
 AUGMENT_FUNCTIONS = {name: None for name in AUGMENTS}  # the built-ins: augment_batch below
+# The MNIST-C corruptions each registered augmentation shows the model in training
+# (the built-ins': lib.evaluate.robustness.OVERLAP); left out of its non-overlap mean.
+AUGMENT_OVERLAPS = {}
 
 
-def register_augment(name, function):
+def register_augment(name, function, overlaps=()):
     """Make `function(x, generator) -> augmented x` the augmentation `name`.
 
     x is a float batch [B, 1, 28, 28] in [0, 1] on the training device; draw any randomness
     from `generator` (a torch.Generator on that device), so that a seed gives the same model.
+    `overlaps` names the MNIST-C corruptions (lib.data.mnist_c.CORRUPTIONS) it resembles.
     """
+    from lib.data.mnist_c import CORRUPTIONS
     if not callable(function):
-        raise ValueError(f"register_augment({name!r}): {function!r} is not a function")
-    claim_name("augment", name, [(AUGMENT_FUNCTIONS, function)])
+        raise RegistrationError(f"register_augment({name!r}): {function!r} is not a function")
+    unknown = sorted(set(overlaps) - set(CORRUPTIONS))
+    if isinstance(overlaps, str) or unknown:
+        raise RegistrationError(f"register_augment({name!r}): overlaps={overlaps!r} must list MNIST-C corruptions "
+                         f"(unknown: {', '.join(unknown) or overlaps}); known: {', '.join(CORRUPTIONS)}")
+    claim_name("augment", name, [(AUGMENT_FUNCTIONS, function), (AUGMENT_OVERLAPS, frozenset(overlaps))])
 
 
 def saltpepper_batch(x, generator, amount):

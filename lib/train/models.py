@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lib.common import replace_atomic
-from lib.config import claim_name
+from lib.config import RegistrationError, claim_name
 
 
 class Classifier(nn.Module):
@@ -152,7 +152,7 @@ def register_model(name, builder):
     features [B, D]) and `head(features)` (logits), with forward(x) == head(features(x)).
     """
     if not callable(builder):
-        raise ValueError(f"register_model({name!r}): {builder!r} is not a function")
+        raise RegistrationError(f"register_model({name!r}): {builder!r} is not a function")
     claim_name("train.model", name, [(MODELS, builder)])
 
 
