@@ -126,7 +126,7 @@ def register_ood_set(name, make_images, source, licence="generated"):
 
     The prepare job calls it with the study's seed for this set and `synthetic_size`, and
     stores the images as results/data/<name>.npz like the built-in generated sets; `source`
-    and `licence` are shown in the report's provenance.
+    and `licence` describe it in DATASETS like theirs.
     """
     if not callable(make_images):
         raise RegistrationError(f"register_ood_set({name!r}): {make_images!r} is not a function")
