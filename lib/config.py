@@ -345,4 +345,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Through the imported module, not this __main__ copy: extension files register their
+    # names in lib.config's tables (they import lib.config through the registries).
+    from lib.config import main as config_main
+    sys.exit(config_main())

@@ -2,9 +2,13 @@
 registers scores, augmentations, models and OOD sets by name through the registries the
 built-in ones use; the config check then knows the names, and a file that clashes or fails
 to import is refused with its name and the cause."""
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from lib.config import EXTENSION_NAMES, ConfigError, forget_extensions, load_schema, validate_config
 from lib.data.registry import DATASETS, make_dataset
@@ -13,6 +17,8 @@ from lib.evaluate.robustness import overlapping_corruptions
 from lib.evaluate.scores import SCORE_INPUTS, SCORE_NAMES, compute_score
 from lib.train.augment import AUGMENT_FUNCTIONS, AUGMENTS, augment_batch
 from lib.train.models import MODELS, build_model
+from tests.helpers import ROOT
+from tests.helpers.workflow_runs import python_env
 
 # A toy of each kind, as a user would write it: a score, an augmentation (overlapping one
 # MNIST-C corruption), a model and an OOD set.
@@ -113,6 +119,26 @@ def test_the_prepare_command_loads_the_extension(tmp_path):
                    "--extension", toy])
     with np.load(tmp_path / "stripes.npz") as saved:
         assert saved["x_test"].shape == (7, 28, 28)
+
+
+def test_a_score_of_the_features(tmp_path):
+    ext = write(tmp_path, "import numpy as np\nfrom lib.evaluate.scores import register_score\n"
+                          "register_score('feature_norm', lambda f: np.linalg.norm(f, axis=1), needs='features')\n")
+    validate_config({"extensions": [ext], "scores": ["feature_norm"]})
+    features = np.array([[3.0, 4.0], [0.0, 1.0]])
+    assert compute_score("feature_norm", {"features": features}).tolist() == [5.0, 1.0]
+    with pytest.raises(KeyError, match="score 'feature_norm' needs 'features'"):
+        compute_score("feature_norm", {"logits": features})
+
+
+def test_the_config_command_loads_the_extensions(tmp_path):
+    # `python -m lib.config FILE`: the names a listed file registers are allowed there too
+    toy = write(tmp_path, TOY)
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump({"extensions": [toy], "scores": ["msp", "gap"], "augment": ["invert"]}))
+    done = subprocess.run([sys.executable, "-m", "lib.config", str(study)], capture_output=True, text=True,
+                          cwd=ROOT, env=python_env(), timeout=120)
+    assert done.returncode == 0 and "config OK" in done.stdout, done.stdout + done.stderr
 
 
 def test_loading_twice_registers_once(tmp_path):
