@@ -194,12 +194,13 @@ def claim_name(key, name, tables):
     what = {"scores": "score", "augment": "augmentation", "train.model": "model", "ood_sets": "OOD set"}[key]
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
         raise RegistrationError(f"{what} name {name!r} is not allowed: use lower-case letters, digits and _, "
-                         "starting with a letter")
+                                "starting with a letter")
     if name in EXTENSION_NAMES[key]:
         raise RegistrationError(f"{what} {name!r} is already registered by {EXTENSION_NAMES[key][name]}; "
-                         "choose another name")
+                                "choose another name")
     if any(name in table for table, _ in tables):
-        raise RegistrationError(f"{what} {name!r} clashes with the built-in {what} of that name; choose another name")
+        raise RegistrationError(f"{what} {name!r} clashes with the built-in {what} of that name; "
+                                "choose another name")
     for table, value in tables:
         table[name] = value
         _ADDED.append((table, name))
@@ -249,6 +250,13 @@ def load_extensions(paths):
                           "paths of Python files")
     for path in paths:
         _load_one(path)
+
+
+def add_extension_argument(parser):
+    """`--extension FILE` (repeatable) on a job's command line: the rules pass the config's
+    `extensions` this way; the job calls load_extensions(args.extension) before any lookup."""
+    parser.add_argument("--extension", action="append", default=[],
+                        help="an extension file to load first (the config's `extensions`; repeat per file)")
 
 
 def forget_extensions():

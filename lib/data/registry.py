@@ -28,7 +28,7 @@ import functools
 import numpy as np
 
 from lib.common import derive_seed, load_npz, save_npz_atomic, setup_logging
-from lib.config import RegistrationError, claim_name, load_extensions
+from lib.config import RegistrationError, add_extension_argument, claim_name, load_extensions
 from lib.data.splits import validation_count
 from lib.data.synthetic import (make_bernoulli, make_blobs, make_digits, make_gaussian, make_jigsaw, make_negated,
                                 make_photos, make_uniform)
@@ -132,7 +132,7 @@ def register_ood_set(name, make_images, source, licence="generated"):
         raise RegistrationError(f"register_ood_set({name!r}): {make_images!r} is not a function")
     if name in RESERVED_SET_NAMES or str(name).startswith("mnistc_"):
         raise RegistrationError(f"OOD set {name!r}: the name is taken by an evaluation set of the workflow; "
-                         "choose another name")
+                                "choose another name")
     entry = dict(make=functools.partial(_checked_images, name, make_images), role="ood", needs_id=False,
                  source=str(source), licence=str(licence))
     claim_name("ood_sets", name, [(DATASETS, entry)])
@@ -191,7 +191,7 @@ def main(argv=None):
     parser.add_argument("--size", type=int, default=2000, help="images for generated sets")
     parser.add_argument("--id", dest="id_npz", help="in-distribution npz (for sets made from it)")
     parser.add_argument("--log")
-    parser.add_argument("--extension", action="append", default=[], help="an extension file to load first (the config's `extensions`; repeat per file)")
+    add_extension_argument(parser)
     args = parser.parse_args(argv)
     log = setup_logging(args.log)
     load_extensions(args.extension)

@@ -101,7 +101,8 @@ def score_table(cfg):
     for name in cfg["scores"]:
         if name in SCORE_FUNCTIONS:
             doc = (SCORE_FUNCTIONS[name].__doc__ or "").strip().splitlines()
-            rows.append(dict(name=name, label=name, needs=SCORE_INPUTS[name], formula=Markup.escape(doc[0] if doc else "—"),
+            rows.append(dict(name=name, label=name, needs=SCORE_INPUTS[name],
+                             formula=Markup.escape(doc[0] if doc else "—"),
                              source=f"extension {EXTENSION_NAMES['scores'][name]}"))
     return rows
 

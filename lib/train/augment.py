@@ -33,8 +33,9 @@ def register_augment(name, function, overlaps=()):
         raise RegistrationError(f"register_augment({name!r}): {function!r} is not a function")
     unknown = sorted(set(overlaps) - set(CORRUPTIONS))
     if isinstance(overlaps, str) or unknown:
-        raise RegistrationError(f"register_augment({name!r}): overlaps={overlaps!r} must list MNIST-C corruptions "
-                         f"(unknown: {', '.join(unknown) or overlaps}); known: {', '.join(CORRUPTIONS)}")
+        raise RegistrationError(f"register_augment({name!r}): overlaps={overlaps!r} must list MNIST-C "
+                                f"corruptions (unknown: {', '.join(unknown) or overlaps}); "
+                                f"known: {', '.join(CORRUPTIONS)}")
     claim_name("augment", name, [(AUGMENT_FUNCTIONS, function), (AUGMENT_OVERLAPS, frozenset(overlaps))])
 
 

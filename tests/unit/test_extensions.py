@@ -175,6 +175,8 @@ def test_config_check_accepts_a_registered_name_and_refuses_an_unknown_one(tmp_p
      "source='x')", ["line 2", "'id_test': the name is taken by an evaluation set"]),
     ("from lib.evaluate.scores import register_score\nregister_score('My-Score', abs)",
      ["line 2", "'My-Score' is not allowed", "lower-case letters"]),
+    ("from lib.train.augment import register_augment\nregister_augment('blur', lambda x, g: x, overlaps=['fogg'])",
+     ["line 2", "must list MNIST-C corruptions (unknown: fogg)"]),
 ])
 def test_a_clash_is_refused_naming_the_file(tmp_path, line, words):
     bad = write(tmp_path, line + "\n", "clash.py")
