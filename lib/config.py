@@ -6,12 +6,23 @@
 
 A ConfigError carries one message per problem, each naming the key, the bad value and
 the allowed values, so a user can fix the file without reading the schema.
+
+The config's `extensions` (paths of Python files) are imported first: the scores,
+augmentations, models and OOD sets they register (lib.evaluate.scores.register_score,
+lib.train.augment.register_augment, lib.train.models.register_model,
+lib.data.registry.register_ood_set) are then allowed names beside the schema's built-in
+ones. Every job loads them the same way (docs/extensions.md):
+
+    load_extensions(["my_score.py"])        # ConfigError naming the file and the cause
 """
 import copy
 import difflib
+import hashlib
+import importlib.util
 import os
 import re
 import sys
+import traceback
 
 import jsonschema
 import yaml
@@ -43,6 +54,10 @@ EXTERNAL_DEFAULTS = {"input": "unit", "num_classes": 10}
 
 class ConfigError(ValueError):
     pass
+
+
+class RegistrationError(ValueError):
+    """A register_* call that is refused: a malformed or taken name, a wrong argument."""
 
 
 def load_schema(path=SCHEMA_PATH):
@@ -157,13 +172,134 @@ def _cross_checks(cfg):
     return problems
 
 
+# Names registered by extension files, per config key that takes them: name -> the file
+# that registered it. The registries themselves live in their packages (a base module
+# imports none); each register_* function claims its name here first (claim_name).
+EXTENSION_NAMES = {"scores": {}, "augment": {}, "train.model": {}, "ood_sets": {}}
+# Where the schema lists the built-in names of each such key.
+_NAME_ENUMS = {"scores": ("scores", "items"), "augment": ("augment", "items"),
+               "train.model": ("train", "properties", "model"), "ood_sets": ("ood_sets", "items")}
+# A name becomes a wildcard value, a file name and a table cell (lib.layout).
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
+_LOADED = {}    # absolute path -> the imported module: a file is imported once per process
+_LOADING = []   # the extension file being imported, for the names it claims
+_ADDED = []     # (table, name) of every registered entry, for forget_extensions
+_OUTSIDE = "Python code outside an extension file"
+
+
+def claim_name(key, name, tables):
+    """Register `name` for config key `key`: each (table, value) pair of `tables` gets
+    table[name] = value. Refuses a malformed name and one that any table already has
+    (a built-in name or another extension's), naming who has it."""
+    what = {"scores": "score", "augment": "augmentation", "train.model": "model", "ood_sets": "OOD set"}[key]
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise RegistrationError(f"{what} name {name!r} is not allowed: use lower-case letters, digits and _, "
+                                "starting with a letter")
+    if name in EXTENSION_NAMES[key]:
+        raise RegistrationError(f"{what} {name!r} is already registered by {EXTENSION_NAMES[key][name]}; "
+                                "choose another name")
+    if any(name in table for table, _ in tables):
+        raise RegistrationError(f"{what} {name!r} clashes with the built-in {what} of that name; "
+                                "choose another name")
+    for table, value in tables:
+        table[name] = value
+        _ADDED.append((table, name))
+    EXTENSION_NAMES[key][name] = _LOADING[-1] if _LOADING else _OUTSIDE
+
+
+def _load_one(path):
+    full = os.path.abspath(os.path.expanduser(path))
+    if full in _LOADED:
+        return _LOADED[full]
+    if not os.path.isfile(full):
+        raise ConfigError(f"config key 'extensions': {path}: no such file (looked for {full}); "
+                          "give the path of a Python file, relative to the working directory")
+    # A module name of its own per file, so that two files called alike do not collide.
+    name = "mnist_safety_extension_" + hashlib.sha1(full.encode()).hexdigest()[:12]
+    spec = importlib.util.spec_from_file_location(name, full)
+    module = importlib.util.module_from_spec(spec)
+    _LOADING.append(path)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as e:
+        raise ConfigError(f"extension {path}: syntax error at line {e.lineno}: {e.msg}; "
+                          "fix the file and rerun") from None
+    except Exception as e:  # any failure of the user's code is reported with its place
+        lines = [f.lineno for f in traceback.extract_tb(e.__traceback__) if os.path.abspath(f.filename) == full]
+        where = f", line {lines[-1]}" if lines else ""
+        if isinstance(e, RegistrationError):
+            raise ConfigError(f"extension {path}{where}: {e}") from None
+        raise ConfigError(f"extension {path}{where}: importing it failed: {type(e).__name__}: {e}; "
+                          "fix the file and rerun") from None
+    finally:
+        _LOADING.pop()
+    _LOADED[full] = module
+    return module
+
+
+def load_extensions(paths):
+    """Import each extension file once per process (relative paths from the working directory).
+
+    Raises ConfigError naming the file and the cause: missing, a syntax error, an exception
+    while importing, or a name that clashes with a built-in or earlier registered one.
+    """
+    if paths is None:
+        return
+    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+        raise ConfigError(f"config key 'extensions': {paths!r} has the wrong type; expected a list of "
+                          "paths of Python files")
+    for path in paths:
+        _load_one(path)
+
+
+def add_extension_argument(parser):
+    """`--extension FILE` (repeatable) on a job's command line: the rules pass the config's
+    `extensions` this way; the job calls load_extensions(args.extension) before any lookup."""
+    parser.add_argument("--extension", action="append", default=[],
+                        help="an extension file to load first (the config's `extensions`; repeat per file)")
+
+
+def forget_extensions():
+    """Undo every registration and forget the loaded files (tests load toy extensions)."""
+    for table, name in reversed(_ADDED):
+        table.pop(name, None)
+    _ADDED.clear()
+    _LOADED.clear()
+    for names in EXTENSION_NAMES.values():
+        names.clear()
+
+
+def extension_files(key, name):
+    """[the extension file that registered `name` for config key `key`], or [] for a built-in
+    name: the rules declare it as an input of the jobs that use the name."""
+    source = EXTENSION_NAMES[key].get(name)
+    return [source] if source and source != _OUTSIDE else []
+
+
+def with_extension_names(schema):
+    """A copy of the schema whose name enums also allow the names extensions registered."""
+    schema = copy.deepcopy(schema)
+    for key, where in _NAME_ENUMS.items():
+        node = schema["properties"]
+        for part in where[:-1]:
+            node = node[part]
+        node = node[where[-1]]
+        node["enum"] = list(node["enum"]) + [n for n in EXTENSION_NAMES[key] if n not in node["enum"]]
+    return schema
+
+
 def validate_config(raw, schema=None):
-    """Return a validated copy of `raw` with defaults filled in, or raise ConfigError."""
+    """Return a validated copy of `raw` with defaults filled in, or raise ConfigError.
+
+    Imports the config's `extensions` first, so that the names they register are allowed.
+    """
     schema = schema or load_schema()
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"the config must be a mapping of keys to values, not {type(raw).__name__}")
+    load_extensions(raw.get("extensions"))
+    schema = with_extension_names(schema)
     cfg = copy.deepcopy(raw)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path)))
@@ -258,4 +394,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Through the imported module, not this __main__ copy: extension files register their
+    # names in lib.config's tables (they import lib.config through the registries).
+    from lib.config import main as config_main
+    sys.exit(config_main())

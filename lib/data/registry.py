@@ -17,11 +17,18 @@ DATASETS names every set the workflow knows, generated and downloaded, with its 
 and licence line. Generated and bundled sets are made by lib.data.synthetic; downloaded
 sets (mnist, fashion_mnist, kmnist, omniglot, cifar10_gray, notmnist, emnist_letters,
 tiny300k) are fetched and converted by lib.data.real. Which test sets count as seen in
-training: lib.data.leaks; the validation split: lib.data.splits.
+training: lib.data.leaks; the validation split: lib.data.splits. An extension file adds a
+generated OOD set by name (docs/extensions.md):
+
+    register_ood_set("stripes", make_stripes, source="generated: random stripes")
 """
 import argparse
+import functools
+
+import numpy as np
 
 from lib.common import derive_seed, load_npz, save_npz_atomic, setup_logging
+from lib.config import RegistrationError, add_extension_argument, claim_name, load_extensions
 from lib.data.splits import validation_count
 from lib.data.synthetic import (make_bernoulli, make_blobs, make_digits, make_gaussian, make_jigsaw, make_negated,
                                 make_photos, make_uniform)
@@ -97,6 +104,40 @@ DATASETS.update({
 })
 
 
+# Names of evaluation sets other than the data sets (lib.layout): not available to extensions.
+RESERVED_SET_NAMES = {"id_test": None, "id_val": None, "mixing": None, "mnist_c": None}
+
+
+def _checked_images(name, make_images, seed, size, **_):
+    """An extension's images as a stored OOD set: uint8 [N, 28, 28], labels -1."""
+    x = np.asarray(make_images(seed=seed, size=size), dtype=np.float64)
+    if x.ndim != 3 or x.shape[1:] != (28, 28) or len(x) == 0:
+        raise ValueError(f"OOD set {name!r}: its function returned shape {x.shape}; it must return images "
+                         "[N, 28, 28] (N >= 1)")
+    if not np.isfinite(x).all() or x.min() < 0.0 or x.max() > 1.0:
+        raise ValueError(f"OOD set {name!r}: its function returned values outside [0, 1] (min {np.nanmin(x)}, "
+                         f"max {np.nanmax(x)}, or not finite); return grey levels in [0, 1], white on black")
+    images = np.round(x * 255).astype(np.uint8)
+    return {"x_test": images, "y_test": np.full(len(images), -1, dtype=np.int64)}
+
+
+def register_ood_set(name, make_images, source, licence="generated"):
+    """Make `make_images(seed, size) -> float [N, 28, 28] in [0, 1]` the generated OOD set `name`.
+
+    The prepare job calls it with the study's seed for this set and `synthetic_size`, and
+    stores the images as results/data/<name>.npz like the built-in generated sets; `source`
+    and `licence` describe it in DATASETS like theirs.
+    """
+    if not callable(make_images):
+        raise RegistrationError(f"register_ood_set({name!r}): {make_images!r} is not a function")
+    if name in RESERVED_SET_NAMES or str(name).startswith("mnistc_"):
+        raise RegistrationError(f"OOD set {name!r}: the name is taken by an evaluation set of the workflow; "
+                                "choose another name")
+    entry = dict(make=functools.partial(_checked_images, name, make_images), role="ood", needs_id=False,
+                 source=str(source), licence=str(licence))
+    claim_name("ood_sets", name, [(DATASETS, entry)])
+
+
 # Training images of each in-distribution set, before train.val_fraction of them is held out
 # (digits: make_digits' fixed 80 % split of 1,797; the others: their published training split).
 TRAIN_IMAGES = {"digits": 1437, "mnist": 60000, "fashion_mnist": 60000, "kmnist": 60000}
@@ -144,14 +185,16 @@ def make_dataset(name, seed=0, size=2000, id_arrays=None):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("name", choices=sorted(n for n in DATASETS if not is_downloaded(n)))
+    parser.add_argument("name", help="a generated set of DATASETS (or one an --extension registers)")
     parser.add_argument("--out", required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", type=int, default=2000, help="images for generated sets")
     parser.add_argument("--id", dest="id_npz", help="in-distribution npz (for sets made from it)")
     parser.add_argument("--log")
+    add_extension_argument(parser)
     args = parser.parse_args(argv)
     log = setup_logging(args.log)
+    load_extensions(args.extension)
     id_arrays = load_npz(args.id_npz) if args.id_npz else None
     arrays = make_dataset(args.name, seed=args.seed, size=args.size, id_arrays=id_arrays)
     save_npz_atomic(args.out, **arrays)
@@ -159,4 +202,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    # Through the module's imported copy, not this __main__ one: that copy's DATASETS is the
+    # table the extension files register into (they import lib.data.registry).
+    from lib.data.registry import main as registry_main
+    registry_main()

@@ -25,6 +25,7 @@ import torch
 
 from lib import layout
 from lib.common import array_problems, keep_freed_memory, load_npz, pick_device, save_npz_atomic, setup_logging
+from lib.config import add_extension_argument, load_extensions
 from lib.evaluate.scores import fit_mahalanobis, odin_logits
 from lib.train.models import load_model_file, to_device_images
 from lib.data.splits import validation_split
@@ -116,8 +117,10 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1, help="CPU threads (Snakemake's {threads})")
     p.add_argument("--odin", action="store_true", help="also save ODIN logits (needs input gradients)")
     p.add_argument("--log")
+    add_extension_argument(p)
     a = p.parse_args(argv)
     log = setup_logging(a.log)
+    load_extensions(a.extension)  # before the model is built by name
     keep_freed_memory()
     torch.set_num_threads(a.threads)
     extra = [tuple(s.split("=", 1)) for s in a.set]

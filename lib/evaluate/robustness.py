@@ -62,9 +62,15 @@ def mean_accuracy(acc_by_corruption):
 
 def overlapping_corruptions(augment):
     """The corruptions a model trained with `augment` has seen a form of in training."""
-    if augment not in OVERLAP:
-        raise ValueError(f"unknown augmentation {augment!r}; known: {', '.join(sorted(OVERLAP))}")
-    return OVERLAP[augment]
+    if augment in OVERLAP:
+        return OVERLAP[augment]
+    # Registered by an extension file, which imported lib.train.augment (and torch) already;
+    # the built-ins above need neither.
+    from lib.train.augment import AUGMENT_OVERLAPS
+    if augment not in AUGMENT_OVERLAPS:
+        raise ValueError(f"unknown augmentation {augment!r}; known: "
+                         f"{', '.join(sorted(OVERLAP) + sorted(AUGMENT_OVERLAPS))}")
+    return AUGMENT_OVERLAPS[augment]
 
 
 def non_overlap_mean(acc_by_corruption, augment):

@@ -8,6 +8,10 @@ logits [N, C] (already divided by the ODIN temperature). Call them by name:
     s = compute_score("msp", {"logits": logits})             # -> float64 [N]
     s = compute_score("mahalanobis", {"features": feats}, train_stats=stats)
 
+An extension file adds a score by name (SCORE_INPUTS then lists it too):
+
+    register_score("margin", lambda z: -np.diff(np.sort(z, axis=1)[:, -2:], axis=1)[:, 0])
+
 The evaluate job, which has the model, produces the two inputs that need more
 than logits:
 
@@ -55,6 +59,9 @@ import numpy as np
 import scipy.linalg
 from scipy.special import logsumexp, softmax
 
+from lib.config import RegistrationError, claim_name
+
+# The built-in scores; SCORE_INPUTS holds them and those registered by extension files.
 SCORE_NAMES = ("msp", "xent", "energy", "maxlogit", "odin", "mahalanobis")
 
 # What compute_score reads from `outputs` for each score.
@@ -66,6 +73,38 @@ SCORE_INPUTS = {
     "odin": "odin_logits",
     "mahalanobis": "features",
 }
+
+# Scores registered by extension files (register_score): name -> function of the cached
+# array that SCORE_INPUTS names for it.
+SCORE_FUNCTIONS = {}
+
+
+def register_score(name, function, needs="logits"):
+    """Make `function(array) -> [N] scores, higher = more anomalous` the score `name`.
+
+    `needs` is what it reads of the evaluate job's cache: "logits" [N, C] or "features"
+    [N, D] (penultimate layer). Called from an extension file (docs/extensions.md); a
+    name the table already has is refused.
+    """
+    if needs not in ("logits", "features"):
+        raise RegistrationError(f"register_score({name!r}): needs={needs!r}; use 'logits' or 'features'")
+    if not callable(function):
+        raise RegistrationError(f"register_score({name!r}): {function!r} is not a function")
+    claim_name("scores", name, [(SCORE_INPUTS, needs), (SCORE_FUNCTIONS, function)])
+
+
+def _registered_score(name, values):
+    """A registered score's values, checked: one finite number per example."""
+    n = len(values)
+    scores = np.asarray(SCORE_FUNCTIONS[name](values), dtype=np.float64)
+    if scores.shape != (n,):
+        raise ValueError(f"score {name!r} returned shape {scores.shape} for {n} examples; it must return one "
+                         "number per example, shape [N]")
+    if not np.isfinite(scores).all():
+        raise ValueError(f"score {name!r} returned {int((~np.isfinite(scores)).sum())} non-finite values of "
+                         f"{n}; fix its function")
+    return scores
+
 
 ODIN_TEMPERATURE = 1000.0
 ODIN_EPSILON = 0.0014
@@ -137,8 +176,8 @@ def compute_score(name, outputs, train_stats=None):
     there. `train_stats` (mahalanobis only) maps "class_means" [C, D] and
     "precision" [D, D], as returned by fit_mahalanobis.
     """
-    if name not in SCORE_NAMES:
-        raise ValueError(f"unknown score {name!r}; allowed: {', '.join(SCORE_NAMES)}")
+    if name not in SCORE_INPUTS:
+        raise ValueError(f"unknown score {name!r}; allowed: {', '.join(SCORE_INPUTS)}")
     key = SCORE_INPUTS[name]
     if key not in outputs:
         raise KeyError(
@@ -146,6 +185,8 @@ def compute_score(name, outputs, train_stats=None):
             f"{sorted(outputs)}; rerun the evaluate job so that it saves {key!r}"
         )
     values = outputs[key]
+    if name in SCORE_FUNCTIONS:
+        return _registered_score(name, values)
     if name == "msp":
         return msp_score(values)
     if name == "xent":

@@ -21,6 +21,8 @@ import pandas as pd
 from markupsafe import Markup
 
 from lib import layout
+from lib.config import EXTENSION_NAMES
+from lib.evaluate.scores import SCORE_FUNCTIONS, SCORE_INPUTS
 from lib.evaluate.aggregate import summarize
 from lib.evaluate.differences import ALPHA, FAMILIES, POWER, headline_score
 from lib.evaluate.ranks import COMPARISONS
@@ -93,8 +95,16 @@ def _summary_cell(summary, source, percent, **key):
 
 
 def score_table(cfg):
-    """Formula (HTML with sub/superscripts), inputs and source of every score the study computes."""
-    return [{**s, "formula": Markup(s["formula"])} for s in SCORES if s["name"] in cfg["scores"]]
+    """Formula (HTML with sub/superscripts), inputs and source of every score the study computes;
+    a score of an extension file shows its function's first docstring line and the file."""
+    rows = [{**s, "formula": Markup(s["formula"])} for s in SCORES if s["name"] in cfg["scores"]]
+    for name in cfg["scores"]:
+        if name in SCORE_FUNCTIONS:
+            doc = (SCORE_FUNCTIONS[name].__doc__ or "").strip().splitlines()
+            rows.append(dict(name=name, label=name, needs=SCORE_INPUTS[name],
+                             formula=Markup.escape(doc[0] if doc else "—"),
+                             source=f"extension {EXTENSION_NAMES['scores'][name]}"))
+    return rows
 
 
 def set_sizes(det, source, leaks=()):

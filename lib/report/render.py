@@ -24,6 +24,7 @@ import jinja2
 import markupsafe
 
 from lib.common import write_text_atomic
+from lib.config import load_extensions
 from lib.report import (augment_samples, detection, evaluation, provenance, published_oe, robustness, summary,
                         training)
 from lib.report.cells import LEAK_MARK
@@ -107,6 +108,7 @@ def main(argv=None):
     p.add_argument("--out", required=True)
     a = p.parse_args(argv)
     cfg = json.loads(a.config_json)
+    load_extensions(cfg.get("extensions"))  # the names they register get their rows and labels
     inputs = json.loads(a.inputs_json) if a.inputs_json else report_inputs(cfg, a.results)
     page = render(cfg, inputs, a.template, a.results, a.repo)
     declared = [path for value in inputs.values() for path in (value if isinstance(value, list) else [value])]

@@ -31,7 +31,7 @@ from lib.common import load_npz
 from lib.data.mnist_c import CORRUPTIONS
 from lib.report.cells import grid_columns, key_text, model_label
 from lib.report.context import input_file, shown_path
-from lib.evaluate.robustness import OVERLAP
+from lib.evaluate.robustness import overlapping_corruptions
 
 SUMMARY_LABELS = {"mean_accuracy": "mean of the 15 corruptions",
                   "non_overlap_mean": "mean without overlapping corruptions (‡)",
@@ -74,7 +74,7 @@ def per_corruption_rows(cfg, long_summary, long_src, summary, summary_src):
     rows = []
     for corruption in CORRUPTIONS:
         rows.append({"label": corruption, "summary": False, "cells": [
-            summary_cell(long_summary, long_src, overlap=corruption in OVERLAP.get(a, ()), augment=a, oe=o,
+            summary_cell(long_summary, long_src, overlap=corruption in overlapping_corruptions(a), augment=a, oe=o,
                          metric="accuracy", set=corruption) for a, o in models]})
     for metric, label in SUMMARY_LABELS.items():
         rows.append({"label": label, "summary": True, "cells": [
@@ -164,7 +164,8 @@ def robustness_report(cfg, tables_dir, corruptions_dir=None, id_data_path=None, 
     data = {
         "header": [model_label(a, o) for a, o in models],
         "rows": per_corruption_rows(cfg, long_summary, long_src, summary, summary_src),
-        "overlaps": {model_label(a, o): sorted(OVERLAP.get(a, ())) for a, o in models if OVERLAP.get(a)},
+        "overlaps": {model_label(a, o): sorted(overlapping_corruptions(a)) for a, o in models
+                     if overlapping_corruptions(a)},
         "seeds": len(cfg["seeds"]),
         "source": cfg.get("corruptions", "official"),
         "chart_png": accuracy_chart(cfg, long_summary, summary),

@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from lib.train.augment import augment_batch
 from lib.common import (derive_seed, device_name, keep_freed_memory, pick_device, replace_atomic, setup_logging,
                         sha256_file)
+from lib.config import add_extension_argument, load_extensions
 from lib.data.splits import validation_split
 from lib.train.models import (build_model, load_model_file, load_weights_only, save_torch_atomic, to_device_images,
                                to_fast_layout)
@@ -341,8 +342,10 @@ def main(argv=None):
     p.add_argument("--checkpoint")
     p.add_argument("--threads", type=int, default=1, help="CPU threads (Snakemake's {threads})")
     p.add_argument("--log")
+    add_extension_argument(p)
     a = p.parse_args(argv)
     log = setup_logging(a.log)
+    load_extensions(a.extension)  # before the augmentation and the model are looked up by name
     keep_freed_memory()
     cfg = json.loads(a.config_json)
     # One thread per job: on a few cores, parallel jobs beat one job's threads fighting them.

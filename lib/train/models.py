@@ -10,6 +10,10 @@ uint8-derived and augmentations work in [0, 1]. Every model exposes
     model = build_model("oe_convnet", num_classes=10)   # the default (config.yaml)
     logits = model(torch.rand(8, 1, 28, 28))
     model_mflops("convnet")   # multiply-adds x 2 per image, forward pass
+
+An extension file adds a model by name (docs/extensions.md):
+
+    register_model("wide_mlp", lambda num_classes: MyNet(num_classes))
 """
 import pickle
 import zipfile
@@ -20,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lib.common import replace_atomic
+from lib.config import RegistrationError, claim_name
 
 
 class Classifier(nn.Module):
@@ -140,10 +145,27 @@ MODELS = {"oe_convnet": oe_convnet, "convnet": convnet, "small_convnet": small_c
           "small_convnet_nobn": small_convnet_nobn}
 
 
+def register_model(name, builder):
+    """Make `builder(num_classes) -> nn.Module` the model `name` (`train.model`).
+
+    The module takes float [B, 1, 28, 28] in [0, 1] and has `features(x)` (penultimate
+    features [B, D]) and `head(features)` (logits), with forward(x) == head(features(x)).
+    """
+    if not callable(builder):
+        raise RegistrationError(f"register_model({name!r}): {builder!r} is not a function")
+    claim_name("train.model", name, [(MODELS, builder)])
+
+
 def build_model(name, num_classes=10):
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
-    return MODELS[name](num_classes)
+    model = MODELS[name](num_classes)
+    missing = [part for part in ("features", "head") if not callable(getattr(model, part, None))]
+    if not isinstance(model, nn.Module) or missing:
+        raise ValueError(f"model {name!r} built {type(model).__name__}, which is not a torch module with "
+                         f"features(x) and head(features) (missing: {', '.join(missing) or 'nn.Module'}); "
+                         "see docs/extensions.md")
+    return model
 
 
 def model_mflops(name, num_classes=10):

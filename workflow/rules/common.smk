@@ -4,6 +4,7 @@
 import json
 import shlex
 
+import lib.config as lib_config
 from lib import layout
 from lib.data.mnist_c import CORRUPTIONS  # the 15 MNIST-C corruptions (numpy-only import, fast to parse)
 from lib.layout import EXTERNAL_AUGMENT, EXTERNAL_SEED
@@ -20,6 +21,19 @@ SEEDS = config["seeds"]
 OOD_SETS = config["ood_sets"]
 SCORES = config["scores"]
 OE_SOURCE = config["outlier_exposure"]["source"]
+# The config's extension files (docs/extensions.md), loaded by the Snakefile's config check.
+# Jobs that run `python -m lib...` load them too (EXTENSION_ARGS); a job declares as inputs
+# the files that registered the names it uses (extension_files), so an edited file reruns
+# exactly the jobs that use what it registers, and what is computed from them.
+EXTENSIONS = config["extensions"]
+EXTENSION_ARGS = " ".join(f"--extension {shlex.quote(path)}" for path in EXTENSIONS)
+
+
+def extension_files(key, *names):
+    """The extension files that registered these names of config key `key` ([] for built-ins)."""
+    return [path for name in names for path in lib_config.extension_files(key, name)]
+
+
 # Checkpoints trained elsewhere enter the grid as augment "external", oe = their name, one seed.
 EXTERNALS = config["external_models"]
 

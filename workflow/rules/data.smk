@@ -92,13 +92,14 @@ rule prepare_dataset:
         id_arg=lambda wc: f"--id {layout.data_file(ID)}" if lib_datasets.DATASETS[wc.dataset]["needs_id"] else "",
     input:
         id_data=lambda wc: [layout.data_file(ID)] if lib_datasets.DATASETS[wc.dataset]["needs_id"] else [],
+        extensions=lambda wc: extension_files("ood_sets", wc.dataset),
     log:
         layout.log_file("data/{dataset}"),
     benchmark:
         layout.benchmark_file("data/{dataset}")
     shell:
         "{params.py} -m lib.data.registry {wildcards.dataset:q} --out {output.npz:q} --seed {params.seed} "
-        "--size {params.size} {params.id_arg} > {log:q} 2>&1"
+        "--size {params.size} {params.id_arg} {EXTENSION_ARGS} > {log:q} 2>&1"
 
 
 # Local (runs where Snakemake runs, not as a SLURM job): each set is seconds of numpy

@@ -14,6 +14,7 @@ rule evaluate:
         id_data=layout.data_file(ID),
         ood=[layout.data_file(name) for name in OOD_SETS],
         corrupted=[layout.corruption_file(c) for c in CORRUPTIONS],
+        extensions=extension_files("train.model", config["train"]["model"]),  # builds the model by name
     output:
         logits=[layout.logits_file(name) for name in EVAL_SETS],
         corrupted_logits=[layout.logits_file(name) for name in MNISTC_SETS],
@@ -34,7 +35,7 @@ rule evaluate:
     shell:
         "{params.py} -m lib.evaluate.forward --model {input.model:q} --id-data {input.id_data:q} "
         "--config-json {params.cfg:q} --out-dir {params.out_dir:q} {params.sets} {params.odin} "
-        "--threads {threads} > {log:q} 2>&1"
+        "--threads {threads} {EXTENSION_ARGS} > {log:q} 2>&1"
 
 
 rule score:
@@ -43,6 +44,7 @@ rule score:
         ood_logits=layout.logits_file("{ood_set}"),
         train_stats=lambda wc: [layout.mahalanobis_stats_file(wc.augment, wc.oe, wc.seed)]
         if wc.score == "mahalanobis" else [],
+        extensions=lambda wc: extension_files("scores", wc.score),
     output:
         json=layout.score_file(),
         # Per-example scores for the differences step, which resamples them (Mahalanobis

@@ -39,6 +39,7 @@ rule report:
         unpack(report_files),
         template=f"{ROOT}/workflow/templates/report.html.j2",
         partials=glob.glob(f"{ROOT}/workflow/templates/**/*.j2", recursive=True),
+        extensions=EXTENSIONS,  # the report loads them all (lib.report.render): labels, the scores' table
     output:
         html=layout.report_file(),
     params:

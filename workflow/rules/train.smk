@@ -11,6 +11,8 @@ def train_inputs(wildcards):
     if wildcards.oe == "oe_tune":
         # oe_tune fine-tunes the finished baseline model of the same augment and seed.
         inputs["init"] = layout.model_file(wildcards.augment, "baseline", wildcards.seed)
+    inputs["extensions"] = (extension_files("augment", wildcards.augment)
+                            + extension_files("train.model", config["train"]["model"]))
     return inputs
 
 
@@ -40,7 +42,7 @@ rule train:
         "{params.py} -m lib.train.loop --data {input.data:q} --augment {wildcards.augment} --oe {wildcards.oe} "
         "--seed {wildcards.seed} --config-json {params.cfg:q} {params.optional} "
         "--out-model {output.model:q} --out-log {output.train_log:q} --checkpoint {params.checkpoint:q} "
-        "--threads {threads} > {log:q} 2>&1"
+        "--threads {threads} {EXTENSION_ARGS} > {log:q} 2>&1"
 
 
 if EXTERNALS:
