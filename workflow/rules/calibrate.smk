@@ -70,11 +70,12 @@ rule ranks:
         ranks=layout.table_file("ranks.csv"),
     params:
         score=lib_differences.headline_score(SCORES),
+        groups=OOD_GROUPS,
     log:
         layout.log_file("ranks"),
     run:
         # In-process: a Friedman test per comparison is milliseconds of pandas and scipy.
-        lib_ranks.ranks_job(input.detection, input.calibration, params.score, output.ranks, log[0])
+        lib_ranks.ranks_job(input.detection, input.calibration, params.score, output.ranks, log[0], params.groups)
 
 
 localrules:

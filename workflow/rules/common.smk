@@ -6,6 +6,7 @@ import shlex
 
 from lib import layout
 from lib.data.mnist_c import CORRUPTIONS  # the 15 MNIST-C corruptions (numpy-only import, fast to parse)
+from lib.data.registry import ood_groups
 
 ROOT = workflow.basedir
 # Jobs run `python -m lib.<module>` with the interpreter that runs Snakemake (the
@@ -18,6 +19,7 @@ OES = config["oe"]
 SEEDS = config["seeds"]
 OOD_SETS = config["ood_sets"]
 SCORES = config["scores"]
+OOD_GROUPS = ood_groups(config)  # {OOD set: near or far}, the registry's groups with the config's overrides
 OE_SOURCE = config["outlier_exposure"]["source"]
 
 
