@@ -110,12 +110,17 @@ DATASETS.update({
 OOD_GROUPS = ("near", "far")
 
 
+def _can_be_ood(name):
+    """An OOD set of the registry, or a set with a group (an in-distribution set that may be tested as OOD)."""
+    return name in DATASETS and (DATASETS[name]["role"] == "ood" or "group" in DATASETS[name])
+
+
 def ood_group_problems(cfg):
     """What is wrong with the config key ood_groups, in lib.config's message form."""
     problems = []
     for name, group in (cfg.get("ood_groups") or {}).items():
-        if name not in DATASETS or "group" not in DATASETS[name]:
-            known = sorted(n for n, spec in DATASETS.items() if "group" in spec)
+        if not _can_be_ood(name):
+            known = sorted(n for n in DATASETS if _can_be_ood(n))
             problems.append(f"config key 'ood_groups': {name!r} is not an OOD set of the registry "
                             f"(lib/data/registry.py DATASETS); allowed: {', '.join(known)}")
         elif group not in OOD_GROUPS:
@@ -134,7 +139,7 @@ def ood_groups(cfg):
     if problems := ood_group_problems(cfg):
         raise ValueError("; ".join(problems))
     overrides = cfg.get("ood_groups") or {}
-    return {name: overrides.get(name, DATASETS[name]["group"]) for name in cfg["ood_sets"]}
+    return {name: overrides[name] if name in overrides else DATASETS[name]["group"] for name in cfg["ood_sets"]}
 
 
 def sets_of_group(groups):

@@ -4,7 +4,8 @@
     from lib.evaluate.differences import read_tables
     df = rank_tables(read_tables("results/tables"), score="msp", groups={"gaussian": "far", ...})
     ranks_job("results/tables/detection.csv", "results/tables/calibration.csv", "msp",
-              "results/tables/ranks.csv", "results/logs/ranks.log", groups)  # the ranks rule
+              "results/tables/ranks.csv", "results/logs/ranks.log", groups,
+              full_spectrum_csv="results/tables/full_spectrum.csv")           # the ranks rule
 
 The comparisons (COMPARISONS), each with data sets as blocks, ranked within each block
 (rank 1 = best; ties share their mean rank), from the mean over seeds of each value:
@@ -12,6 +13,8 @@ The comparisons (COMPARISONS), each with data sets as blocks, ranked within each
     scores_ood     scores over the OOD sets, AUROC averaged over the models (detection.csv)
     scores_near    the same over the near-OOD sets only (`groups`, lib.data.registry.ood_groups)
     scores_far     the same over the far-OOD sets only
+    scores_full_spectrum  the same with full-spectrum AUROC (full_spectrum.csv: the ID test set
+                   and its MNIST-C shifted copy against each OOD set, lib.evaluate.full_spectrum)
     models_mnistc  models over the MNIST-C corruptions, accuracy (calibration.csv)
 The score rankings pool the models: each model's AUROC (mean over seeds) weighs the same in
 a set's mean, and the scores are ranked on that mean.
@@ -35,6 +38,7 @@ COMPARISONS = {
     "scores_ood": "scores over the OOD sets (AUROC, mean over the models)",
     "scores_near": "scores over the near-OOD sets (AUROC, mean over the models)",
     "scores_far": "scores over the far-OOD sets (AUROC, mean over the models)",
+    "scores_full_spectrum": "scores over the OOD sets (full-spectrum AUROC, mean over the models)",
     "models_mnistc": "models over the MNIST-C corruptions (accuracy)",
 }
 RANK_COLUMNS = ["comparison", "item", "mean_rank", "mean_value", "k", "n_blocks", "chi2", "p", "cd", "alpha", "blocks"]
@@ -58,9 +62,10 @@ def block_values(tables, comparison, score=None, groups=None):
         rows = cal[(cal["metric"] == "accuracy") & (cal["score"] == "uncalibrated") & cal["set"].str.startswith(layout.MNISTC_PREFIX)]
         rows = rows.assign(block=rows["set"].map(layout.corruption_of), item=_model(rows))
     else:
-        if "detection" not in tables:
+        table = "full_spectrum" if comparison == "scores_full_spectrum" else "detection"
+        if table not in tables:
             return None
-        det = tables["detection"][0]
+        det = tables[table][0]
         rows = det[det["metric"] == "auroc"]
         if comparison in GROUP_COMPARISONS:
             group = GROUP_COMPARISONS[comparison]
@@ -102,12 +107,12 @@ def rank_tables(tables, score=None, alpha=ALPHA, groups=None):
     return pd.DataFrame(rows, columns=RANK_COLUMNS)
 
 
-def ranks_job(detection_csv, calibration_csv, score, out_csv, log_path, groups=None):
+def ranks_job(detection_csv, calibration_csv, score, out_csv, log_path, groups=None, full_spectrum_csv=None):
     """The ranks rule: detection.csv and calibration.csv -> ranks.csv (in Snakemake's process:
     milliseconds of pandas and scipy)."""
     log = job_logger(log_path)
-    tables = {name: (read_table(path), path) for name, path in (("detection", detection_csv),
-                                                                 ("calibration", calibration_csv))}
+    paths = (("detection", detection_csv), ("calibration", calibration_csv), ("full_spectrum", full_spectrum_csv))
+    tables = {name: (read_table(path), path) for name, path in paths if path}
     df = rank_tables(tables, score, groups=groups)
     write_csv_atomic(df, out_csv)
     for comparison, part in df.groupby("comparison", sort=False):

@@ -66,6 +66,7 @@ rule ranks:
     input:
         detection=layout.table_file("detection.csv"),
         calibration=layout.table_file("calibration.csv"),
+        full_spectrum=layout.table_file("full_spectrum.csv"),
     output:
         ranks=layout.table_file("ranks.csv"),
     params:
@@ -75,7 +76,8 @@ rule ranks:
         layout.log_file("ranks"),
     run:
         # In-process: a Friedman test per comparison is milliseconds of pandas and scipy.
-        lib_ranks.ranks_job(input.detection, input.calibration, params.score, output.ranks, log[0], params.groups)
+        lib_ranks.ranks_job(input.detection, input.calibration, params.score, output.ranks, log[0], params.groups,
+                            full_spectrum_csv=input.full_spectrum)
 
 
 localrules:
