@@ -9,6 +9,7 @@ import lib.evaluate.full_spectrum as lib_full_spectrum
 # features and ODIN logits like an OOD set, so that every score can be computed on it.
 EVAL_SETS = ["id_test", "id_val", layout.SHIFTED_SET, *OOD_SETS]
 MNISTC_SETS = [layout.mnistc_set(c) for c in CORRUPTIONS]  # the evaluation sets of MNIST-C
+FULL_SPECTRUM_PAIRS = [(o, s) for o in OOD_SETS for s in SCORES]  # (OOD set, score) of the full-spectrum job
 
 
 rule evaluate:
@@ -69,17 +70,15 @@ rule full_spectrum:
     input:
         shifted=layout.logits_file(layout.SHIFTED_SET),
         train_stats=layout.mahalanobis_stats_file(),
-        example_scores=[layout.example_scores_file(o, s) for o in OOD_SETS for s in SCORES],
+        example_scores=[layout.example_scores_file(o, s) for o, s in FULL_SPECTRUM_PAIRS],
     output:
         json=layout.metrics_file("full_spectrum"),
     log:
         layout.log_file("full_spectrum/{augment}/{oe}/seed{seed}"),
     run:
         # In-process: numpy scores of one set and sklearn metrics, no model.
-        pairs = [(o, s) for o in OOD_SETS for s in SCORES]
-        lib_full_spectrum.full_spectrum_job(input.shifted, input.train_stats,
-                                            dict(zip(pairs, input.example_scores)), output.json, log[0],
-                                            **model_values(wildcards))
+        lib_full_spectrum.full_spectrum_job(input.shifted, input.train_stats, dict(zip(FULL_SPECTRUM_PAIRS,
+                                            input.example_scores)), output.json, log[0], **model_values(wildcards))
 
 
 rule model_metrics:

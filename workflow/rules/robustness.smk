@@ -85,7 +85,7 @@ rule shifted_test_set:
     params:
         py=PY,
         seed=config["seed"],
-        corruption_dir=layout.corruption_dir(),
+        corruption_dir=lambda wc, input: os.path.dirname(input.corrupted[0]),
     log:
         layout.log_file("data/shifted_test_set"),
     shell:
