@@ -75,7 +75,9 @@ def ranking(ranks, source):
     shown = [(c, title) for c, title in RANKING_COLUMNS if not parts[c].empty]
     if not shown:
         return None
-    items = list(dict.fromkeys(item for c, _ in shown for item in parts[c]["item"]))
+    # Best first by the first column's mean rank (all OOD sets), then any score it lacks.
+    items = list(dict.fromkeys([*parts[shown[0][0]].sort_values("mean_rank", kind="stable")["item"],
+                                *(item for c, _ in shown for item in parts[c]["item"])]))
     rows, winners = [], []
     for c, title in shown:
         best = parts[c]["mean_rank"].idxmin()

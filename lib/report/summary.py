@@ -244,7 +244,7 @@ def group_sentences(cfg, groups, ranks, leaks=()):
         if means:
             best = max(means, key=means.get)
             parts.append(f"over the {group}-OOD sets ({_join(set_label(s, leaks) for s in sets)}) "
-                         f"{model_label(*best)} ({means[best] * 100:.2f}%)")
+                         f"by {model_label(*best)} ({means[best] * 100:.2f}%)")
     if parts:
         sentences.append(f"Averaged per group, the best {SCORE_LABELS.get(scores[0], scores[0])} AUROC is reached "
                          + "; ".join(parts) + ".")
@@ -255,8 +255,9 @@ def group_sentences(cfg, groups, ranks, leaks=()):
             part = ranks[ranks["comparison"] == comparison]
             if len(part) > 1:
                 top = part.loc[part["mean_rank"].idxmin()]
-                best.append(f"{SCORE_LABELS.get(top['item'], top['item'])} on {what} "
-                            f"(mean rank {top['mean_rank']:.2f} of {len(part)} over {int(top['n_blocks'])} sets)")
+                n_sets = int(top["n_blocks"])
+                best.append(f"{SCORE_LABELS.get(top['item'], top['item'])} on {what} (mean rank "
+                            f"{top['mean_rank']:.2f} of {len(part)} over {n_sets} set{'s' if n_sets > 1 else ''})")
         if best:
             sentences.append("The best-ranked score (AUROC averaged over the models) is " + "; ".join(best) + ".")
     return sentences

@@ -154,3 +154,22 @@ def test_scores_ranked_per_group_by_hand():
     assert df.set_index(["comparison", "item"])["n_blocks"][("scores_near", "msp")] == 2
     # without groups, no group comparison
     assert not rank_tables({"detection": (det, "d.csv")})["comparison"].isin(["scores_near", "scores_far"]).any()
+
+
+def test_report_ranking_lists_the_scores_best_first_and_names_each_winner():
+    from lib.report.detection import ranking
+
+    auroc = {("fashion_mnist", "msp"): 0.9, ("fashion_mnist", "energy"): 0.8,
+             ("gaussian", "msp"): 0.9, ("gaussian", "energy"): 0.99, ("blobs", "msp"): 0.7, ("blobs", "energy"): 0.95}
+    det = _long([("none", "baseline", 1, "auroc", s, score, v, "x") for (s, score), v in auroc.items()])
+    ranks = rank_tables({"detection": (det, "d.csv")},
+                        groups={"fashion_mnist": "near", "gaussian": "far", "blobs": "far"})
+    table = ranking(ranks, "results/tables/ranks.csv")
+    assert [r["label"] for r in table["rows"]] == ["energy", "MSP"]  # energy: ranks 2, 1, 1 -> 1.33
+    assert [(w["column"], w["score"]) for w in table["winners"]] == [
+        ("all OOD sets", "energy"), ("near-OOD", "MSP"), ("far-OOD", "energy")]
+    assert table["header"][:2] == ["rank, all OOD sets", "AUROC %, all OOD sets"]  # no full-spectrum table: no column
+    assert table["blocks"] == {"all OOD sets": 3, "near-OOD": 1, "far-OOD": 2}
+    msp_near = table["rows"][1]["cells"][2]
+    assert msp_near["key"] == "comparison=scores_near;item=msp;column=mean_rank" and msp_near["text"] == "1.00"
+    assert ranking(ranks.iloc[0:0], "x") is None and ranking(None, "x") is None
