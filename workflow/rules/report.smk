@@ -86,6 +86,7 @@ rule report:
 
 localrules:
     score,
+    full_spectrum,
     model_metrics,
     aggregate,
     full_spectrum_table,
