@@ -17,7 +17,7 @@ from lib.common import load_npz
 from lib.data.registry import ood_groups, sets_of_group
 from lib.evaluate.ranks import COMPARISONS
 from lib.evaluate.scores import SCORE_INPUTS, compute_score
-from lib.report.cells import HEADLINE_SCORE, SCORE_LABELS, cell, grid_columns, model_label, set_label
+from lib.report.cells import HEADLINE_SCORE, SCORE_LABELS, cell, grid_columns, model_label, protocol_text, set_label
 from lib.report.context import input_file, long_table, shown_path
 
 DETECTION_TABLES = (("auroc", "AUROC"), ("aupr_in", "AUPR-in"), ("aupr_out", "AUPR-out"),
@@ -124,13 +124,14 @@ def detection_figures(ctx, det_summary):
     seed = cfg["seeds"][0]
     curves, sources, missing = {ood: {} for ood in cfg["ood_sets"]}, [], []
     for a, o in grid_columns(cfg):
-        paths = {name: input_file(ctx, "logits", layout.logits_file(name, a, o, seed, ctx["results"]))
+        s = layout.EXTERNAL_SEED if a == layout.EXTERNAL_AUGMENT else seed
+        paths = {name: input_file(ctx, "logits", layout.logits_file(name, a, o, s, ctx["results"]))
                  for name in ["id_test", *cfg["ood_sets"]]}
         if any(p is None for p in paths.values()):
             missing.append(model_label(a, o))
             continue
         id_scores = compute_score(score, load_logits(paths["id_test"]))
-        sources.append(shown_path(ctx, layout.logits_dir(a, o, seed, ctx["results"])))
+        sources.append(shown_path(ctx, layout.logits_dir(a, o, s, ctx["results"])))
         for ood in cfg["ood_sets"]:
             curves[ood][model_label(a, o)] = (id_scores, compute_score(score, load_logits(paths[ood])))
     if not sources:
@@ -174,4 +175,4 @@ def build(ctx):
                                        _pair(long_table(ctx, "detection_groups"))),
             "groups": groups, "full_spectrum": full_spectrum,
             "ranking": ranking(ranks, shown_path(ctx, ranks_path) if ranks_path else ""),
-            "figures": detection_figures(ctx, det["summary"])}
+            "figures": detection_figures(ctx, det["summary"]), "protocol": protocol_text(cfg)}
