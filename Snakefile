@@ -74,13 +74,15 @@ def every_file_of_the_study():
         fetched.append(layout.fetched_record("mnist_c"))
     per_model = [layout.model_file(), layout.mahalanobis_stats_file(),
                  *(layout.logits_file(name) for name in EVAL_SETS + MNISTC_SETS),
-                 *(layout.metrics_file(kind) for kind in ("accuracy", "calibration", "robustness")),
+                 *(layout.metrics_file(kind) for kind in ("accuracy", "calibration", "robustness", "full_spectrum")),
                  *(layout.score_file(o, s) for o in OOD_SETS for s in SCORES),
                  *(layout.example_scores_file(o, s) for o in OOD_SETS for s in SCORES)]
     tables = [layout.table_file(name) for name in (
         "leaks.json", "accuracy.csv", "detection.csv", "robustness.csv", "robustness_summary.csv",
-        "calibration.csv", "reliability.csv", "differences.csv", "detectable.csv", "ranks.csv")]
+        "calibration.csv", "reliability.csv", "differences.csv", "detectable.csv", "ranks.csv", "full_spectrum.csv",
+        "detection_groups.csv", "full_spectrum_groups.csv")]
     return ([layout.data_file(name) for name in sets] + fetched + [layout.corruption_file(c) for c in CORRUPTIONS]
+            + [layout.shifted_file()]
             + ([layout.mixing_file()] if "pixmix" in AUGMENTS else []) + [f for pattern in per_model for f in expand_models(pattern)]
             + [layout.train_log_file(**m) for m in trained_models()] + tables)  # external checkpoints have no train log
 

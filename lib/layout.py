@@ -14,18 +14,21 @@ are left out keep their Snakemake placeholders, which gives the rule's pattern:
     layout.metrics_file("accuracy")                 # 'results/metrics/{augment}/{oe}/seed{seed}/accuracy.json'
     layout.table_file("detection.csv")              # 'results/tables/detection.csv'
     layout.data_file("digits"), layout.corruption_file("fog"), layout.mixing_file()
+    layout.shifted_file()                           # 'results/data/id_shifted.npz' (full-spectrum detection)
     layout.log_file("train/{augment}/{oe}/seed{seed}")  # 'results/logs/train/{augment}/{oe}/seed{seed}.log'
 
 Every per-model folder is <kind>/<augment>/<oe>/seed<seed> (`model_part`); code handed one
 such kind's folder (the report's --models, differences' --logits) joins `model_part` to it,
 and a model's logits folder holds <set>.npz per evaluation set, `mnistc_<corruption>.npz`
-per MNIST-C corruption and the Mahalanobis statistics (MAHALANOBIS_STATS).
+per MNIST-C corruption, `id_shifted.npz` (SHIFTED_SET, full-spectrum detection) and the
+Mahalanobis statistics (MAHALANOBIS_STATS).
 """
 import os
 import posixpath
 
 RESULTS = "results"
 MNISTC_PREFIX = "mnistc_"  # logits sets of the MNIST-C corruptions: mnistc_<corruption>
+SHIFTED_SET = "id_shifted"  # the covariate-shifted ID test set of full-spectrum detection (lib.data.shifted)
 MAHALANOBIS_STATS = "mahalanobis_stats.npz"  # the training-feature statistics, beside a model's logits
 MODEL_FILE = "model.pt"
 TRAIN_LOG = "train_log.csv"
@@ -69,6 +72,11 @@ def corruption_dir(results=RESULTS):
 def corruption_file(corruption, results=RESULTS):
     """One MNIST-C corruption of the in-distribution test set."""
     return f"{corruption_dir(results)}/{corruption}.npz"
+
+
+def shifted_file(results=RESULTS):
+    """The covariate-shifted ID test set: each test image once, under one MNIST-C corruption."""
+    return data_file(SHIFTED_SET, results)
 
 
 def mixing_file(results=RESULTS):

@@ -8,6 +8,10 @@ Long format, one row per number: augment, oe, seed, metric, set, score, value, s
     summarize(df)   # mean, std (ddof=1), n over seeds per (augment, oe, metric, set, score)
     aggregate_job(score_jsons, accuracy_jsons, "results/tables/detection.csv",
                   "results/tables/accuracy.csv", "aggregate.log")   # the workflow's aggregate rule
+    full_spectrum_table_job(full_spectrum_jsons, "results/tables/full_spectrum.csv", "fs.log")
+
+full_spectrum.csv has detection.csv's rows (and n_shifted) for full-spectrum detection
+(lib.evaluate.full_spectrum), one per model, seed, OOD set, score and metric.
 """
 import json
 
@@ -20,6 +24,7 @@ DETECTION_METRICS = ("auroc", "aupr_in", "aupr_out", "fpr95", "fpr95_nearest", "
 # Under the oe_paper protocol (lib.evaluate.detection) a record also has the std over its OOD draws.
 DRAW_STD_METRICS = ("auroc_draw_std", "aupr_in_draw_std", "aupr_out_draw_std", "fpr95_draw_std",
                     "fpr95_nearest_draw_std")
+FULL_SPECTRUM_METRICS = ("auroc", "aupr_in", "aupr_out", "fpr95", "n_id", "n_ood", "n_shifted")
 
 
 def _read(paths):
@@ -33,6 +38,15 @@ def detection_rows(paths):
         for metric in DETECTION_METRICS + tuple(m for m in DRAW_STD_METRICS if m in rec):
             yield dict(augment=rec["augment"], oe=rec["oe"], seed=rec["seed"], metric=metric,
                        set=rec["ood_set"], score=rec["score"], value=rec[metric], source=path)
+
+
+def full_spectrum_rows(paths):
+    """Rows of the per-model full-spectrum records (a JSON list each, lib.evaluate.full_spectrum)."""
+    for path, records in _read(paths):
+        for rec in records:
+            for metric in FULL_SPECTRUM_METRICS:
+                yield dict(augment=rec["augment"], oe=rec["oe"], seed=rec["seed"], metric=metric,
+                           set=rec["ood_set"], score=rec["score"], value=rec[metric], source=path)
 
 
 def accuracy_rows(paths, metrics=("accuracy", "nll")):
@@ -67,3 +81,11 @@ def aggregate_job(score_paths, accuracy_paths, detection_csv, accuracy_csv, log_
     write_csv_atomic(detection, detection_csv)
     write_csv_atomic(accuracy, accuracy_csv)
     log.info("%s: %d rows; %s: %d rows", detection_csv, len(detection), accuracy_csv, len(accuracy))
+
+
+def full_spectrum_table_job(paths, out_csv, log_path):
+    """full_spectrum.csv from the per-model full-spectrum records."""
+    log = job_logger(log_path)
+    table = long_table(full_spectrum_rows(paths))
+    write_csv_atomic(table, out_csv)
+    log.info("%s: %d rows", out_csv, len(table))

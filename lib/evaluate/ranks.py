@@ -2,15 +2,22 @@
 
     from lib.evaluate.ranks import rank_tables
     from lib.evaluate.differences import read_tables
-    df = rank_tables(read_tables("results/tables"), score="msp")   # RANK_COLUMNS, one row per item
+    df = rank_tables(read_tables("results/tables"), score="msp", groups={"gaussian": "far", ...})
     ranks_job("results/tables/detection.csv", "results/tables/calibration.csv", "msp",
-              "results/tables/ranks.csv", "results/logs/ranks.log")          # the ranks rule
+              "results/tables/ranks.csv", "results/logs/ranks.log", groups,
+              full_spectrum_csv="results/tables/full_spectrum.csv")           # the ranks rule
 
-Three comparisons (COMPARISONS), each with data sets as blocks, ranked within each block
+The comparisons (COMPARISONS), each with data sets as blocks, ranked within each block
 (rank 1 = best; ties share their mean rank), from the mean over seeds of each value:
     models_ood     models over the OOD sets, AUROC of the headline score (detection.csv)
     scores_ood     scores over the OOD sets, AUROC averaged over the models (detection.csv)
+    scores_near    the same over the near-OOD sets only (`groups`, lib.data.registry.ood_groups)
+    scores_far     the same over the far-OOD sets only
+    scores_full_spectrum  the same with full-spectrum AUROC (full_spectrum.csv: the ID test set
+                   and its MNIST-C shifted copy against each OOD set, lib.evaluate.full_spectrum)
     models_mnistc  models over the MNIST-C corruptions, accuracy (calibration.csv)
+The score rankings pool the models: each model's AUROC (mean over seeds) weighs the same in
+a set's mean, and the scores are ranked on that mean.
 A data set some item lacks is left out. Each row: the item, its mean rank and mean value,
 k items, n_blocks data sets, the Friedman chi2 and p (scipy.stats.friedmanchisquare; NaN
 with fewer than three items or two sets) and the critical difference CD at alpha
@@ -29,6 +36,9 @@ ALPHA = 0.05
 COMPARISONS = {
     "models_ood": "models over the OOD sets (AUROC, {score})",
     "scores_ood": "scores over the OOD sets (AUROC, mean over the models)",
+    "scores_near": "scores over the near-OOD sets (AUROC, mean over the models)",
+    "scores_far": "scores over the far-OOD sets (AUROC, mean over the models)",
+    "scores_full_spectrum": "scores over the OOD sets (full-spectrum AUROC, mean over the models)",
     "models_mnistc": "models over the MNIST-C corruptions (accuracy)",
 }
 RANK_COLUMNS = ["comparison", "item", "mean_rank", "mean_value", "k", "n_blocks", "chi2", "p", "cd", "alpha", "blocks"]
@@ -38,8 +48,13 @@ def _model(df):
     return df["augment"] + "/" + df["oe"]
 
 
-def block_values(tables, comparison, score=None):
-    """[blocks x items] DataFrame of mean values (over seeds, and over models for scores_ood)."""
+# The score comparisons over one OOD group: comparison -> group (lib.data.registry.OOD_GROUPS).
+GROUP_COMPARISONS = {"scores_near": "near", "scores_far": "far"}
+
+
+def block_values(tables, comparison, score=None, groups=None):
+    """[blocks x items] DataFrame of mean values (over seeds, and over models for the score
+    comparisons); `groups` ({set: group}) picks the sets of scores_near and scores_far."""
     if comparison == "models_mnistc":
         if "calibration" not in tables:
             return None
@@ -47,10 +62,14 @@ def block_values(tables, comparison, score=None):
         rows = cal[(cal["metric"] == "accuracy") & (cal["score"] == "uncalibrated") & cal["set"].str.startswith(layout.MNISTC_PREFIX)]
         rows = rows.assign(block=rows["set"].map(layout.corruption_of), item=_model(rows))
     else:
-        if "detection" not in tables:
+        table = "full_spectrum" if comparison == "scores_full_spectrum" else "detection"
+        if table not in tables:
             return None
-        det = tables["detection"][0]
+        det = tables[table][0]
         rows = det[det["metric"] == "auroc"]
+        if comparison in GROUP_COMPARISONS:
+            group = GROUP_COMPARISONS[comparison]
+            rows = rows[rows["set"].map(groups or {}) == group]
         if comparison == "models_ood":
             rows = rows[rows["score"] == score].assign(block=lambda d: d["set"], item=_model)
         else:  # every model weighs the same: mean over seeds first, then over models
@@ -75,23 +94,26 @@ def rank_rows(comparison, values, alpha=ALPHA):
             for item, rank in zip(values.columns, result["mean_ranks"])]
 
 
-def rank_tables(tables, score=None, alpha=ALPHA):
-    """Every comparison of COMPARISONS the tables allow, as one DataFrame (RANK_COLUMNS)."""
+def rank_tables(tables, score=None, alpha=ALPHA, groups=None):
+    """Every comparison of COMPARISONS the tables allow, as one DataFrame (RANK_COLUMNS);
+    without `groups` the group comparisons are left out."""
     if score is None and "detection" in tables:
         score = headline_score(dict.fromkeys(tables["detection"][0]["score"]))
     rows = []
     for comparison in COMPARISONS:
-        rows += rank_rows(comparison, block_values(tables, comparison, score), alpha)
+        if comparison in GROUP_COMPARISONS and not groups:
+            continue
+        rows += rank_rows(comparison, block_values(tables, comparison, score, groups), alpha)
     return pd.DataFrame(rows, columns=RANK_COLUMNS)
 
 
-def ranks_job(detection_csv, calibration_csv, score, out_csv, log_path):
+def ranks_job(detection_csv, calibration_csv, score, out_csv, log_path, groups=None, full_spectrum_csv=None):
     """The ranks rule: detection.csv and calibration.csv -> ranks.csv (in Snakemake's process:
     milliseconds of pandas and scipy)."""
     log = job_logger(log_path)
-    tables = {name: (read_table(path), path) for name, path in (("detection", detection_csv),
-                                                                 ("calibration", calibration_csv))}
-    df = rank_tables(tables, score)
+    paths = (("detection", detection_csv), ("calibration", calibration_csv), ("full_spectrum", full_spectrum_csv))
+    tables = {name: (read_table(path), path) for name, path in paths if path}
+    df = rank_tables(tables, score, groups=groups)
     write_csv_atomic(df, out_csv)
     for comparison, part in df.groupby("comparison", sort=False):
         first = part.iloc[0]

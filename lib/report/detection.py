@@ -1,15 +1,21 @@
 """The OOD detection section: AUROC, AUPR-in, AUPR-out and FPR95 tables by set x score x
-model, ROC curves and score histograms drawn from the cached logits.
+model with the near- and far-OOD means, full-spectrum tables, the ranking of the scores, ROC
+curves and score histograms drawn from the cached logits.
 
     from lib.report.detection import build, detection_tables
     data = build(ctx)                  # ctx: lib.report.context.make_context(...); None without detection.csv
-    data["tables"][0]["rows"]          # AUROC rows "gaussian, MSP" with one cell per model
+    data["tables"][0]["rows"]          # AUROC rows "gaussian, MSP" with one cell per model, then
+                                       # "near-OOD mean (fashion_mnist, kmnist), MSP" per group
+    data["full_spectrum"]              # the same rows, full-spectrum AUROC and FPR95 (None without it)
+    data["ranking"]                    # scores x (all, near, far, full-spectrum): mean rank, mean AUROC
     data["figures"]["roc"]             # PNG data URI, or data["figures"] None without logits
 """
 import pandas as pd
 
 from lib import layout
 from lib.common import load_npz
+from lib.data.registry import ood_groups, sets_of_group
+from lib.evaluate.ranks import COMPARISONS
 from lib.evaluate.scores import SCORE_INPUTS, compute_score
 from lib.report.cells import HEADLINE_SCORE, SCORE_LABELS, cell, grid_columns, model_label, protocol_text, set_label
 from lib.report.context import input_file, long_table, shown_path
@@ -18,15 +24,80 @@ DETECTION_TABLES = (("auroc", "AUROC"), ("aupr_in", "AUPR-in"), ("aupr_out", "AU
                     ("fpr95", "FPR at 95% TPR"))
 
 
-def detection_tables(cfg, det, det_src, leaks=()):
+FULL_SPECTRUM_TABLES = (("auroc", "Full-spectrum AUROC"), ("fpr95", "Full-spectrum FPR at 95% TPR"))
+# The ranking's columns: ranks.csv comparisons of the scores (lib.evaluate.ranks), and their headers.
+RANKING_COLUMNS = (("scores_ood", "all OOD sets"), ("scores_near", "near-OOD"), ("scores_far", "far-OOD"),
+                   ("scores_full_spectrum", "full-spectrum"))
+
+
+def group_label(group, sets, leaks=()):
+    """'near-OOD mean (fashion_mnist, kmnist)': a group-mean row's label names the sets averaged."""
+    return f"{group}-OOD mean ({', '.join(set_label(s, leaks) for s in sets)})"
+
+
+def detection_rows(cfg, metric, per_set, groups=None, leaks=()):
+    """Rows (set, score) of one metric from `per_set` = (summary, source), then one row per
+    (group, score) from `groups` = (summary, source) of the group means, for groups with sets."""
     columns = grid_columns(cfg)
-    tables = []
-    for metric, title in DETECTION_TABLES:
-        rows = [{"label": f"{set_label(ood, leaks)}, {SCORE_LABELS.get(score, score)}",
-                 "cells": [cell(det, det_src, augment=a, oe=o, metric=metric, set=ood, score=score) for a, o in columns]}
-                for ood in cfg["ood_sets"] for score in cfg["scores"]]
-        tables.append({"metric": metric, "title": title, "header": [model_label(a, o) for a, o in columns], "rows": rows})
-    return tables
+    summary, source = per_set
+    rows = [{"label": f"{set_label(ood, leaks)}, {SCORE_LABELS.get(score, score)}",
+             "cells": [cell(summary, source, augment=a, oe=o, metric=metric, set=ood, score=score) for a, o in columns]}
+            for ood in cfg["ood_sets"] for score in cfg["scores"]]
+    if groups is not None:
+        summary, source = groups
+        for group, sets in sets_of_group(ood_groups(cfg)).items():
+            if sets:
+                rows += [{"label": f"{group_label(group, sets, leaks)}, {SCORE_LABELS.get(score, score)}", "group": group,
+                          "cells": [cell(summary, source, augment=a, oe=o, metric=metric, set=group, score=score)
+                                    for a, o in columns]} for score in cfg["scores"]]
+    return rows
+
+
+def detection_tables(cfg, det, det_src, leaks=(), groups=None, metrics=DETECTION_TABLES):
+    """One table per metric: per-set rows, then the group means (`groups`: (summary, source) or None)."""
+    header = [model_label(a, o) for a, o in grid_columns(cfg)]
+    return [{"metric": metric, "title": title, "header": header,
+             "rows": detection_rows(cfg, metric, (det, det_src), groups, leaks)} for metric, title in metrics]
+
+
+def _rank_cell(row, column, source, scale, text):
+    return {"text": text, "value": repr(float(row[column])), "std": "", "n": "", "scale": scale, "source": source,
+            "key": f"comparison={row['comparison']};item={row['item']};column={column}", "published": "", "delta": ""}
+
+
+def ranking(ranks, source):
+    """The scores' ranking from ranks.csv: per score, the mean rank and mean AUROC over all OOD
+    sets, the near ones, the far ones and under full-spectrum detection (AUROC pooled over the
+    models); the winner of each column, and how many sets each ranking is over. None without rows."""
+    if ranks is None:
+        return None
+    parts = {c: ranks[ranks["comparison"] == c].set_index("item", drop=False) for c, _ in RANKING_COLUMNS}
+    shown = [(c, title) for c, title in RANKING_COLUMNS if not parts[c].empty]
+    if not shown:
+        return None
+    # Best first by the first column's mean rank (all OOD sets), then any score it lacks.
+    items = list(dict.fromkeys([*parts[shown[0][0]].sort_values("mean_rank", kind="stable")["item"],
+                                *(item for c, _ in shown for item in parts[c]["item"])]))
+    rows, winners = [], []
+    for c, title in shown:
+        best = parts[c]["mean_rank"].idxmin()
+        winners.append({"column": title, "comparison": c, "score": SCORE_LABELS.get(best, best),
+                        "mean_rank": float(parts[c].loc[best, "mean_rank"]), "n_blocks": int(parts[c].loc[best, "n_blocks"])})
+    for item in items:
+        cells = []
+        for c, _ in shown:
+            if item in parts[c].index:
+                r = parts[c].loc[item]
+                cells += [_rank_cell(r, "mean_rank", source, 1, f"{r['mean_rank']:.2f}"),
+                          _rank_cell(r, "mean_value", source, 100, f"{r['mean_value'] * 100:.2f}")]
+            else:
+                cells += [{"text": "—", "value": "", "std": "", "n": "", "scale": 1, "source": source, "key": "",
+                           "published": "", "delta": ""}] * 2
+        rows.append({"label": SCORE_LABELS.get(item, item), "cells": cells})
+    header = [f"{what}, {title}" for _, title in shown for what in ("rank", "AUROC %")]
+    blocks = {title: int(parts[c]["n_blocks"].iloc[0]) for c, title in shown}
+    return {"header": header, "rows": rows, "winners": winners, "blocks": blocks, "source": source,
+            "titles": {c: COMPARISONS[c] for c, _ in shown}}
 
 
 def figure_score(cfg):
@@ -81,9 +152,27 @@ def detection_figures(ctx, det_summary):
             "histograms": report_figures.score_histograms(curves[hardest], set_label(hardest, leaks), label)}
 
 
+def _pair(table):
+    return None if table is None else (table["summary"], table["source"])
+
+
 def build(ctx):
     det = long_table(ctx, "detection")
     if det is None:
         return None
-    return {"tables": detection_tables(ctx["cfg"], det["summary"], det["source"], ctx["leaks"]),
-            "figures": detection_figures(ctx, det["summary"]), "protocol": protocol_text(ctx["cfg"])}
+    cfg = ctx["cfg"]
+    fs = long_table(ctx, "full_spectrum")
+    full_spectrum = None
+    if fs is not None:
+        header = [model_label(a, o) for a, o in grid_columns(cfg)]
+        full_spectrum = [{"metric": metric, "title": title, "header": header,
+                          "rows": detection_rows(cfg, metric, _pair(fs), _pair(long_table(ctx, "full_spectrum_groups")),
+                                                 ctx["leaks"])} for metric, title in FULL_SPECTRUM_TABLES]
+    ranks_path = input_file(ctx, "ranks")
+    ranks = pd.read_csv(ranks_path, keep_default_na=False, na_values=[""]) if ranks_path else None
+    groups = sets_of_group(ood_groups(cfg))
+    return {"tables": detection_tables(cfg, det["summary"], det["source"], ctx["leaks"],
+                                       _pair(long_table(ctx, "detection_groups"))),
+            "groups": groups, "full_spectrum": full_spectrum,
+            "ranking": ranking(ranks, shown_path(ctx, ranks_path) if ranks_path else ""),
+            "figures": detection_figures(ctx, det["summary"]), "protocol": protocol_text(cfg)}

@@ -30,7 +30,8 @@ from lib.data.registry import is_downloaded
 TABLES = {"accuracy": "accuracy.csv", "detection": "detection.csv", "leaks": "leaks.json",
           "robustness": "robustness.csv", "robustness_summary": "robustness_summary.csv",
           "calibration": "calibration.csv", "reliability": "reliability.csv", "differences": "differences.csv",
-          "detectable": "detectable.csv", "ranks": "ranks.csv"}
+          "detectable": "detectable.csv", "ranks": "ranks.csv", "full_spectrum": "full_spectrum.csv",
+          "detection_groups": "detection_groups.csv", "full_spectrum_groups": "full_spectrum_groups.csv"}
 LISTS = ("train_logs", "logits", "data", "mixing", "corrupted", "fetched", "benchmarks")
 NAMES = (*TABLES, *LISTS)
 

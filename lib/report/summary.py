@@ -14,6 +14,7 @@ a paragraph that reports a problem with the run itself belongs before the readin
 own entry of `data` and its own <p> at the top of the template.
 """
 import numpy as np
+import pandas as pd
 
 from lib.layout import EXTERNAL_AUGMENT
 from lib.evaluate.baseline_check import BASE_MODEL, check_baseline, recovered_part, warning_sentences
@@ -21,6 +22,7 @@ from lib.report import published
 from lib.report.cells import (AUGMENT_LABELS, HEADLINE_SCORE, OE_LABELS, SCORE_LABELS, cell, empty_cell,
                               grid_columns, model_label, protocol_text, published_text, set_label,
                               trained_columns)
+from lib.data.registry import ood_groups, sets_of_group
 from lib.report.context import input_file, long_table, shown_path
 from lib.report.statistics import METRIC_NAMES, SET_NAMES, detectable_block, read_detectable
 from lib.report.verdicts import RULE_TEXT, best_and_ties, compare, read_differences
@@ -185,10 +187,12 @@ def baseline_warning(cfg, acc, det, mnist_c=None):
     return {"sentences": sentences, "findings": findings}
 
 
-def study_tables(cfg, acc, det, acc_src, det_src, leaks=(), mnist_c=None):
-    """The study's two tables, same shape: accuracy by augment; AUROC by set x score x model.
+def study_tables(cfg, acc, det, acc_src, det_src, leaks=(), mnist_c=None, groups=None):
+    """The study's two tables, same shape: accuracy by augment; AUROC by set x score x model,
+    then the near- and far-OOD means.
 
-    `mnist_c` is the long_table() of robustness_summary.csv, or None."""
+    `mnist_c` is the long_table() of robustness_summary.csv, or None; `groups` the one of
+    detection_groups.csv (lib.evaluate.groups), or None."""
     id_name = cfg["in_distribution"]
     pub_id = "mnist" if id_name == "mnist" else None
     # Columns: each augmentation's model without OE, then the external checkpoints (no published number).
@@ -219,9 +223,51 @@ def study_tables(cfg, acc, det, acc_src, det_src, leaks=(), mnist_c=None):
             auroc_rows.append({"label": f"{set_label(ood, leaks)}, {SCORE_LABELS[score]}", "cells": [
                 cell(det, det_src, published_value=published.AUROC.get((ood, score, a, o)) if pub_id else None,
                      augment=a, oe=o, metric="auroc", set=ood, score=score) for a, o in columns]})
+    if groups is not None:
+        for group, sets in sets_of_group(ood_groups(cfg)).items():
+            for score in [s for s in ("msp", "xent") if s in cfg["scores"]] if sets else ():
+                auroc_rows.append({"label": f"{group}-OOD mean ({', '.join(set_label(s, leaks) for s in sets)}), "
+                                            f"{SCORE_LABELS[score]}", "cells": [
+                    cell(groups["summary"], groups["source"], augment=a, oe=o, metric="auroc", set=group, score=score)
+                    for a, o in columns]})
     return {"accuracy_header": [model_label(a, o) if a == EXTERNAL_AUGMENT else AUGMENT_LABELS.get(a, a)
                                 for a, o in acc_columns], "accuracy_rows": acc_rows,
             "auroc_header": [model_label(a, o) for a, o in columns], "auroc_rows": auroc_rows}
+
+
+def group_sentences(cfg, groups, ranks, leaks=()):
+    """Which model detects best on average over each OOD group (the headline score's group-mean
+    AUROC, `groups` the long_table() of detection_groups.csv) and which score ranks best per
+    group (`ranks`: ranks.csv as a DataFrame). Means as read, without a test: the group means
+    pool sets of very different difficulty."""
+    sentences = []
+    scores = [s for s in cfg["scores"] if s == HEADLINE_SCORE] or list(cfg["scores"][:1])
+    parts = []
+    for group, sets in sets_of_group(ood_groups(cfg)).items():
+        if groups is None or not sets or not scores:
+            continue
+        means = {m: v for m in grid_columns(cfg)
+                 if (v := _mean(groups["summary"], m, metric="auroc", set=group, score=scores[0])) is not None}
+        if means:
+            best = max(means, key=means.get)
+            parts.append(f"over the {group}-OOD sets ({_join(set_label(s, leaks) for s in sets)}) "
+                         f"by {model_label(*best)} ({means[best] * 100:.2f}%)")
+    if parts:
+        sentences.append(f"Averaged per group, the best {SCORE_LABELS.get(scores[0], scores[0])} AUROC is reached "
+                         + "; ".join(parts) + ".")
+    if ranks is not None:
+        best = []
+        for comparison, what in (("scores_near", "near-OOD"), ("scores_far", "far-OOD"),
+                                 ("scores_full_spectrum", "full-spectrum")):
+            part = ranks[ranks["comparison"] == comparison]
+            if len(part) > 1:
+                top = part.loc[part["mean_rank"].idxmin()]
+                n_sets = int(top["n_blocks"])
+                best.append(f"{SCORE_LABELS.get(top['item'], top['item'])} on {what} (mean rank "
+                            f"{top['mean_rank']:.2f} of {len(part)} over {n_sets} set{'s' if n_sets > 1 else ''})")
+        if best:
+            sentences.append("The best-ranked score (AUROC averaged over the models) is " + "; ".join(best) + ".")
+    return sentences
 
 
 def build(ctx):
@@ -230,10 +276,15 @@ def build(ctx):
         return None
     cfg = ctx["cfg"]
     mnist_c = long_table(ctx, "robustness_summary")
-    study = study_tables(cfg, acc["summary"], det["summary"], acc["source"], det["source"], ctx["leaks"], mnist_c)
+    groups = long_table(ctx, "detection_groups")
+    study = study_tables(cfg, acc["summary"], det["summary"], acc["source"], det["source"], ctx["leaks"], mnist_c,
+                         groups)
     warning = baseline_warning(cfg, acc, det, mnist_c)
     diff = read_differences(input_file(ctx, "differences"))
     reading = summary_reading(cfg, acc, det, ctx["leaks"], warning["findings"] if warning else (), diff)
+    ranks_path = input_file(ctx, "ranks")
+    ranks = pd.read_csv(ranks_path, keep_default_na=False, na_values=[""]) if ranks_path else None
+    reading["sentences"] += group_sentences(cfg, groups, ranks, ctx["leaks"])
     detectable_path = input_file(ctx, "detectable")
     detectable = detectable_block(read_detectable(detectable_path), diff,
                                   detectable_path and shown_path(ctx, detectable_path),

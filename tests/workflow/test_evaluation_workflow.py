@@ -73,7 +73,11 @@ def test_differences_bootstrap_with_one_seed(run_dir):
     detectable = _csv(run_dir, "detectable.csv")
     assert detectable["mdd"].isna().all() and (detectable["floor"] > 0).all()   # one seed: no seed spread
     ranks = _csv(run_dir, "ranks.csv")
-    assert set(ranks["comparison"]) == {"models_ood", "scores_ood", "models_mnistc"}
+    assert set(ranks["comparison"]) == {"models_ood", "scores_ood", "scores_near", "scores_far", "scores_full_spectrum",
+                                        "models_mnistc"}
+    # the tiny preset puts negated in the near group (ood_groups), gaussian stays far
+    assert set(ranks[ranks.comparison == "scores_near"]["blocks"]) == {"negated"}
+    assert set(ranks[ranks.comparison == "scores_far"]["blocks"]) == {"gaussian"}
     assert (ranks[ranks.comparison == "models_mnistc"]["n_blocks"] == 15).all()
 
 
@@ -82,7 +86,7 @@ def test_evaluate_saved_odin_logits_and_mahalanobis_fit(run_dir):
         folder = run_dir / "results" / "logits" / augment / oe / "seed1"
         with np.load(folder / "mahalanobis_stats.npz") as stats:
             assert stats["class_means"].shape == (10, 128) and stats["precision"].shape == (128, 128)
-        for name, n in (("id_test", 360), ("id_val", 144), ("gaussian", 200), ("negated", 360)):
+        for name, n in (("id_test", 360), ("id_val", 144), ("id_shifted", 360), ("gaussian", 200), ("negated", 360)):
             with np.load(folder / f"{name}.npz") as out:
                 assert out["odin_logits"].shape == (n, 10) and out["features"].shape == (n, 128)
 
@@ -94,7 +98,7 @@ def test_report_has_the_evaluation_section(run_dir):
         assert anchor in html
     assert "data:image/png;base64," in html
     # the critical-difference diagrams: models and scores over the OOD sets, models over the corruptions
-    for comparison in ("models_ood", "scores_ood", "models_mnistc"):
+    for comparison in ("models_ood", "scores_ood", "scores_near", "scores_far", "scores_full_spectrum", "models_mnistc"):
         figure = re.search(rf'<figure id="cd-{comparison}"[^>]*><img alt="critical-difference diagram[^"]*" '
                            r'src="data:image/png;base64,([^"]+)"', html)
         assert figure, comparison

@@ -57,6 +57,44 @@ def test_every_number_traces_back_to_its_file(run_dir):
 
 
 @slow
+def test_groups_full_spectrum_and_the_score_ranking_are_shown(run_dir):
+    """Near/far means beside the per-set rows (tiny: negated near by ood_groups, gaussian far),
+    full-spectrum tables whose numbers an independent sklearn computation on the saved scores
+    gives back, and the ranking of the scores per group; every number traces to its file."""
+    from sklearn.metrics import roc_auc_score
+
+    from lib.evaluate.scores import msp_score
+
+    page = parse_page((run_dir / "results" / "report.html").read_text())
+    assert {"full-spectrum-auroc", "full-spectrum-fpr95", "score-ranking"} <= set(page.tables)
+    for table in ("detection-auroc", "study-auroc", "full-spectrum-auroc"):
+        labels = page.tables[table].labels()
+        assert "near-OOD mean (negated), MSP" in labels and "far-OOD mean (gaussian), MSP" in labels, labels
+        rows = dict(zip(labels, page.tables[table].rows))
+        # one set per group: the group mean is that set's number
+        for group, ood in (("near", "negated"), ("far", "gaussian")):
+            means = [c.attrs["data-value"] for c in rows[f"{group}-OOD mean ({ood}), MSP"][1:]]
+            assert means == [c.attrs["data-value"] for c in rows[f"{ood}, MSP"][1:]] and "" not in means
+    assert all_problems(run_dir, page) == []
+    results = run_dir / "results"
+    fs = pd.read_csv(results / "tables" / "full_spectrum.csv")
+    with np.load(results / "logits" / "saltpepper" / "oe" / "seed1" / "id_shifted.npz") as shifted, \
+            np.load(results / "scores" / "saltpepper" / "oe" / "seed1" / "gaussian" / "msp.npz") as saved:
+        id_side = np.r_[saved["id_scores"], msp_score(shifted["logits"])]
+        expected = roc_auc_score(np.r_[np.zeros(len(id_side)), np.ones(len(saved["ood_scores"]))],
+                                 np.r_[id_side, saved["ood_scores"]])
+    row = fs[(fs.augment == "saltpepper") & (fs.oe == "oe") & (fs.set == "gaussian") & (fs.score == "msp")]
+    assert row.set_index("metric")["value"]["auroc"] == pytest.approx(expected)
+    assert row.set_index("metric")["value"]["n_id"] == 2 * row.set_index("metric")["value"]["n_shifted"]
+    ranking = page.tables["score-ranking"]
+    assert sorted(ranking.labels()) == sorted(["MSP", "cross-entropy", "energy", "max logit", "ODIN", "Mahalanobis"])
+    assert [h for h in ranking.header if h.startswith("rank")] == [
+        "rank, all OOD sets", "rank, near-OOD", "rank, far-OOD", "rank, full-spectrum"]
+    html = (results / "report.html").read_text()
+    assert "Best mean rank: " in html and "The best-ranked score (AUROC averaged over the models) is " in html
+
+
+@slow
 def test_the_check_catches_a_wrong_number(run_dir):
     page = parse_page((run_dir / "results" / "report.html").read_text())
     c = page.tables["detection-auroc"].number_cells()[0]

@@ -86,7 +86,8 @@ def test_the_critical_difference_diagrams_render(loaded_page):
     models over the MNIST-C corruptions, each a decoded PNG of a real size."""
     images = loaded_page.evaluate("""Array.from(document.querySelectorAll('figure[id^="cd-"] img')).map(
         function (i) { return [i.closest('figure').id, i.complete, i.naturalWidth, i.naturalHeight]; })""")
-    assert sorted(fid for fid, *_ in images) == ["cd-models_mnistc", "cd-models_ood", "cd-scores_ood"]
+    assert sorted(fid for fid, *_ in images) == ["cd-models_mnistc", "cd-models_ood", "cd-scores_far",
+                                                 "cd-scores_full_spectrum", "cd-scores_near", "cd-scores_ood"]
     assert all(done and width > 300 and height > 100 for _, done, width, height in images)
     assert loaded_page.errors() == []
 

@@ -66,15 +66,18 @@ rule ranks:
     input:
         detection=layout.table_file("detection.csv"),
         calibration=layout.table_file("calibration.csv"),
+        full_spectrum=layout.table_file("full_spectrum.csv"),
     output:
         ranks=layout.table_file("ranks.csv"),
     params:
         score=lib_differences.headline_score(SCORES),
+        groups=OOD_GROUPS,
     log:
         layout.log_file("ranks"),
     run:
         # In-process: a Friedman test per comparison is milliseconds of pandas and scipy.
-        lib_ranks.ranks_job(input.detection, input.calibration, params.score, output.ranks, log[0])
+        lib_ranks.ranks_job(input.detection, input.calibration, params.score, output.ranks, log[0], params.groups,
+                            full_spectrum_csv=input.full_spectrum)
 
 
 localrules:

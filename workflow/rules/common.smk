@@ -7,6 +7,7 @@ import shlex
 import lib.config as lib_config
 from lib import layout
 from lib.data.mnist_c import CORRUPTIONS  # the 15 MNIST-C corruptions (numpy-only import, fast to parse)
+from lib.data.registry import ood_groups
 from lib.layout import EXTERNAL_AUGMENT, EXTERNAL_SEED
 
 ROOT = workflow.basedir
@@ -20,6 +21,7 @@ OES = config["oe"]
 SEEDS = config["seeds"]
 OOD_SETS = config["ood_sets"]
 SCORES = config["scores"]
+OOD_GROUPS = ood_groups(config)  # {OOD set: near or far}, the registry's groups with the config's overrides
 OE_SOURCE = config["outlier_exposure"]["source"]
 # The config's extension files (docs/extensions.md), loaded by the Snakefile's config check.
 # Jobs that run `python -m lib...` load them too (EXTENSION_ARGS); a job declares as inputs

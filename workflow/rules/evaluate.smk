@@ -3,9 +3,13 @@
 
 import lib.evaluate.accuracy as lib_accuracy
 import lib.evaluate.detection as lib_detection
+import lib.evaluate.full_spectrum as lib_full_spectrum
 
-EVAL_SETS = ["id_test", "id_val", *OOD_SETS]
+# id_shifted: the ID test images under MNIST-C corruptions (full-spectrum detection), with
+# features and ODIN logits like an OOD set, so that every score can be computed on it.
+EVAL_SETS = ["id_test", "id_val", layout.SHIFTED_SET, *OOD_SETS]
 MNISTC_SETS = [layout.mnistc_set(c) for c in CORRUPTIONS]  # the evaluation sets of MNIST-C
+FULL_SPECTRUM_PAIRS = [(o, s) for o in OOD_SETS for s in SCORES]  # (OOD set, score) of the full-spectrum job
 
 
 rule evaluate:
@@ -14,6 +18,7 @@ rule evaluate:
         id_data=layout.data_file(ID),
         ood=[layout.data_file(name) for name in OOD_SETS],
         corrupted=[layout.corruption_file(c) for c in CORRUPTIONS],
+        shifted=layout.shifted_file(),
         extensions=extension_files("train.model", config["train"]["model"]),  # builds the model by name
     output:
         logits=[layout.logits_file(name) for name in EVAL_SETS],
@@ -25,6 +30,7 @@ rule evaluate:
         # A flag, not the score list: only adding or removing ODIN re-evaluates the models.
         odin="--odin" if "odin" in SCORES else "",
         sets=" ".join("--set " + shlex.quote(f"{name}={layout.data_file(name)}") for name in OOD_SETS)
+        + " --set " + shlex.quote(f"{layout.SHIFTED_SET}={layout.shifted_file()}")
         + "".join(" --logits-set " + shlex.quote(f"{layout.mnistc_set(c)}={layout.corruption_file(c)}")
                   for c in CORRUPTIONS),
         out_dir=layout.logits_dir(),
@@ -60,6 +66,23 @@ rule score:
         lib_detection.score_job(input.id_logits, input.ood_logits, output.json, log[0], **model_values(wildcards),
                                 ood_set=wildcards.ood_set, score=wildcards.score, out_npz=output.npz,
                                 train_stats_path=(input.train_stats or [None])[0], **params.scoring)
+
+
+rule full_spectrum:
+    # One job per model: the shifted set's scores, then every (OOD set, score) from the score
+    # jobs' per-example scores (lib.evaluate.full_spectrum).
+    input:
+        shifted=layout.logits_file(layout.SHIFTED_SET),
+        train_stats=layout.mahalanobis_stats_file(),
+        example_scores=[layout.example_scores_file(o, s) for o, s in FULL_SPECTRUM_PAIRS],
+    output:
+        json=layout.metrics_file("full_spectrum"),
+    log:
+        layout.log_file("full_spectrum/{augment}/{oe}/seed{seed}"),
+    run:
+        # In-process: numpy scores of one set and sklearn metrics, no model.
+        lib_full_spectrum.full_spectrum_job(input.shifted, input.train_stats, dict(zip(FULL_SPECTRUM_PAIRS,
+                                            input.example_scores)), output.json, log[0], **model_values(wildcards))
 
 
 rule model_metrics:

@@ -5,6 +5,7 @@ import glob
 import os
 
 import lib.evaluate.aggregate as lib_aggregate
+import lib.evaluate.groups as lib_groups
 import lib.report.inputs as lib_report_inputs
 
 
@@ -19,6 +20,34 @@ rule aggregate:
         layout.log_file("aggregate"),
     run:
         lib_aggregate.aggregate_job(list(input.scores), list(input.accuracy), output.detection, output.accuracy, log[0])
+
+
+rule full_spectrum_table:
+    input:
+        records=expand_models(layout.metrics_file("full_spectrum")),
+    output:
+        csv=layout.table_file("full_spectrum.csv"),
+    log:
+        layout.log_file("full_spectrum_table"),
+    run:
+        lib_aggregate.full_spectrum_table_job(list(input.records), output.csv, log[0])
+
+
+rule group_means:
+    # Near- and far-OOD means beside the per-set tables (lib.evaluate.groups).
+    input:
+        detection=layout.table_file("detection.csv"),
+        full_spectrum=layout.table_file("full_spectrum.csv"),
+    output:
+        detection=layout.table_file("detection_groups.csv"),
+        full_spectrum=layout.table_file("full_spectrum_groups.csv"),
+    params:
+        groups=OOD_GROUPS,
+    log:
+        layout.log_file("group_means"),
+    run:
+        lib_groups.groups_job(input.detection, input.full_spectrum, params.groups, output.detection,
+                              output.full_spectrum, log[0])
 
 
 def report_files(wildcards):
@@ -58,6 +87,9 @@ rule report:
 
 localrules:
     score,
+    full_spectrum,
     model_metrics,
     aggregate,
+    full_spectrum_table,
+    group_means,
     report,

@@ -75,6 +75,24 @@ else:
             "--out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
+rule shifted_test_set:
+    # Full-spectrum detection's covariate-shifted ID set: each test image once, under one
+    # corruption, every corruption equally often (lib.data.shifted).
+    input:
+        corrupted=[layout.corruption_file(c) for c in CORRUPTIONS],
+    output:
+        npz=layout.shifted_file(),
+    params:
+        py=PY,
+        seed=config["seed"],
+        corruption_dir=lambda wc, input: os.path.dirname(input.corrupted[0]),
+    log:
+        layout.log_file("data/shifted_test_set"),
+    shell:
+        "{params.py} -m lib.data.shifted --corruptions-dir {params.corruption_dir:q} --seed {params.seed} "
+        "--out {output.npz:q} > {log:q} 2>&1"
+
+
 rule robustness_metrics:
     input:
         logits=[layout.logits_file(name) for name in MNISTC_SETS],
@@ -101,5 +119,6 @@ rule aggregate_robustness:
 
 
 localrules:
+    shifted_test_set,
     robustness_metrics,
     aggregate_robustness,
