@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from lib.config import EXTENSION_NAMES, ConfigError, forget_extensions, load_schema, validate_config
-from lib.data.registry import DATASETS, make_dataset
+from lib.data.registry import DATASETS, make_dataset, ood_groups
 from lib.data.registry import main as registry_main
 from lib.evaluate.robustness import overlapping_corruptions
 from lib.evaluate.scores import SCORE_INPUTS, SCORE_NAMES, compute_score
@@ -108,8 +108,17 @@ def test_registered_names_are_found_by_name(tmp_path):
     arrays = make_dataset("stripes", seed=0, size=5)
     assert arrays["x_test"].shape == (5, 28, 28) and arrays["x_test"].dtype == np.uint8
     assert arrays["x_test"][:, :, 1].max() == 0 and arrays["x_test"][:, :, 0].min() >= 127
+    # its OOD group: far unless the file says otherwise, and the config's ood_groups wins
+    assert ood_groups({"ood_sets": ["stripes"]}) == {"stripes": "far"}
+    assert ood_groups({"ood_sets": ["stripes"], "ood_groups": {"stripes": "near"}}) == {"stripes": "near"}
     assert (arrays["y_test"] == -1).all()
     assert DATASETS["stripes"]["source"] == "generated: vertical stripes"
+
+
+def test_an_ood_set_with_an_unknown_group_is_refused(tmp_path):
+    bad = write(tmp_path, "from lib.data.registry import register_ood_set\n"
+                          "register_ood_set('dots', lambda seed, size: 0, source='x', group='middle')\n")
+    assert "group 'middle' is not one of near, far" in refusal({"extensions": [bad]})
 
 
 def test_the_prepare_command_loads_the_extension(tmp_path):
