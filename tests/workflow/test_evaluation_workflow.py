@@ -27,7 +27,7 @@ def _csv(run_dir, name):
 def test_detection_table_has_all_six_scores(run_dir):
     det = _csv(run_dir, "detection.csv")
     assert set(det["score"]) == SCORES
-    assert set(det["metric"]) == {"auroc", "aupr_in", "aupr_out", "fpr95", "n_id", "n_ood"}
+    assert set(det["metric"]) == {"auroc", "aupr_in", "aupr_out", "fpr95", "fpr95_nearest", "n_id", "n_ood"}
     counts = det.groupby(["metric", "score"]).size()
     assert (counts == len(MODELS) * 2).all()                       # 4 models x 2 OOD sets
     auroc = det[det.metric == "auroc"]["value"]
