@@ -64,6 +64,10 @@ class Table:
     def number_cells(self):
         return [c for row in self.rows for c in row if "data-value" in c.attrs]
 
+    def per_set_cells(self):
+        """number_cells() of the rows of single OOD sets, without the near/far group-mean rows."""
+        return [c for row in self.rows if "-OOD mean" not in row[0].text for c in row if "data-value" in c.attrs]
+
     def body_cells(self):
         """The <td> cells of the body rows (row labels are <th scope="row">, or a plug-in's first <td>)."""
         return [c for row in self.rows for c in row if c.tag == "td"]
