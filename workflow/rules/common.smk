@@ -17,6 +17,7 @@ AUGMENTS = config["augment"]
 OES = config["oe"]
 SEEDS = config["seeds"]
 OOD_SETS = config["ood_sets"]
+VALIDATION_OOD_SETS = config["validation_ood_sets"]  # score hyperparameters are tuned on these (never on OOD_SETS)
 SCORES = config["scores"]
 OE_SOURCE = config["outlier_exposure"]["source"]
 

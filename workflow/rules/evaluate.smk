@@ -3,6 +3,7 @@
 
 import lib.evaluate.accuracy as lib_accuracy
 import lib.evaluate.detection as lib_detection
+from lib.evaluate.scores import SCORE_STATS
 
 EVAL_SETS = ["id_test", "id_val", *OOD_SETS]
 MNISTC_SETS = [layout.mnistc_set(c) for c in CORRUPTIONS]  # the evaluation sets of MNIST-C
@@ -14,10 +15,13 @@ rule evaluate:
         id_data=layout.data_file(ID),
         ood=[layout.data_file(name) for name in OOD_SETS],
         corrupted=[layout.corruption_file(c) for c in CORRUPTIONS],
+        validation_ood=[layout.data_file(name) for name in VALIDATION_OOD_SETS],
     output:
         logits=[layout.logits_file(name) for name in EVAL_SETS],
         corrupted_logits=[layout.logits_file(name) for name in MNISTC_SETS],
         mahalanobis=layout.mahalanobis_stats_file(),
+        posthoc=layout.posthoc_stats_file(),
+        hyperparameters=layout.hyperparameters_file(),
     params:
         py=PY,
         cfg=eval_cfg_json(),
@@ -26,6 +30,9 @@ rule evaluate:
         sets=" ".join("--set " + shlex.quote(f"{name}={layout.data_file(name)}") for name in OOD_SETS)
         + "".join(" --logits-set " + shlex.quote(f"{layout.mnistc_set(c)}={layout.corruption_file(c)}")
                   for c in CORRUPTIONS),
+        # The score hyperparameters are tuned on these (lib.evaluate.tuning), never on the test sets.
+        validation="".join(" --validation-set " + shlex.quote(f"{name}={layout.data_file(name)}")
+                           for name in VALIDATION_OOD_SETS),
         out_dir=layout.logits_dir(),
     log:
         layout.log_file("evaluate/{augment}/{oe}/seed{seed}"),
@@ -33,7 +40,7 @@ rule evaluate:
         layout.benchmark_file("evaluate/{augment}/{oe}/seed{seed}")
     shell:
         "{params.py} -m lib.evaluate.forward --model {input.model:q} --id-data {input.id_data:q} "
-        "--config-json {params.cfg:q} --out-dir {params.out_dir:q} {params.sets} {params.odin} "
+        "--config-json {params.cfg:q} --out-dir {params.out_dir:q} {params.sets} {params.odin}{params.validation} "
         "--threads {threads} > {log:q} 2>&1"
 
 
@@ -41,8 +48,11 @@ rule score:
     input:
         id_logits=layout.logits_file("id_test"),
         ood_logits=layout.logits_file("{ood_set}"),
-        train_stats=lambda wc: [layout.mahalanobis_stats_file(wc.augment, wc.oe, wc.seed)]
-        if wc.score == "mahalanobis" else [],
+        # The training-set statistics of the scores that read them (SCORE_STATS): Mahalanobis'
+        # and knn's, vim's and react's, both written by the model's evaluate job.
+        train_stats=lambda wc: [layout.mahalanobis_stats_file(wc.augment, wc.oe, wc.seed),
+                                layout.posthoc_stats_file(wc.augment, wc.oe, wc.seed)]
+        if wc.score in SCORE_STATS else [],
     output:
         json=layout.score_file(),
         # Per-example scores for the differences step, which resamples them (Mahalanobis
@@ -54,7 +64,7 @@ rule score:
         # In-process: a score is a few milliseconds of numpy; a Python start per job would cost 100x more.
         lib_detection.score_job(input.id_logits, input.ood_logits, output.json, log[0], **model_values(wildcards),
                                 ood_set=wildcards.ood_set, score=wildcards.score,
-                                train_stats_path=input.train_stats[0] if input.train_stats else None,
+                                train_stats_paths=list(input.train_stats),
                                 out_npz=output.npz)
 
 
