@@ -99,6 +99,13 @@ def _cross_checks(cfg):
         problems.append("config key 'oe': oe_tune fine-tunes the baseline model, so 'baseline' must be listed too")
     if cfg["in_distribution"] in ood:
         problems.append(f"config key 'ood_sets': {cfg['in_distribution']!r} is the in-distribution set")
+    validation = cfg.get("validation_ood_sets", [])
+    if overlap := [name for name in validation if name in ood]:
+        problems.append(f"config key 'validation_ood_sets': {', '.join(overlap)} also in 'ood_sets'; hyperparameters "
+                        "tuned on a test set would overstate its results. Remove them from one of the two lists "
+                        "(validation sets must be disjoint from the test sets)")
+    if cfg["in_distribution"] in validation:
+        problems.append(f"config key 'validation_ood_sets': {cfg['in_distribution']!r} is the in-distribution set")
     if cfg["outlier_exposure"].get("source") == cfg["in_distribution"]:
         problems.append(f"config key 'outlier_exposure.source': {cfg['in_distribution']!r} is the "
                         "in-distribution set; choose auxiliary outliers from another source")
