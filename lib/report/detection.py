@@ -5,7 +5,13 @@ model, ROC curves and score histograms drawn from the cached logits.
     data = build(ctx)                  # ctx: lib.report.context.make_context(...); None without detection.csv
     data["tables"][0]["rows"]          # AUROC rows "gaussian, MSP" with one cell per model
     data["figures"]["roc"]             # PNG data URI, or data["figures"] None without logits
+    data["hyperparameters"]["rows"]    # one row per score hyperparameter: values per model, source
+
+The hyperparameter table reads every model's score_hyperparameters.json (lib.evaluate.tuning,
+report input "hyperparameters"): the values each score used and where they came from.
 """
+import json
+
 import pandas as pd
 
 from lib import layout
@@ -80,9 +86,49 @@ def detection_figures(ctx, det_summary):
             "histograms": report_figures.score_histograms(curves[hardest], set_label(hardest, leaks), label)}
 
 
+def _value_text(value):
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def hyperparameter_table(ctx):
+    """Per hyperparameter of a listed score: its value in each model (seeds joined by " / " when
+    they differ) and its source ("paper default" or "tuned on <sets>"). None without any file."""
+    cfg = ctx["cfg"]
+    columns = grid_columns(cfg)
+    records, files = {}, []
+    for a, o in columns:
+        for seed in cfg["seeds"]:
+            path = input_file(ctx, "hyperparameters", layout.hyperparameters_file(a, o, seed, ctx["results"]))
+            if path is not None:
+                with open(path) as f:
+                    records[(a, o, seed)] = json.load(f)
+                files.append(shown_path(ctx, path))
+    if not records:
+        return None
+    rows = []
+    for score in cfg["scores"]:
+        entries = [r["scores"][score] for r in records.values() if score in r["scores"]]
+        if not entries:
+            continue
+        for name in entries[0]["values"]:
+            cells = []
+            for a, o in columns:
+                values = [records[(a, o, seed)]["scores"][score]["values"][name] for seed in cfg["seeds"]
+                          if (a, o, seed) in records and score in records[(a, o, seed)]["scores"]]
+                cells.append(" / ".join(dict.fromkeys(_value_text(v) for v in values)) or "—")
+            rows.append({"score": SCORE_LABELS.get(score, score), "name": name.replace("_", " "), "cells": cells,
+                         "source": "; ".join(dict.fromkeys(e["source"] for e in entries))})
+    sets = next((r["validation_ood_sets"] for r in records.values() if r["validation_ood_sets"]), [])
+    selection = next((r["selection"] for r in records.values() if r["selection"]), None)
+    if len(files) > 4:  # one per model: the pattern says where they are
+        files = [shown_path(ctx, layout.hyperparameters_file(results=ctx["results"])) + f" ({len(files)} models)"]
+    return {"header": [model_label(a, o) for a, o in columns], "rows": rows, "sources": files,
+            "validation_sets": sets, "selection": selection}
+
+
 def build(ctx):
     det = long_table(ctx, "detection")
     if det is None:
         return None
     return {"tables": detection_tables(ctx["cfg"], det["summary"], det["source"], ctx["leaks"]),
-            "figures": detection_figures(ctx, det["summary"])}
+            "figures": detection_figures(ctx, det["summary"]), "hyperparameters": hyperparameter_table(ctx)}
