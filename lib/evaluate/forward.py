@@ -6,16 +6,16 @@
         --logits-set mnistc_fog=results/data/corruptions/fog.npz [--validation-set blobs=results/data/blobs.npz]
 
 Writes <out-dir>/<name>.npz per set with `logits` (float32 [N, C]), `labels` (int64, -1
-for unlabelled sets) and `features` (float32 penultimate features [N, D]); with --odin also
+for unlabelled sets), `features` (float32 penultimate features [N, D]) and `knn_distance`
+(float64 [N], the knn score: lib.evaluate.scores.knn_score against the training split); with --odin also
 `odin_logits` (float32 [N, C], the logits of the ODIN-perturbed images divided by the ODIN
 temperature, lib.evaluate.scores.odin_logits). The in-distribution set gives two files: `id_test`
 (its test split) and `id_val` (the held-out 10% of its training split, used to fit the
 temperature). <out-dir>/mahalanobis_stats.npz holds `class_means` [C, D] and `precision`
 [D, D] of the penultimate features of the training split (the images the model was
 trained on, without the validation split), lib.evaluate.scores.fit_mahalanobis;
-<out-dir>/posthoc_stats.npz what knn, vim and react read (lib.evaluate.scores.fit_posthoc:
-the head's weight and bias, the normalised training features, ViM's subspace, ReAct's
-threshold), and <out-dir>/score_hyperparameters.json the hyperparameters used and their
+<out-dir>/posthoc_stats.npz what vim and react read (lib.evaluate.scores.fit_posthoc:
+the head's weight and bias, ViM's origin, subspace and alpha, ReAct's threshold), and <out-dir>/score_hyperparameters.json the hyperparameters used and their
 source (lib.evaluate.tuning: the papers' values, or tuned on the --validation-set sets
 against id_val). --logits-set files hold
 logits and labels only: the 15 MNIST-C sets need no features or ODIN logits, which would
@@ -31,7 +31,8 @@ import torch
 from lib import layout
 from lib.common import (array_problems, keep_freed_memory, load_npz, pick_device, save_npz_atomic, setup_logging,
                         write_json_atomic)
-from lib.evaluate.scores import ODIN_EPSILON, ODIN_TEMPERATURE, fit_mahalanobis, fit_posthoc, odin_logits
+from lib.evaluate.scores import (ODIN_EPSILON, ODIN_TEMPERATURE, fit_mahalanobis, fit_posthoc, knn_score,
+                                 normalise_rows, odin_logits)
 from lib.evaluate.tuning import chosen, paper_record, tune_odin, tune_posthoc
 from lib.train.models import load_model_file, to_device_images
 from lib.data.splits import validation_split
@@ -131,11 +132,15 @@ def evaluate(model_path, id_data, cfg, extra, out_dir, log, logits_only=(), odin
              stats["class_means"].shape, stats["precision"].shape)
     record = score_hyperparameters(model, id_data, cfg, device, train_feats, validation, odin, log)
     odin_values = chosen(record, "odin") if odin else {}
+    knn_bank, knn_k = normalise_rows(train_feats), chosen(record, "knn")["k"]
     for name, x, y in evaluation_sets(id_data, cfg, extra):
         logits, feats = forward_in_batches(model, x, device, batch_size)
         arrays = {"logits": logits.astype(np.float32), "labels": np.asarray(y, dtype=np.int64)}
         if name not in logits_only:
             arrays["features"] = feats.astype(np.float32)
+            # Here, once per set: each OOD set's score job would search the training split
+            # for the ID test set again (and the job may have a GPU node's cores).
+            arrays["knn_distance"] = knn_score(feats, knn_bank, knn_k)
             if odin:
                 arrays["odin_logits"] = odin_logits_in_batches(model, x, device, batch_size, **odin_values)
         if problems := array_problems(arrays):
@@ -146,13 +151,12 @@ def evaluate(model_path, id_data, cfg, extra, out_dir, log, logits_only=(), odin
         acc = float((logits.argmax(1) == y).mean()) if (y >= 0).all() else float("nan")
         log.info("%s: %d images, accuracy %.4f%s", name, len(x), acc, ", with ODIN logits" if odin else "")
     # After the sets: a model with non-finite outputs has been refused above, with its cause.
-    posthoc = fit_posthoc(train_feats, *head_parameters(model), k=chosen(record, "knn")["k"],
-                          percentile=chosen(record, "react")["percentile"],
+    posthoc = fit_posthoc(train_feats, *head_parameters(model), percentile=chosen(record, "react")["percentile"],
                           dimension=chosen(record, "vim")["dimension"])
     save_npz_atomic(os.path.join(out_dir, layout.POSTHOC_STATS), **posthoc)
     write_json_atomic(os.path.join(out_dir, layout.HYPERPARAMETERS), record)
-    log.info("knn bank %s, vim residual basis %s, react threshold %.4g",
-             posthoc["knn_bank"].shape, posthoc["vim_residual_basis"].shape, posthoc["react_threshold"])
+    log.info("knn: k = %d of %d training features; vim residual basis %s; react threshold %.4g",
+             knn_k, len(knn_bank), posthoc["vim_residual_basis"].shape, posthoc["react_threshold"])
 
 
 def main(argv=None):

@@ -7,7 +7,7 @@ logits [N, C] (already divided by the ODIN temperature). Call them by name:
     from lib.evaluate.scores import SCORE_NAMES, compute_score
     s = compute_score("msp", {"logits": logits})             # -> float64 [N]
     s = compute_score("mahalanobis", {"features": feats}, train_stats=stats)
-    s = compute_score("knn", {"features": feats}, train_stats=posthoc)   # posthoc: fit_posthoc(...)
+    s = compute_score("vim", {"features": feats}, train_stats=posthoc)   # posthoc: fit_posthoc(...)
 
 The evaluate job, which has the model, produces the two inputs that need more
 than logits:
@@ -15,8 +15,9 @@ than logits:
     from lib.evaluate.scores import odin_logits, fit_mahalanobis
     z_odin = odin_logits(model, x)             # x float [B, 1, 28, 28] in [0, 1]
     stats = fit_mahalanobis(train_features, train_labels)   # class_means, precision
-    posthoc = fit_posthoc(train_features, head_weight, head_bias, k=50, percentile=90,
-                          dimension=vim_dimension(train_features.shape[1]))  # knn, vim, react
+    posthoc = fit_posthoc(train_features, head_weight, head_bias, percentile=90,
+                          dimension=vim_dimension(train_features.shape[1]))  # vim, react
+    d = knn_score(feats, normalise_rows(train_features), k=50)   # cached as "knn_distance"
 
 Which arrays of `train_stats` each score reads: SCORE_STATS. The hyperparameters (ODIN's
 T and eps, knn's k, ReAct's percentile, ViM's dimension) default to the papers' values
@@ -60,7 +61,11 @@ Scores (z = logits of one example, C classes) and sources:
                  to their k-th nearest neighbour among the normalised training features
                  (exact search), k = 50. Sun, Ming, Zhu & Li 2022, "Out-of-Distribution
                  Detection with Deep Nearest Neighbors" (ICML): their ID score is the
-                 negative distance; ours is the distance. Scaling f changes nothing.
+                 negative distance; ours is the distance. Scaling f changes nothing. The
+                 evaluate job computes it once per set (knn_score, against the whole
+                 training split) and caches it as `knn_distance` [N]: every OOD set's
+                 score job would otherwise search the training split for the ID test set
+                 again.
     vim          alpha * ||(f - u) R|| - logsumexp(z): u = -pinv(W) b, the point the head
                  (W, b) maps to zero logits; R an orthonormal basis of the complement of
                  the D-dimensional principal subspace of the training features centred at
@@ -96,7 +101,7 @@ SCORE_INPUTS = {
     "maxlogit": "logits",
     "odin": "odin_logits",
     "mahalanobis": "features",
-    "knn": "features",
+    "knn": "knn_distance",
     "vim": "features",
     "react": "features",
     "gen": "logits",
@@ -106,7 +111,6 @@ SCORE_INPUTS = {
 # fit_mahalanobis gives the first, fit_posthoc the others.
 SCORE_STATS = {
     "mahalanobis": ("class_means", "precision"),
-    "knn": ("knn_bank", "knn_k"),
     "vim": ("head_weight", "head_bias", "vim_origin", "vim_residual_basis", "vim_alpha"),
     "react": ("head_weight", "head_bias", "react_threshold"),
 }
@@ -191,24 +195,28 @@ def knn_distances(features, bank, ks, block=KNN_BLOCK):
     """Distances of each normalised row of `features` [N, D] to its k-th nearest row of
     `bank`, for every k of `ks`; float64 [N, len(ks)].
 
-    `bank` [M, D]: the L2-normalised training features (fit_posthoc's knn_bank). Exact
-    search in chunks of test rows, so that memory stays at `block` distances whatever N:
-    for unit vectors ||a - b||^2 = 2 - 2 a.b, one matrix product per chunk.
+    `bank` [M, D]: the L2-normalised training features (normalise_rows). Exact search in
+    chunks of test rows, so that memory stays at `block` distances whatever N: squared
+    distances ||a||^2 + ||b||^2 - 2 a.b, one matrix product per chunk.
     """
     queries = normalise_rows(features)
-    bank = _as_2d(bank, "knn_bank")
+    bank = _as_2d(bank, "knn bank")
     ks = [int(k) for k in ks]
     if bank.shape[1] != queries.shape[1]:
-        raise ValueError(f"knn bank {bank.shape} does not match the features {queries.shape}; refit it with "
-                         "fit_posthoc on training features of the same model")
+        raise ValueError(f"knn bank {bank.shape} does not match the features {queries.shape}: both must be "
+                         "penultimate features of the same model")
     if not all(1 <= k <= len(bank) for k in ks):
         raise ValueError(f"knn: k = {ks} needs 1 <= k <= {len(bank)} (the training features in the bank)")
+    bank_norms = np.einsum("md,md->m", bank, bank)   # 1, or 0 for an all-zero training row
     rows = max(1, block // len(bank))
     out = np.empty((len(queries), len(ks)))
     for start in range(0, len(queries), rows):
-        squared = 2.0 - 2.0 * (queries[start:start + rows] @ bank.T)
+        chunk = queries[start:start + rows]
+        squared = chunk @ bank.T
+        squared *= -2.0          # in place: a chunk's block is the largest array here
+        squared += bank_norms
         kth = np.partition(squared, [k - 1 for k in ks], axis=1)[:, [k - 1 for k in ks]]
-        out[start:start + rows] = np.sqrt(np.clip(kth, 0.0, None))
+        out[start:start + rows] = np.sqrt(np.clip(kth + np.einsum("nd,nd->n", chunk, chunk)[:, None], 0.0, None))
     return out
 
 
@@ -216,6 +224,14 @@ def knn_score(features, bank, k=KNN_K, block=KNN_BLOCK):
     """Distance of each normalised row of `features` [N, D] to its k-th nearest row of the
     normalised training `bank` (knn_distances); float64 [N], in [0, 2]."""
     return knn_distances(features, bank, [k], block)[:, 0]
+
+
+def cached_knn_score(knn_distance):
+    """The knn score from the evaluate job's cached `knn_distance` [N] (knn_score); float64 [N]."""
+    d = np.asarray(knn_distance, dtype=np.float64)
+    if d.ndim != 1:
+        raise ValueError(f"knn_distance must be a 1-d array [N]; got shape {d.shape}")
+    return d
 
 
 def head_logits(features, weight, bias):
@@ -258,7 +274,7 @@ def compute_score(name, outputs, train_stats=None):
 
     `outputs` maps "logits" [N, C], "features" [N, D] and "odin_logits" [N, C]
     to numpy arrays; only the entry the score needs (SCORE_INPUTS) must be
-    there. `train_stats` (mahalanobis, knn, vim, react) maps the arrays of
+    there. `train_stats` (mahalanobis, vim, react) maps the arrays of
     SCORE_STATS[name], as returned by fit_mahalanobis and fit_posthoc.
     """
     if name not in SCORE_NAMES:
@@ -282,6 +298,8 @@ def compute_score(name, outputs, train_stats=None):
         return odin_score(values)
     if name == "gen":
         return gen_score(values)
+    if name == "knn":
+        return cached_knn_score(values)
     missing = [key for key in SCORE_STATS[name] if train_stats is None or key not in train_stats]
     if missing:
         fit = "fit_mahalanobis" if name == "mahalanobis" else "fit_posthoc"
@@ -292,8 +310,6 @@ def compute_score(name, outputs, train_stats=None):
     stats = [train_stats[key] for key in SCORE_STATS[name]]
     if name == "mahalanobis":
         return mahalanobis_score(values, *stats)
-    if name == "knn":
-        return knn_score(values, *stats)
     if name == "vim":
         return vim_score(values, *stats)
     return react_score(values, *stats)
@@ -402,16 +418,14 @@ def fit_react(features, percentile=REACT_PERCENTILE):
     return {"react_threshold": np.float64(np.percentile(_as_2d(features, "features"), float(percentile)))}
 
 
-def fit_posthoc(features, weight, bias, k=KNN_K, percentile=REACT_PERCENTILE, dimension=None):
-    """Everything knn, vim and react read from the training set (SCORE_STATS), in one dict.
+def fit_posthoc(features, weight, bias, percentile=REACT_PERCENTILE, dimension=None):
+    """Everything vim and react read from the training set (SCORE_STATS), in one dict.
 
     `features` [N, D]: the training split's penultimate features; `weight` [C, D], `bias` [C]:
-    the model's last layer; `dimension`: ViM's D (None: vim_dimension(D)). The knn bank is
-    the normalised training features in float32 (N x D x 4 bytes).
+    the model's last layer; `dimension`: ViM's D (None: vim_dimension(D)).
     """
     features = _as_2d(features, "features")
     dimension = vim_dimension(features.shape[1]) if dimension is None else int(dimension)
     weight, bias = _as_2d(weight, "head_weight"), np.asarray(bias, np.float64)
-    return {"head_weight": weight, "head_bias": bias,
-            "knn_bank": normalise_rows(features).astype(np.float32), "knn_k": np.int64(k),
-            **fit_vim(features, weight, bias, dimension), **fit_react(features, percentile)}
+    return {"head_weight": weight, "head_bias": bias, **fit_vim(features, weight, bias, dimension),
+            **fit_react(features, percentile)}

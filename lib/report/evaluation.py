@@ -50,15 +50,16 @@ SCORES = [
                 "Samples and Adversarial Attacks” (penultimate layer only, no input preprocessing)"),
     dict(name="knn", label="kNN", needs="penultimate features + training-split features",
          formula="‖f′ − f′<sub>(k)</sub>‖, f′ = f / ‖f‖, f′<sub>(k)</sub> the k-th nearest normalised training "
-                 "feature (exact), k = 50",
+                 "feature (exact), k = 50 unless tuned",
          source="Sun, Ming, Zhu & Li 2022, “Out-of-Distribution Detection with Deep Nearest Neighbors”"),
     dict(name="vim", label="ViM", needs="penultimate features + head (W, b) + training-split fit",
          formula="α ‖(f − u) R‖ − logsumexp(z), u = −W<sup>+</sup>b, R the complement of the D-dimensional "
                  "principal subspace of the training features centred at u, α = mean max logit / mean residual "
-                 "(training split); D = N/2 for N < 768 features",
+                 "(training split); D = N/2 for N < 768 features unless tuned",
          source="Wang, Li, Feng & Zhang 2022, “ViM: Out-Of-Distribution with Virtual-logit Matching”"),
     dict(name="react", label="ReAct", needs="penultimate features + head (W, b) + training-split percentile",
-         formula="−logsumexp(W min(f, c) + b), c the 90th percentile of all training activations",
+         formula="−logsumexp(W min(f, c) + b), c the 90th percentile (unless tuned) of all training "
+                 "activations, units pooled",
          source="Sun, Guo & Li 2021, “ReAct: Out-of-distribution Detection With Rectified Activations”"),
     dict(name="gen", label="GEN", needs="logits",
          formula="Σ<sub>top M</sub> p<sub>c</sub><sup>γ</sup> (1 − p<sub>c</sub>)<sup>γ</sup>, p = softmax(z), "

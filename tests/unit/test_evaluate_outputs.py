@@ -16,7 +16,8 @@ from lib.evaluate.aggregate import COLUMNS, aggregate_job
 from lib.evaluate.detection import detection_record, load_train_stats, score_job
 from lib.evaluate.forward import evaluate, forward_in_batches
 from lib.train.models import build_model, save_torch_atomic, to_device_images
-from lib.evaluate.scores import SCORE_NAMES, SCORE_STATS, fit_mahalanobis, fit_posthoc, odin_logits
+from lib.evaluate.scores import (SCORE_NAMES, SCORE_STATS, fit_mahalanobis, fit_posthoc, knn_score, normalise_rows,
+                                 odin_logits)
 from lib.evaluate.tuning import GRIDS, PAPER_DEFAULT
 from lib.data.splits import validation_split
 
@@ -134,6 +135,11 @@ def test_posthoc_stats_and_paper_hyperparameters_without_validation_sets(evaluat
         "odin": {"temperature": 1000.0, "epsilon": 0.0014}, "knn": {"k": 50}, "vim": {"dimension": 64},
         "react": {"percentile": 90.0}, "gen": {"gamma": 0.1, "top_m": "all classes"}}
     assert {entry["source"] for entry in record["scores"].values()} == {PAPER_DEFAULT}
+    # knn: cached per set, against the training split's normalised features, k = 50
+    for name in ("id_test", "id_val", "noise"):
+        out = load_npz(os.path.join(evaluated.out_dir, f"{name}.npz"))
+        np.testing.assert_allclose(out["knn_distance"], knn_score(out["features"], normalise_rows(feats), 50),
+                                   rtol=1e-5, atol=1e-6)
     plain = json.loads(open(os.path.join(evaluated.plain_dir, layout.HYPERPARAMETERS)).read())
     assert "odin" not in plain["scores"]   # no ODIN logits, no ODIN hyperparameters
 
@@ -155,7 +161,11 @@ def test_validation_sets_tune_the_hyperparameters_and_odin_logits_use_them(evalu
     assert record["scores"]["knn"]["grid"]["k"] == [k for k in GRIDS["knn"]["k"] if k <= 54]
     assert record["scores"]["gen"]["source"] == PAPER_DEFAULT
     stats = load_train_stats(str(out_dir / layout.POSTHOC_STATS))
-    assert int(stats["knn_k"]) == record["scores"]["knn"]["values"]["k"]
+    train_idx, _ = validation_split(60, CFG["seed"], 0.1)
+    _, train_feats = forward_in_batches(evaluated.model, evaluated.id_data["x_train"][train_idx], torch.device("cpu"))
+    test = load_npz(str(out_dir / "id_test.npz"))
+    np.testing.assert_allclose(test["knn_distance"], knn_score(test["features"], normalise_rows(train_feats),
+                                                               record["scores"]["knn"]["values"]["k"]), rtol=1e-5)
     assert stats["vim_residual_basis"].shape == (128, 128 - record["scores"]["vim"]["values"]["dimension"])
     odin = record["scores"]["odin"]["values"]
     x = to_device_images(evaluated.id_data["x_test"], torch.device("cpu"))

@@ -8,8 +8,8 @@ from scipy.special import logsumexp
 from sklearn.neighbors import NearestNeighbors
 
 from lib.evaluate.scores import (SCORE_INPUTS, SCORE_NAMES, SCORE_STATS, compute_score, fit_mahalanobis,
-                                 fit_posthoc, fit_react, fit_vim, gen_score, knn_distances, knn_score, react_score,
-                                 vim_dimension, vim_score)
+                                 fit_posthoc, fit_react, fit_vim, gen_score, knn_distances, knn_score, normalise_rows,
+                                 react_score, vim_dimension, vim_score)
 from lib.evaluate.tuning import best_of, mean_auroc, paper_record, tune_posthoc, vim_grid
 
 
@@ -27,13 +27,15 @@ def test_knn_equals_brute_force_nearest_neighbours_of_normalised_features():
     unit = lambda f: f / np.linalg.norm(f, axis=1, keepdims=True)
     for k in (1, 7, 50):
         expected = NearestNeighbors(n_neighbors=k, algorithm="brute").fit(unit(train)).kneighbors(unit(test))[0][:, -1]
-        bank = fit_posthoc(train, np.ones((3, 12)), np.zeros(3), k=k)["knn_bank"]
-        np.testing.assert_allclose(knn_score(test, bank, k), expected, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(knn_score(test, normalise_rows(train), k), expected, rtol=1e-9, atol=1e-9)
+    # the score the score job reads is the distance the evaluate job cached
+    cached = knn_score(test, normalise_rows(train), 50)
+    np.testing.assert_array_equal(compute_score("knn", {"knn_distance": cached}), cached)
 
 
 def test_knn_chunks_give_the_same_distances_as_one_block():
     train, test, _, _ = random_model(1)
-    bank = fit_posthoc(train, np.ones((3, 12)), np.zeros(3))["knn_bank"]
+    bank = normalise_rows(train)
     whole = knn_distances(test, bank, [1, 5, 50])
     # a block of 300 distances: one test row per chunk (BLAS may round a row product differently)
     np.testing.assert_allclose(knn_distances(test, bank, [1, 5, 50], block=len(bank)), whole, rtol=1e-12)
@@ -43,15 +45,22 @@ def test_knn_chunks_give_the_same_distances_as_one_block():
 
 def test_knn_ignores_the_scale_of_the_features():
     train, test, _, _ = random_model(2)
-    bank = fit_posthoc(train, np.ones((3, 12)), np.zeros(3))["knn_bank"]
-    scaled_bank = fit_posthoc(train * 7.0, np.ones((3, 12)), np.zeros(3))["knn_bank"]
+    bank, scaled_bank = normalise_rows(train), normalise_rows(train * 7.0)
     np.testing.assert_allclose(knn_score(test * 0.01, scaled_bank), knn_score(test, bank), atol=1e-6)
+
+
+def test_knn_with_an_all_zero_training_row_is_still_exact():
+    train, test, _, _ = random_model(12)
+    train[3] = 0.0      # e.g. every unit dead on one image: its normalised row stays zero
+    unit = normalise_rows(train)
+    expected = NearestNeighbors(n_neighbors=5, algorithm="brute").fit(unit).kneighbors(normalise_rows(test))[0][:, -1]
+    np.testing.assert_allclose(knn_score(test, unit, 5), expected, rtol=1e-9, atol=1e-9)
 
 
 def test_knn_of_a_training_point_with_k_1_is_zero_and_a_bad_k_is_refused():
     train, _, _, _ = random_model(3)
-    bank = fit_posthoc(train, np.ones((3, 12)), np.zeros(3))["knn_bank"]
-    assert knn_score(train[:5], bank, 1) == pytest.approx(np.zeros(5), abs=1e-3)
+    bank = normalise_rows(train)
+    assert knn_score(train[:5], bank, 1) == pytest.approx(np.zeros(5), abs=1e-6)
     with pytest.raises(ValueError, match="1 <= k <= 300"):
         knn_score(train[:5], bank, 301)
 
@@ -173,8 +182,9 @@ def score_inputs(seed, n, classes, width, scale):
     train = rng.normal(size=(60, width)) * scale
     outputs = {"logits": rng.normal(size=(n, classes)) * scale, "features": rng.normal(size=(n, width)) * scale,
                "odin_logits": rng.normal(size=(n, classes)) * scale / 1000}
+    outputs["knn_distance"] = knn_score(outputs["features"], normalise_rows(train), 5)
     stats = {**fit_mahalanobis(train, np.arange(60) % classes),
-             **fit_posthoc(train, rng.normal(size=(classes, width)), rng.normal(size=classes), k=5)}
+             **fit_posthoc(train, rng.normal(size=(classes, width)), rng.normal(size=classes))}
     return outputs, stats
 
 
