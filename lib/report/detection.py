@@ -17,6 +17,7 @@ import pandas as pd
 from lib import layout
 from lib.common import load_npz
 from lib.evaluate.scores import SCORE_INPUTS, compute_score
+from lib.evaluate.tuning import paper_values
 from lib.report.cells import HEADLINE_SCORE, SCORE_LABELS, cell, grid_columns, model_label, set_label
 from lib.report.context import input_file, long_table, shown_path
 
@@ -110,7 +111,9 @@ def hyperparameter_table(ctx):
         entries = [r["scores"][score] for r in records.values() if score in r["scores"]]
         if not entries:
             continue
-        for name in entries[0]["values"]:
+        # In the papers' order (the JSON file keeps its keys sorted).
+        order = list(paper_values(1).get(score, {}))
+        for name in sorted(entries[0]["values"], key=lambda n: order.index(n) if n in order else len(order)):
             cells = []
             for a, o in columns:
                 values = [records[(a, o, seed)]["scores"][score]["values"][name] for seed in cfg["seeds"]
