@@ -18,7 +18,7 @@ from lib import layout
 from lib.common import load_npz
 from lib.evaluate.scores import SCORE_INPUTS, compute_score
 from lib.evaluate.tuning import paper_values
-from lib.report.cells import HEADLINE_SCORE, SCORE_LABELS, cell, grid_columns, model_label, set_label
+from lib.report.cells import HEADLINE_SCORE, SCORE_LABELS, cell, grid_columns, model_label, protocol_text, set_label
 from lib.report.context import input_file, long_table, shown_path
 
 DETECTION_TABLES = (("auroc", "AUROC"), ("aupr_in", "AUPR-in"), ("aupr_out", "AUPR-out"),
@@ -60,13 +60,14 @@ def detection_figures(ctx, det_summary):
     seed = cfg["seeds"][0]
     curves, sources, missing = {ood: {} for ood in cfg["ood_sets"]}, [], []
     for a, o in grid_columns(cfg):
-        paths = {name: input_file(ctx, "logits", layout.logits_file(name, a, o, seed, ctx["results"]))
+        s = layout.EXTERNAL_SEED if a == layout.EXTERNAL_AUGMENT else seed
+        paths = {name: input_file(ctx, "logits", layout.logits_file(name, a, o, s, ctx["results"]))
                  for name in ["id_test", *cfg["ood_sets"]]}
         if any(p is None for p in paths.values()):
             missing.append(model_label(a, o))
             continue
         id_scores = compute_score(score, load_logits(paths["id_test"]))
-        sources.append(shown_path(ctx, layout.logits_dir(a, o, seed, ctx["results"])))
+        sources.append(shown_path(ctx, layout.logits_dir(a, o, s, ctx["results"])))
         for ood in cfg["ood_sets"]:
             curves[ood][model_label(a, o)] = (id_scores, compute_score(score, load_logits(paths[ood])))
     if not sources:
@@ -97,8 +98,11 @@ def hyperparameter_table(ctx):
     cfg = ctx["cfg"]
     columns = grid_columns(cfg)
     records, files = {}, []
+    def seeds(augment):  # an external checkpoint is one model of seed EXTERNAL_SEED
+        return [layout.EXTERNAL_SEED] if augment == layout.EXTERNAL_AUGMENT else cfg["seeds"]
+
     for a, o in columns:
-        for seed in cfg["seeds"]:
+        for seed in seeds(a):
             path = input_file(ctx, "hyperparameters", layout.hyperparameters_file(a, o, seed, ctx["results"]))
             if path is not None:
                 with open(path) as f:
@@ -116,7 +120,7 @@ def hyperparameter_table(ctx):
         for name in sorted(entries[0]["values"], key=lambda n: order.index(n) if n in order else len(order)):
             cells = []
             for a, o in columns:
-                values = [records[(a, o, seed)]["scores"][score]["values"][name] for seed in cfg["seeds"]
+                values = [records[(a, o, seed)]["scores"][score]["values"][name] for seed in seeds(a)
                           if (a, o, seed) in records and score in records[(a, o, seed)]["scores"]]
                 cells.append(" / ".join(dict.fromkeys(_value_text(v) for v in values)) or "—")
             rows.append({"score": SCORE_LABELS.get(score, score), "name": name.replace("_", " "), "cells": cells,
@@ -134,4 +138,5 @@ def build(ctx):
     if det is None:
         return None
     return {"tables": detection_tables(ctx["cfg"], det["summary"], det["source"], ctx["leaks"]),
-            "figures": detection_figures(ctx, det["summary"]), "hyperparameters": hyperparameter_table(ctx)}
+            "figures": detection_figures(ctx, det["summary"]), "protocol": protocol_text(ctx["cfg"]),
+            "hyperparameters": hyperparameter_table(ctx)}
