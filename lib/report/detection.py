@@ -97,7 +97,8 @@ def hyperparameter_table(ctx):
     they differ) and its source ("paper default" or "tuned on <sets>"). None without any file."""
     cfg = ctx["cfg"]
     columns = grid_columns(cfg)
-    records, files = {}, []
+    records, files = {}, {}
+
     def seeds(augment):  # an external checkpoint is one model of seed EXTERNAL_SEED
         return [layout.EXTERNAL_SEED] if augment == layout.EXTERNAL_AUGMENT else cfg["seeds"]
 
@@ -107,7 +108,7 @@ def hyperparameter_table(ctx):
             if path is not None:
                 with open(path) as f:
                     records[(a, o, seed)] = json.load(f)
-                files.append(shown_path(ctx, path))
+                files[(a, o, seed)] = shown_path(ctx, path)
     if not records:
         return None
     rows = []
@@ -120,13 +121,19 @@ def hyperparameter_table(ctx):
         for name in sorted(entries[0]["values"], key=lambda n: order.index(n) if n in order else len(order)):
             cells = []
             for a, o in columns:
-                values = [records[(a, o, seed)]["scores"][score]["values"][name] for seed in seeds(a)
-                          if (a, o, seed) in records and score in records[(a, o, seed)]["scores"]]
-                cells.append(" / ".join(dict.fromkeys(_value_text(v) for v in values)) or "—")
+                found = [seed for seed in seeds(a) if (a, o, seed) in records and score in records[(a, o, seed)]["scores"]]
+                values = list(dict.fromkeys(records[(a, o, seed)]["scores"][score]["values"][name] for seed in found))
+                numeric = all(isinstance(v, (int, float)) for v in values)
+                # data-value/-source/-key as in every number cell: the values, the first seed's file, the entry
+                cells.append({"text": " / ".join(_value_text(v) for v in values) or "—",
+                              "value": ",".join(repr(v) for v in values) if values and numeric else None,
+                              "source": files[(a, o, found[0])] if found else "",
+                              "key": f"scores.{score}.values.{name}"})
             rows.append({"score": SCORE_LABELS.get(score, score), "name": name.replace("_", " "), "cells": cells,
                          "source": "; ".join(dict.fromkeys(e["source"] for e in entries))})
     sets = next((r["validation_ood_sets"] for r in records.values() if r["validation_ood_sets"]), [])
     selection = next((r["selection"] for r in records.values() if r["selection"]), None)
+    files = list(files.values())
     if len(files) > 4:  # one per model: the pattern says where they are
         files = [shown_path(ctx, layout.hyperparameters_file(results=ctx["results"])) + f" ({len(files)} models)"]
     return {"header": [model_label(a, o) for a, o in columns], "rows": rows, "sources": files,

@@ -31,7 +31,7 @@ def _csv(run_dir, name):
 def test_detection_table_has_all_ten_scores(run_dir):
     det = _csv(run_dir, "detection.csv")
     assert set(det["score"]) == SCORES
-    assert set(det["metric"]) == {"auroc", "aupr_in", "aupr_out", "fpr95", "n_id", "n_ood"}
+    assert set(det["metric"]) == {"auroc", "aupr_in", "aupr_out", "fpr95", "fpr95_nearest", "n_id", "n_ood"}
     counts = det.groupby(["metric", "score"]).size()
     assert (counts == len(MODELS) * 2).all()                       # 4 models x 2 OOD sets
     auroc = det[det.metric == "auroc"]["value"]
@@ -123,6 +123,15 @@ def hyperparameter_rows(html):
     """{(score, hyperparameter): (values per model, source)} of the report's hyperparameter table."""
     table = parse_page(html).tables["score-hyperparameters"]
     return {(row[0].text, row[1].text): ([c.text for c in row[2:-1]], row[-1].text) for row in table.rows}
+
+
+def test_the_hyperparameter_cells_name_their_file_and_entry(run_dir):
+    table = parse_page((run_dir / "results" / "report.html").read_text()).tables["score-hyperparameters"]
+    knn = next(row for row in table.rows if row[0].text == "kNN")
+    for c in knn[2:-1]:
+        record = json.loads((run_dir / c.attrs["data-source"]).read_text())
+        _, score, _, name = c.attrs["data-key"].split(".")
+        assert record["scores"][score]["values"][name] == float(c.attrs["data-value"]) == float(c.text)
 
 
 def test_hyperparameters_are_the_papers_without_validation_sets(run_dir):
