@@ -68,11 +68,12 @@ def every_file_of_the_study():
     same command, and everything computed from it after it (docs/failure-modes.md).
     """
     trains_oe = any(o in ("oe", "oe_tune") for o in OES)
-    sets = list(dict.fromkeys([ID, *OOD_SETS, *([OE_SOURCE] if trains_oe else [])]))
+    sets = list(dict.fromkeys([ID, *OOD_SETS, *VALIDATION_OOD_SETS, *([OE_SOURCE] if trains_oe else [])]))
     fetched = [layout.fetched_record(name) for name in sets if name in REAL_SETS]
     if config["corruptions"] == "official":
         fetched.append(layout.fetched_record("mnist_c"))
-    per_model = [layout.model_file(), layout.mahalanobis_stats_file(),
+    per_model = [layout.model_file(), layout.mahalanobis_stats_file(), layout.posthoc_stats_file(),
+                 layout.hyperparameters_file(),
                  *(layout.logits_file(name) for name in EVAL_SETS + MNISTC_SETS),
                  *(layout.metrics_file(kind) for kind in ("accuracy", "calibration", "robustness", "full_spectrum")),
                  *(layout.score_file(o, s) for o in OOD_SETS for s in SCORES),

@@ -204,9 +204,12 @@ ARRAY_CONTRACTS = {
     "features": ("penultimate features", "floating", (None, None)),
     "class_means": ("class means", "floating", (None, None)),
     "precision": ("precision matrix", "floating", (None, None)),
-    **{name: ("per-example scores", "floating", (None,)) for name in ("id_scores", "ood_scores")},
+    **{name: ("per-example scores", "floating", (None,)) for name in ("id_scores", "ood_scores", "knn_distance")},
+    "head_weight": ("last-layer weight", "floating", (None, None)),
+    "vim_residual_basis": ("ViM residual basis", "floating", (None, None)),
 }
-_SAME_LENGTH = [("x_train", "y_train"), ("x_test", "y_test"), ("logits", "labels", "features", "odin_logits")]
+_SAME_LENGTH = [("x_train", "y_train"), ("x_test", "y_test"),
+                ("logits", "labels", "features", "odin_logits", "knn_distance")]
 
 
 def _dtype_ok(array, kind):

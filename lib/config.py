@@ -155,6 +155,13 @@ def _cross_checks(cfg):
         problems.append("config key 'oe': oe_tune fine-tunes the baseline model, so 'baseline' must be listed too")
     if cfg["in_distribution"] in ood:
         problems.append(f"config key 'ood_sets': {cfg['in_distribution']!r} is the in-distribution set")
+    validation = cfg.get("validation_ood_sets", [])
+    if overlap := [name for name in validation if name in ood]:
+        problems.append(f"config key 'validation_ood_sets': {', '.join(overlap)} also in 'ood_sets'; hyperparameters "
+                        "tuned on a test set would overstate its results. Remove them from one of the two lists "
+                        "(validation sets must be disjoint from the test sets)")
+    if cfg["in_distribution"] in validation:
+        problems.append(f"config key 'validation_ood_sets': {cfg['in_distribution']!r} is the in-distribution set")
     if cfg["outlier_exposure"].get("source") == cfg["in_distribution"]:
         problems.append(f"config key 'outlier_exposure.source': {cfg['in_distribution']!r} is the "
                         "in-distribution set; choose auxiliary outliers from another source")
@@ -177,8 +184,9 @@ def _cross_checks(cfg):
 # imports none); each register_* function claims its name here first (claim_name).
 EXTENSION_NAMES = {"scores": {}, "augment": {}, "train.model": {}, "ood_sets": {}}
 # Where the schema lists the built-in names of each such key.
-_NAME_ENUMS = {"scores": ("scores", "items"), "augment": ("augment", "items"),
-               "train.model": ("train", "properties", "model"), "ood_sets": ("ood_sets", "items")}
+_NAME_ENUMS = {"scores": [("scores", "items")], "augment": [("augment", "items")],
+               "train.model": [("train", "properties", "model")],
+               "ood_sets": [("ood_sets", "items"), ("validation_ood_sets", "items")]}
 # A name becomes a wildcard value, a file name and a table cell (lib.layout).
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 _LOADED = {}    # absolute path -> the imported module: a file is imported once per process
@@ -279,12 +287,12 @@ def extension_files(key, name):
 def with_extension_names(schema):
     """A copy of the schema whose name enums also allow the names extensions registered."""
     schema = copy.deepcopy(schema)
-    for key, where in _NAME_ENUMS.items():
-        node = schema["properties"]
-        for part in where[:-1]:
-            node = node[part]
-        node = node[where[-1]]
-        node["enum"] = list(node["enum"]) + [n for n in EXTENSION_NAMES[key] if n not in node["enum"]]
+    for key, places in _NAME_ENUMS.items():
+        for where in places:
+            node = schema["properties"]
+            for part in where:
+                node = node[part]
+            node["enum"] = list(node["enum"]) + [n for n in EXTENSION_NAMES[key] if n not in node["enum"]]
     return schema
 
 

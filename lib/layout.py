@@ -20,8 +20,9 @@ are left out keep their Snakemake placeholders, which gives the rule's pattern:
 Every per-model folder is <kind>/<augment>/<oe>/seed<seed> (`model_part`); code handed one
 such kind's folder (the report's --models, differences' --logits) joins `model_part` to it,
 and a model's logits folder holds <set>.npz per evaluation set, `mnistc_<corruption>.npz`
-per MNIST-C corruption, `id_shifted.npz` (SHIFTED_SET, full-spectrum detection) and the
-Mahalanobis statistics (MAHALANOBIS_STATS).
+per MNIST-C corruption, `id_shifted.npz` (SHIFTED_SET, full-spectrum detection), the
+Mahalanobis statistics (MAHALANOBIS_STATS), those of knn, vim and react (POSTHOC_STATS) and
+the score hyperparameters (HYPERPARAMETERS).
 """
 import os
 import posixpath
@@ -30,6 +31,8 @@ RESULTS = "results"
 MNISTC_PREFIX = "mnistc_"  # logits sets of the MNIST-C corruptions: mnistc_<corruption>
 SHIFTED_SET = "id_shifted"  # the covariate-shifted ID test set of full-spectrum detection (lib.data.shifted)
 MAHALANOBIS_STATS = "mahalanobis_stats.npz"  # the training-feature statistics, beside a model's logits
+POSTHOC_STATS = "posthoc_stats.npz"  # what knn, vim and react read: the head, training features, fits
+HYPERPARAMETERS = "score_hyperparameters.json"  # the score hyperparameters used and their source
 MODEL_FILE = "model.pt"
 TRAIN_LOG = "train_log.csv"
 
@@ -130,6 +133,16 @@ def corruption_of(set_name):
 
 def mahalanobis_stats_file(augment=AUGMENT, oe=OE, seed=SEED, results=RESULTS):
     return f"{logits_dir(augment, oe, seed, results)}/{MAHALANOBIS_STATS}"
+
+
+def posthoc_stats_file(augment=AUGMENT, oe=OE, seed=SEED, results=RESULTS):
+    """knn's, vim's and react's training-set statistics (lib.evaluate.scores.fit_posthoc)."""
+    return f"{logits_dir(augment, oe, seed, results)}/{POSTHOC_STATS}"
+
+
+def hyperparameters_file(augment=AUGMENT, oe=OE, seed=SEED, results=RESULTS):
+    """The score hyperparameters of one model and where they came from (lib.evaluate.tuning)."""
+    return f"{logits_dir(augment, oe, seed, results)}/{HYPERPARAMETERS}"
 
 
 def score_file(ood_set="{ood_set}", score="{score}", augment=AUGMENT, oe=OE, seed=SEED, results=RESULTS):

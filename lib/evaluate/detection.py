@@ -8,9 +8,11 @@ numpy; they are plain functions of paths and values, callable from Python too:
     rec = detection_record(layout.logits_file("id_test", "none", "baseline", 1),
                            layout.logits_file("gaussian", "none", "baseline", 1), "msp")
     rec["auroc"], rec["fpr95"], rec["n_id"], rec["n_ood"]
-    # mahalanobis also needs the model's training-feature statistics (saved by lib.evaluate.forward)
-    stats = load_train_stats(layout.mahalanobis_stats_file("none", "baseline", 1))
-    detection_record(id_path, ood_path, "mahalanobis", stats)
+    # mahalanobis, vim and react also need the model's training-set statistics (saved by
+    # lib.evaluate.forward; lib.evaluate.scores.SCORE_STATS says which arrays each reads)
+    stats = load_train_stats(layout.mahalanobis_stats_file("none", "baseline", 1),
+                             layout.posthoc_stats_file("none", "baseline", 1))
+    detection_record(id_path, ood_path, "vim", stats)
     score_job(id_path, ood_path, "results/scores/none/baseline/seed1/gaussian/msp.json", "score.log",
               augment="none", oe="baseline", seed=1, ood_set="gaussian", score="msp",
               out_npz="results/scores/none/baseline/seed1/gaussian/msp.npz",
@@ -38,13 +40,17 @@ FULL = {"protocol": "full"}
 DRAWN_METRICS = ("auroc", "aupr_in", "aupr_out", "fpr95", "fpr95_nearest")
 
 
-def load_train_stats(path):
-    """class_means and precision of one model's training features (lib.evaluate.forward wrote them)."""
-    if not os.path.exists(path):
-        raise MissingCachedFileError(
-            f"{path}: the Mahalanobis statistics of this model are missing; rerun its evaluate job, which "
-            "fits them on the training split: the same snakemake command does (docs/failure-modes.md)")
-    return load_npz(path, required=("class_means", "precision"))
+def load_train_stats(*paths):
+    """The training-set statistics in `paths` (lib.evaluate.forward wrote them), in one dict:
+    mahalanobis_stats.npz (class_means, precision) and posthoc_stats.npz (vim, react)."""
+    stats = {}
+    for path in paths:
+        if not os.path.exists(path):
+            raise MissingCachedFileError(
+                f"{path}: the training-set statistics of this model are missing; rerun its evaluate job, which "
+                "fits them on the training split: the same snakemake command does (docs/failure-modes.md)")
+        stats.update(load_npz(path))
+    return stats
 
 
 def example_scores(id_path, ood_path, score, train_stats=None):
@@ -91,13 +97,13 @@ def load_example_scores(path):
     return saved["id_scores"], saved["ood_scores"]
 
 
-def score_job(id_path, ood_path, out_json, log_path, *, augment, oe, seed, ood_set, score, train_stats_path=None,
+def score_job(id_path, ood_path, out_json, log_path, *, augment, oe, seed, ood_set, score, train_stats_paths=(),
               out_npz=None, protocol=FULL, base_seed=0):
     """The per-(model, OOD set, score) rule: detection_record plus the model and set, written as JSON;
     with out_npz also the per-example scores (id_scores, ood_scores, float64, every image whatever
     the protocol), which the differences step resamples."""
     log = job_logger(log_path)
-    train_stats = load_train_stats(train_stats_path) if train_stats_path else None
+    train_stats = load_train_stats(*train_stats_paths) if train_stats_paths else None
     id_scores, ood_scores = example_scores(id_path, ood_path, score, train_stats)
     record = {"score": score, **protocol_metrics(id_scores, ood_scores, protocol,
                                                  derive_seed(base_seed, "ood_draws", ood_set))}

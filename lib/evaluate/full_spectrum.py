@@ -3,7 +3,7 @@
     from lib.evaluate.full_spectrum import full_spectrum_metrics, full_spectrum_job
     m = full_spectrum_metrics(id_scores, shifted_scores, ood_scores)   # detection_metrics of ID ∪ shifted vs OOD
     full_spectrum_job(layout.logits_file("id_shifted", "none", "baseline", 1),
-                      layout.mahalanobis_stats_file("none", "baseline", 1),
+                      [layout.mahalanobis_stats_file("none", "baseline", 1), layout.posthoc_stats_file("none", "baseline", 1)],
                       {("gaussian", "msp"): layout.example_scores_file("gaussian", "msp", "none", "baseline", 1), ...},
                       "results/metrics/none/baseline/seed1/full_spectrum.json", "full_spectrum.log",
                       augment="none", oe="baseline", seed=1)
@@ -36,12 +36,12 @@ def full_spectrum_metrics(id_scores, shifted_scores, ood_scores):
     return {**detection_metrics(in_distribution, ood_scores), "n_shifted": int(len(shifted_scores))}
 
 
-def full_spectrum_job(shifted_path, train_stats_path, example_score_paths, out_json, log_path, *, augment, oe, seed):
+def full_spectrum_job(shifted_path, train_stats_paths, example_score_paths, out_json, log_path, *, augment, oe, seed):
     """The per-model rule: one record per (OOD set, score) of `example_score_paths`
     ({(ood_set, score): the score job's npz}), written as a JSON list."""
     log = job_logger(log_path)
     shifted_outputs = load_npz(shifted_path, required=("logits",))
-    train_stats = load_train_stats(train_stats_path)
+    train_stats = load_train_stats(*train_stats_paths)  # what mahalanobis, vim and react read
     shifted = {}
     records = []
     for (ood_set, score), path in example_score_paths.items():

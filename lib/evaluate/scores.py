@@ -7,6 +7,7 @@ logits [N, C] (already divided by the ODIN temperature). Call them by name:
     from lib.evaluate.scores import SCORE_NAMES, compute_score
     s = compute_score("msp", {"logits": logits})             # -> float64 [N]
     s = compute_score("mahalanobis", {"features": feats}, train_stats=stats)
+    s = compute_score("vim", {"features": feats}, train_stats=posthoc)   # posthoc: fit_posthoc(...)
 
 An extension file adds a score by name (SCORE_INPUTS then lists it too):
 
@@ -18,6 +19,13 @@ than logits:
     from lib.evaluate.scores import odin_logits, fit_mahalanobis
     z_odin = odin_logits(model, x)             # x float [B, 1, 28, 28] in [0, 1]
     stats = fit_mahalanobis(train_features, train_labels)   # class_means, precision
+    posthoc = fit_posthoc(train_features, head_weight, head_bias, percentile=90,
+                          dimension=vim_dimension(train_features.shape[1]))  # vim, react
+    d = knn_score(feats, normalise_rows(train_features), k=50)   # cached as "knn_distance"
+
+Which arrays of `train_stats` each score reads: SCORE_STATS. The hyperparameters (ODIN's
+T and eps, knn's k, ReAct's percentile, ViM's dimension) default to the papers' values
+below; lib.evaluate.tuning may replace them by values tuned on validation OOD sets.
 
 Scores (z = logits of one example, C classes) and sources:
     msp          -max_c softmax(z)_c
@@ -53,6 +61,34 @@ Scores (z = logits of one example, C classes) and sources:
                  mean (a monotone function of the distance, so every rank-based
                  detection metric is the same). Penultimate layer only, without
                  the input preprocessing and layer ensemble of the paper.
+    knn          ||f' - f'_(k)||, the distance of the L2-normalised features f' = f / ||f||
+                 to their k-th nearest neighbour among the normalised training features
+                 (exact search), k = 50. Sun, Ming, Zhu & Li 2022, "Out-of-Distribution
+                 Detection with Deep Nearest Neighbors" (ICML): their ID score is the
+                 negative distance; ours is the distance. Scaling f changes nothing. The
+                 evaluate job computes it once per set (knn_score, against the whole
+                 training split) and caches it as `knn_distance` [N]: every OOD set's
+                 score job would otherwise search the training split for the ID test set
+                 again.
+    vim          alpha * ||(f - u) R|| - logsumexp(z): u = -pinv(W) b, the point the head
+                 (W, b) maps to zero logits; R an orthonormal basis of the complement of
+                 the D-dimensional principal subspace of the training features centred at
+                 u; alpha = mean max logit / mean residual norm on the training set.
+                 Wang, Li, Feng & Zhang 2022, "ViM: Out-Of-Distribution with
+                 Virtual-logit Matching" (CVPR): their OOD score is the softmax probability
+                 of the virtual logit alpha * ||(f - u) R|| among the logits,
+                 sigmoid(alpha * residual - logsumexp(z)), a monotone function of ours.
+                 D by the feature width N (vim_dimension): 1000 for N >= 1500, 512 for
+                 N >= 768, else N // 2, the paper's rule.
+    react        -logsumexp(W min(f, c) + b): the energy score after clipping every
+                 penultimate activation at c, the 90th percentile of all training
+                 activations pooled over units. Sun, Guo & Li 2021, "ReAct:
+                 Out-of-distribution Detection With Rectified Activations" (NeurIPS).
+    gen          sum over the M largest softmax probabilities p of p^g (1 - p)^g, g = 0.1,
+                 M = every class (10 for digits): a generalised entropy. Liu, Lochman &
+                 Zach 2023, "GEN: Pushing the Limits of Softmax-Based Out-of-Distribution
+                 Detection" (CVPR): their ID score is -G; ours is G. Adding a constant to
+                 every logit changes nothing.
 """
 
 import numpy as np
@@ -62,7 +98,7 @@ from scipy.special import logsumexp, softmax
 from lib.config import RegistrationError, claim_name
 
 # The built-in scores; SCORE_INPUTS holds them and those registered by extension files.
-SCORE_NAMES = ("msp", "xent", "energy", "maxlogit", "odin", "mahalanobis")
+SCORE_NAMES = ("msp", "xent", "energy", "maxlogit", "odin", "mahalanobis", "knn", "vim", "react", "gen")
 
 # What compute_score reads from `outputs` for each score.
 SCORE_INPUTS = {
@@ -72,6 +108,18 @@ SCORE_INPUTS = {
     "maxlogit": "logits",
     "odin": "odin_logits",
     "mahalanobis": "features",
+    "knn": "knn_distance",
+    "vim": "features",
+    "react": "features",
+    "gen": "logits",
+}
+
+# What compute_score reads from `train_stats` for each score that needs the training set:
+# fit_mahalanobis gives the first, fit_posthoc the others.
+SCORE_STATS = {
+    "mahalanobis": ("class_means", "precision"),
+    "vim": ("head_weight", "head_bias", "vim_origin", "vim_residual_basis", "vim_alpha"),
+    "react": ("head_weight", "head_bias", "react_threshold"),
 }
 
 # Scores registered by extension files (register_score): name -> function of the cached
@@ -108,6 +156,13 @@ def _registered_score(name, values):
 
 ODIN_TEMPERATURE = 1000.0
 ODIN_EPSILON = 0.0014
+KNN_K = 50                 # Sun et al. 2022, CIFAR-10 with the whole training set
+REACT_PERCENTILE = 90.0    # Sun, Guo & Li 2021
+GEN_GAMMA = 0.1            # Liu, Lochman & Zach 2023
+GEN_TOP_M = None           # None: every class (the paper's M = C for small label sets)
+# Rows of the training bank compared with a chunk of test rows at once in knn_score: the
+# chunk's distance block holds at most this many float64 numbers (128 MiB).
+KNN_BLOCK = 1 << 24
 
 
 def _as_2d(array, what):
@@ -168,13 +223,98 @@ def mahalanobis_score(features, class_means, precision):
     return distances.min(axis=1)
 
 
+def normalise_rows(features):
+    """Each row of `features` [N, D] divided by its L2 norm (a zero row stays zero); float64."""
+    features = _as_2d(features, "features")
+    # The small constant keeps an all-zero row (a dead layer) finite instead of NaN.
+    return features / (np.linalg.norm(features, axis=1, keepdims=True) + 1e-10)
+
+
+def knn_distances(features, bank, ks, block=KNN_BLOCK):
+    """Distances of each normalised row of `features` [N, D] to its k-th nearest row of
+    `bank`, for every k of `ks`; float64 [N, len(ks)].
+
+    `bank` [M, D]: the L2-normalised training features (normalise_rows). Exact search in
+    chunks of test rows, so that memory stays at `block` distances whatever N: squared
+    distances ||a||^2 + ||b||^2 - 2 a.b, one matrix product per chunk.
+    """
+    queries = normalise_rows(features)
+    bank = _as_2d(bank, "knn bank")
+    ks = [int(k) for k in ks]
+    if bank.shape[1] != queries.shape[1]:
+        raise ValueError(f"knn bank {bank.shape} does not match the features {queries.shape}: both must be "
+                         "penultimate features of the same model")
+    if not all(1 <= k <= len(bank) for k in ks):
+        raise ValueError(f"knn: k = {ks} needs 1 <= k <= {len(bank)} (the training features in the bank)")
+    bank_norms = np.einsum("md,md->m", bank, bank)   # 1, or 0 for an all-zero training row
+    rows = max(1, block // len(bank))
+    out = np.empty((len(queries), len(ks)))
+    for start in range(0, len(queries), rows):
+        chunk = queries[start:start + rows]
+        squared = chunk @ bank.T
+        squared *= -2.0          # in place: a chunk's block is the largest array here
+        squared += bank_norms
+        kth = np.partition(squared, [k - 1 for k in ks], axis=1)[:, [k - 1 for k in ks]]
+        out[start:start + rows] = np.sqrt(np.clip(kth + np.einsum("nd,nd->n", chunk, chunk)[:, None], 0.0, None))
+    return out
+
+
+def knn_score(features, bank, k=KNN_K, block=KNN_BLOCK):
+    """Distance of each normalised row of `features` [N, D] to its k-th nearest row of the
+    normalised training `bank` (knn_distances); float64 [N], in [0, 2]."""
+    return knn_distances(features, bank, [k], block)[:, 0]
+
+
+def cached_knn_score(knn_distance):
+    """The knn score from the evaluate job's cached `knn_distance` [N] (knn_score); float64 [N]."""
+    d = np.asarray(knn_distance, dtype=np.float64)
+    if d.ndim != 1:
+        raise ValueError(f"knn_distance must be a 1-d array [N]; got shape {d.shape}")
+    return d
+
+
+def head_logits(features, weight, bias):
+    """The linear head's logits f W^T + b of features [N, D], W [C, D], b [C]; float64 [N, C]."""
+    features, weight = _as_2d(features, "features"), _as_2d(weight, "head_weight")
+    bias = np.asarray(bias, dtype=np.float64)
+    if weight.shape[1] != features.shape[1] or bias.shape != (weight.shape[0],):
+        raise ValueError(f"head weight {weight.shape} and bias {bias.shape} do not match the features "
+                         f"{features.shape}; refit them with fit_posthoc for the same model")
+    return features @ weight.T + bias
+
+
+def vim_score(features, weight, bias, origin, residual_basis, alpha):
+    """ViM: alpha * ||(f - u) R|| - logsumexp(f W^T + b) for features [N, D]; float64 [N].
+
+    `origin` u [D], `residual_basis` R [D, D - dim] and `alpha` come from fit_vim.
+    """
+    features = _as_2d(features, "features")
+    residual = np.linalg.norm((features - np.asarray(origin, np.float64)) @ _as_2d(residual_basis, "R"), axis=1)
+    return float(alpha) * residual - logsumexp(head_logits(features, weight, bias), axis=1)
+
+
+def react_score(features, weight, bias, threshold):
+    """ReAct: the energy score -logsumexp of the logits of min(f, threshold); float64 [N]."""
+    clipped = np.minimum(_as_2d(features, "features"), float(threshold))
+    return energy_score(head_logits(clipped, weight, bias))
+
+
+def gen_score(logits, gamma=GEN_GAMMA, top_m=GEN_TOP_M):
+    """GEN: sum of p^gamma (1 - p)^gamma over the top_m largest softmax probabilities of each
+    row of `logits` [N, C] (None: all C); float64 [N], higher = more anomalous."""
+    probs = softmax(_as_2d(logits, "logits"), axis=1)
+    m = probs.shape[1] if top_m is None else min(int(top_m), probs.shape[1])
+    top = -np.sort(-probs, axis=1)[:, :m]
+    return (top ** gamma * (1.0 - top) ** gamma).sum(axis=1)
+
+
 def compute_score(name, outputs, train_stats=None):
     """Score `outputs` with the score called `name`; float64 [N], higher = more anomalous.
 
     `outputs` maps "logits" [N, C], "features" [N, D] and "odin_logits" [N, C]
     to numpy arrays; only the entry the score needs (SCORE_INPUTS) must be
-    there. `train_stats` (mahalanobis only) maps "class_means" [C, D] and
-    "precision" [D, D], as returned by fit_mahalanobis.
+    there. `train_stats` (mahalanobis, vim, react) maps the arrays of
+    SCORE_STATS[name], as returned by fit_mahalanobis and fit_posthoc.
     """
     if name not in SCORE_INPUTS:
         raise ValueError(f"unknown score {name!r}; allowed: {', '.join(SCORE_INPUTS)}")
@@ -197,12 +337,23 @@ def compute_score(name, outputs, train_stats=None):
         return maxlogit_score(values)
     if name == "odin":
         return odin_score(values)
-    if train_stats is None or "class_means" not in train_stats or "precision" not in train_stats:
+    if name == "gen":
+        return gen_score(values)
+    if name == "knn":
+        return cached_knn_score(values)
+    missing = [key for key in SCORE_STATS[name] if train_stats is None or key not in train_stats]
+    if missing:
+        fit = "fit_mahalanobis" if name == "mahalanobis" else "fit_posthoc"
         raise ValueError(
-            "score 'mahalanobis' needs train_stats with 'class_means' and 'precision' "
-            "(from fit_mahalanobis on the model's training-set features)"
+            f"score {name!r} needs train_stats with {', '.join(map(repr, SCORE_STATS[name]))}; "
+            f"{', '.join(map(repr, missing))} missing (from {fit} on the model's training-set features)"
         )
-    return mahalanobis_score(values, train_stats["class_means"], train_stats["precision"])
+    stats = [train_stats[key] for key in SCORE_STATS[name]]
+    if name == "mahalanobis":
+        return mahalanobis_score(values, *stats)
+    if name == "vim":
+        return vim_score(values, *stats)
+    return react_score(values, *stats)
 
 
 def odin_logits(model, x, temperature=ODIN_TEMPERATURE, epsilon=ODIN_EPSILON):
@@ -265,3 +416,57 @@ def fit_mahalanobis(features, labels):
     covariance = centred.T @ centred / features.shape[0]
     precision = scipy.linalg.pinvh(covariance)
     return {"class_means": class_means, "precision": precision}
+
+
+def vim_dimension(width):
+    """ViM's principal dimension D for penultimate features of `width` N: 1000 for N >= 1500,
+    512 for N >= 768, else N // 2 (Wang et al. 2022's rule; 25 for oe_convnet's 50 units,
+    64 for small_convnet's 128, 512 for convnet's 1024)."""
+    if width >= 1500:
+        return 1000
+    if width >= 768:
+        return 512
+    return max(1, width // 2)
+
+
+def fit_vim(features, weight, bias, dimension):
+    """ViM's origin, residual basis and alpha from training `features` [N, D] and the head (W, b).
+
+    u = -pinv(W) b; the principal subspace is spanned by the eigenvectors of the
+    `dimension` largest eigenvalues of (1/N) sum (f - u)(f - u)^T (uncentred at the mean:
+    centred at u, as in the paper); R holds the other eigenvectors, so ||(f - u) R|| is the
+    norm of the residual off the principal subspace. alpha = mean max logit / mean
+    residual norm over the training set, which puts the virtual logit on the logits' scale.
+    Returns dict(vim_origin [D], vim_residual_basis [D, D - dimension], vim_alpha []).
+    """
+    features, weight = _as_2d(features, "features"), _as_2d(weight, "head_weight")
+    width = features.shape[1]
+    if not 1 <= int(dimension) < width:
+        raise ValueError(f"vim: the principal dimension must be in 1..{width - 1} for {width} features; "
+                         f"got {dimension}")
+    origin = -np.linalg.pinv(weight) @ np.asarray(bias, np.float64)
+    centred = features - origin
+    eigenvalues, eigenvectors = np.linalg.eigh(centred.T @ centred / len(features))
+    order = np.argsort(eigenvalues)[::-1]          # eigh sorts ascending; the largest D span the subspace
+    residual_basis = np.ascontiguousarray(eigenvectors[:, order[int(dimension):]])
+    residual = np.linalg.norm(centred @ residual_basis, axis=1)
+    alpha = head_logits(features, weight, bias).max(axis=1).mean() / max(residual.mean(), 1e-12)
+    return {"vim_origin": origin, "vim_residual_basis": residual_basis, "vim_alpha": np.float64(alpha)}
+
+
+def fit_react(features, percentile=REACT_PERCENTILE):
+    """ReAct's clipping threshold: the `percentile` of every training activation, units pooled."""
+    return {"react_threshold": np.float64(np.percentile(_as_2d(features, "features"), float(percentile)))}
+
+
+def fit_posthoc(features, weight, bias, percentile=REACT_PERCENTILE, dimension=None):
+    """Everything vim and react read from the training set (SCORE_STATS), in one dict.
+
+    `features` [N, D]: the training split's penultimate features; `weight` [C, D], `bias` [C]:
+    the model's last layer; `dimension`: ViM's D (None: vim_dimension(D)).
+    """
+    features = _as_2d(features, "features")
+    dimension = vim_dimension(features.shape[1]) if dimension is None else int(dimension)
+    weight, bias = _as_2d(weight, "head_weight"), np.asarray(bias, np.float64)
+    return {"head_weight": weight, "head_bias": bias, **fit_vim(features, weight, bias, dimension),
+            **fit_react(features, percentile)}

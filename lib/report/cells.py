@@ -20,7 +20,8 @@ from lib.layout import EXTERNAL_AUGMENT
 AUGMENT_LABELS = {"none": "Base", "saltpepper": "S&P", "pixmix": "PixMix"}
 OE_LABELS = {"baseline": "", "oe": "+OE", "oe_tune": "+OE tune"}
 SCORE_LABELS = {"msp": "MSP", "xent": "cross-entropy", "energy": "energy", "maxlogit": "max logit",
-                "odin": "ODIN", "mahalanobis": "Mahalanobis"}
+                "odin": "ODIN", "mahalanobis": "Mahalanobis", "knn": "kNN", "vim": "ViM", "react": "ReAct",
+                "gen": "GEN"}
 # Metrics that are fractions and shown as percentages; any other metric is shown as is.
 PERCENT_METRICS = {"accuracy", "error", "auroc", "aupr_in", "aupr_out", "fpr95", "mean_accuracy",
                    "non_overlap_mean", "mce", "ece", "rms_calibration_error", "rms"}

@@ -9,7 +9,13 @@ curves and score histograms drawn from the cached logits.
     data["full_spectrum"]              # the same rows, full-spectrum AUROC and FPR95 (None without it)
     data["ranking"]                    # scores x (all, near, far, full-spectrum): mean rank, mean AUROC
     data["figures"]["roc"]             # PNG data URI, or data["figures"] None without logits
+    data["hyperparameters"]["rows"]    # one row per score hyperparameter: values per model, source
+
+The hyperparameter table reads every model's score_hyperparameters.json (lib.evaluate.tuning,
+report input "hyperparameters"): the values each score used and where they came from.
 """
+import json
+
 import pandas as pd
 
 from lib import layout
@@ -17,6 +23,7 @@ from lib.common import load_npz
 from lib.data.registry import ood_groups, sets_of_group
 from lib.evaluate.ranks import COMPARISONS
 from lib.evaluate.scores import SCORE_INPUTS, compute_score
+from lib.evaluate.tuning import paper_values
 from lib.report.cells import HEADLINE_SCORE, SCORE_LABELS, cell, grid_columns, model_label, protocol_text, set_label
 from lib.report.context import input_file, long_table, shown_path
 
@@ -156,6 +163,58 @@ def _pair(table):
     return None if table is None else (table["summary"], table["source"])
 
 
+def _value_text(value):
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def hyperparameter_table(ctx):
+    """Per hyperparameter of a listed score: its value in each model (seeds joined by " / " when
+    they differ) and its source ("paper default" or "tuned on <sets>"). None without any file."""
+    cfg = ctx["cfg"]
+    columns = grid_columns(cfg)
+    records, files = {}, {}
+
+    def seeds(augment):  # an external checkpoint is one model of seed EXTERNAL_SEED
+        return [layout.EXTERNAL_SEED] if augment == layout.EXTERNAL_AUGMENT else cfg["seeds"]
+
+    for a, o in columns:
+        for seed in seeds(a):
+            path = input_file(ctx, "hyperparameters", layout.hyperparameters_file(a, o, seed, ctx["results"]))
+            if path is not None:
+                with open(path) as f:
+                    records[(a, o, seed)] = json.load(f)
+                files[(a, o, seed)] = shown_path(ctx, path)
+    if not records:
+        return None
+    rows = []
+    for score in cfg["scores"]:
+        entries = [r["scores"][score] for r in records.values() if score in r["scores"]]
+        if not entries:
+            continue
+        # In the papers' order (the JSON file keeps its keys sorted).
+        order = list(paper_values(1).get(score, {}))
+        for name in sorted(entries[0]["values"], key=lambda n: order.index(n) if n in order else len(order)):
+            cells = []
+            for a, o in columns:
+                found = [seed for seed in seeds(a) if (a, o, seed) in records and score in records[(a, o, seed)]["scores"]]
+                values = list(dict.fromkeys(records[(a, o, seed)]["scores"][score]["values"][name] for seed in found))
+                numeric = all(isinstance(v, (int, float)) for v in values)
+                # data-value/-source/-key as in every number cell: the values, the first seed's file, the entry
+                cells.append({"text": " / ".join(_value_text(v) for v in values) or "—",
+                              "value": ",".join(repr(v) for v in values) if values and numeric else None,
+                              "source": files[(a, o, found[0])] if found else "",
+                              "key": f"scores.{score}.values.{name}"})
+            rows.append({"score": SCORE_LABELS.get(score, score), "name": name.replace("_", " "), "cells": cells,
+                         "source": "; ".join(dict.fromkeys(e["source"] for e in entries))})
+    sets = next((r["validation_ood_sets"] for r in records.values() if r["validation_ood_sets"]), [])
+    selection = next((r["selection"] for r in records.values() if r["selection"]), None)
+    files = list(files.values())
+    if len(files) > 4:  # one per model: the pattern says where they are
+        files = [shown_path(ctx, layout.hyperparameters_file(results=ctx["results"])) + f" ({len(files)} models)"]
+    return {"header": [model_label(a, o) for a, o in columns], "rows": rows, "sources": files,
+            "validation_sets": sets, "selection": selection}
+
+
 def build(ctx):
     det = long_table(ctx, "detection")
     if det is None:
@@ -175,4 +234,5 @@ def build(ctx):
                                        _pair(long_table(ctx, "detection_groups"))),
             "groups": groups, "full_spectrum": full_spectrum,
             "ranking": ranking(ranks, shown_path(ctx, ranks_path) if ranks_path else ""),
-            "figures": detection_figures(ctx, det["summary"]), "protocol": protocol_text(cfg)}
+            "figures": detection_figures(ctx, det["summary"]), "protocol": protocol_text(cfg),
+            "hyperparameters": hyperparameter_table(ctx)}

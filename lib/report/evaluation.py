@@ -42,7 +42,7 @@ SCORES = [
          source="Hendrycks et al. 2022, “Scaling Out-of-Distribution Detection for Real-World Settings”"),
     dict(name="odin", label="ODIN", needs="ODIN logits (input gradient, in the evaluate job)",
          formula="−max<sub>c</sub> softmax(f(x̃) / T)<sub>c</sub>, x̃ = x − ε sign(−∇<sub>x</sub> log max<sub>c</sub> "
-                 "softmax(f(x) / T)<sub>c</sub>), T = 1000, ε = 0.0014",
+                 "softmax(f(x) / T)<sub>c</sub>), T = 1000, ε = 0.0014 unless tuned (hyperparameter table)",
          source="Liang, Li & Srikant 2018, “Enhancing the Reliability of Out-of-distribution Image Detection "
                 "in Neural Networks”"),
     dict(name="mahalanobis", label="Mahalanobis", needs="penultimate features + training-split fit",
@@ -50,6 +50,24 @@ SCORES = [
                  "μ<sub>c</sub> and one shared covariance Σ of the training split's features",
          source="Lee, Lee, Lee & Shin 2018, “A Simple Unified Framework for Detecting Out-of-Distribution "
                 "Samples and Adversarial Attacks” (penultimate layer only, no input preprocessing)"),
+    dict(name="knn", label="kNN", needs="penultimate features + training-split features",
+         formula="‖f′ − f′<sub>(k)</sub>‖, f′ = f / ‖f‖, f′<sub>(k)</sub> the k-th nearest normalised training "
+                 "feature (exact), k = 50 unless tuned",
+         source="Sun, Ming, Zhu & Li 2022, “Out-of-Distribution Detection with Deep Nearest Neighbors”"),
+    dict(name="vim", label="ViM", needs="penultimate features + head (W, b) + training-split fit",
+         formula="α ‖(f − u) R‖ − logsumexp(z), u = −W<sup>+</sup>b, R the complement of the D-dimensional "
+                 "principal subspace of the training features centred at u, α = mean max logit / mean residual "
+                 "(training split); D = N/2 for N < 768 features unless tuned",
+         source="Wang, Li, Feng & Zhang 2022, “ViM: Out-Of-Distribution with Virtual-logit Matching”"),
+    dict(name="react", label="ReAct", needs="penultimate features + head (W, b) + training-split percentile",
+         formula="−logsumexp(W min(f, c) + b), c the 90th percentile (unless tuned) of all training "
+                 "activations, units pooled",
+         source="Sun, Guo & Li 2021, “ReAct: Out-of-distribution Detection With Rectified Activations”"),
+    dict(name="gen", label="GEN", needs="logits",
+         formula="Σ<sub>top M</sub> p<sub>c</sub><sup>γ</sup> (1 − p<sub>c</sub>)<sup>γ</sup>, p = softmax(z), "
+                 "γ = 0.1, M = all classes",
+         source="Liu, Lochman & Zach 2023, “GEN: Pushing the Limits of Softmax-Based Out-of-Distribution "
+                "Detection”"),
 ]
 SCORE_LABELS = {s["name"]: s["label"] for s in SCORES}
 SET_LABELS = {"id_test": "ID test", "mnist_c": "MNIST-C, mean over corruptions",

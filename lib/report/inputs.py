@@ -11,7 +11,9 @@ files (lib.report.context refuses any other), so a changed table, log or data se
 re-renders the report, and nothing a run left behind under results/ creeps into it.
 
 The names: one per table (TABLES below, a path each) and the lists train_logs (every
-model trained here), logits (the first seed's, and each external checkpoint's, for the figures), data (the prepared sets the grid
+model trained here), logits (the first seed's, and each external checkpoint's, for the figures),
+hyperparameters (every model's score hyperparameters and their source, lib.evaluate.tuning),
+data (the prepared sets the grid
 uses, for their checksums and the sample digits), mixing (PixMix's mixing set, when
 pixmix trains), corrupted (the 15 MNIST-C sets, for the example digit), fetched (the
 download records of the real sets) and benchmarks (the Snakemake benchmark files of the
@@ -32,7 +34,7 @@ TABLES = {"accuracy": "accuracy.csv", "detection": "detection.csv", "leaks": "le
           "calibration": "calibration.csv", "reliability": "reliability.csv", "differences": "differences.csv",
           "detectable": "detectable.csv", "ranks": "ranks.csv", "full_spectrum": "full_spectrum.csv",
           "detection_groups": "detection_groups.csv", "full_spectrum_groups": "full_spectrum_groups.csv"}
-LISTS = ("train_logs", "logits", "data", "mixing", "corrupted", "fetched", "benchmarks")
+LISTS = ("train_logs", "logits", "hyperparameters", "data", "mixing", "corrupted", "fetched", "benchmarks")
 NAMES = (*TABLES, *LISTS)
 
 
@@ -93,6 +95,8 @@ def report_inputs(cfg, results=layout.RESULTS):
         "logits": [layout.logits_file(name, a, o, s, results)
                    for a, o, s in [(a, o, seed) for a in cfg["augment"] for o in cfg["oe"]] + external_models(cfg)
                    for name in ("id_test", *cfg["ood_sets"])],
+        "hyperparameters": [layout.hyperparameters_file(a, o, s, results)
+                            for a, o, s in models(cfg) + external_models(cfg)],
         "data": [layout.data_file(name, results) for name in sets],
         "mixing": [layout.mixing_file(results)] if "pixmix" in cfg["augment"] else [],
         "corrupted": [layout.corruption_file(c, results) for c in CORRUPTIONS],

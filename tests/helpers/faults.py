@@ -44,6 +44,8 @@ BAD_CONFIGS = {
     "duplicate_seed": ({"seeds": [1, 1]}, "'seeds'", ["lists an entry twice"]),
     "pixmix_k_negative": ({"pixmix": {"k": -1}}, "'pixmix.k'", ["out of range", "minimum 0"]),
     "pixmix_beta_zero": ({"pixmix": {"beta": 0}}, "'pixmix.beta'", ["out of range", "exclusiveMinimum 0"]),
+    "validation_set_is_a_test_set": ({"validation_ood_sets": ["blobs", "gaussian"]}, "'validation_ood_sets'",
+                                     ["gaussian also in 'ood_sets'", "Remove them from one of the two lists"]),
     "oe_tune_without_baseline": ({"oe": ["oe_tune"]}, "'oe'", ["'baseline' must be listed too"]),
     "shell_in_data_dir": ({"data_dir": "data; rm -rf ~"}, "'data_dir'", ["characters that are not allowed",
                                                                           "letters, digits"]),

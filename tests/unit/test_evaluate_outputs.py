@@ -16,7 +16,9 @@ from lib.evaluate.aggregate import COLUMNS, aggregate_job
 from lib.evaluate.detection import detection_record, load_train_stats, score_job
 from lib.evaluate.forward import evaluate, forward_in_batches
 from lib.train.models import build_model, save_torch_atomic, to_device_images
-from lib.evaluate.scores import fit_mahalanobis, odin_logits
+from lib.evaluate.scores import (SCORE_NAMES, SCORE_STATS, fit_mahalanobis, fit_posthoc, knn_score, normalise_rows,
+                                 odin_logits)
+from lib.evaluate.tuning import GRIDS, PAPER_DEFAULT
 from lib.data.splits import validation_split
 
 CFG = {"seed": 3, "train": {"device": "cpu", "val_fraction": 0.1, "eval_batch_size": 7}}
@@ -91,24 +93,91 @@ def test_mahalanobis_fit_uses_the_training_split_only(evaluated):
     assert not np.allclose(stats["class_means"], with_val["class_means"])
 
 
-def test_score_job_scores_mahalanobis_and_odin(evaluated, tmp_path):
+def test_score_job_scores_every_score(evaluated, tmp_path):
     id_path = os.path.join(evaluated.out_dir, "id_test.npz")
     ood_path = os.path.join(evaluated.out_dir, "noise.npz")
-    for score in ("mahalanobis", "odin", "energy", "maxlogit"):
+    stats_paths = [os.path.join(evaluated.out_dir, name) for name in (layout.MAHALANOBIS_STATS, layout.POSTHOC_STATS)]
+    for score in SCORE_NAMES:
         out = tmp_path / f"{score}.json"
-        stats_path = os.path.join(evaluated.out_dir, layout.MAHALANOBIS_STATS) if score == "mahalanobis" else None
         score_job(id_path, ood_path, str(out), str(tmp_path / "log"), augment="none", oe="baseline", seed="1",
-                  ood_set="noise", score=score, train_stats_path=stats_path)
+                  ood_set="noise", score=score, train_stats_paths=stats_paths if score in SCORE_STATS else ())
         record = json.loads(out.read_text())
         assert record["score"] == score and (record["augment"], record["oe"], record["seed"]) == ("none", "baseline", 1)
         assert record["ood_set"] == "noise" and record["source"] == ood_path and 0 <= record["auroc"] <= 1
-    with pytest.raises(ValueError, match="train_stats"):
-        detection_record(id_path, ood_path, "mahalanobis")
+    for score in SCORE_STATS:
+        with pytest.raises(ValueError, match="train_stats"):
+            detection_record(id_path, ood_path, score)
     with pytest.raises(KeyError, match="odin_logits"):
         detection_record(os.path.join(evaluated.plain_dir, "id_test.npz"),
                          os.path.join(evaluated.plain_dir, "noise.npz"), "odin")
     with pytest.raises(FileNotFoundError, match="rerun its evaluate job"):
         load_train_stats(str(tmp_path / "missing.npz"))
+
+
+def test_posthoc_stats_and_paper_hyperparameters_without_validation_sets(evaluated):
+    train_idx, _ = validation_split(60, CFG["seed"], 0.1)
+    _, feats = forward_in_batches(evaluated.model, evaluated.id_data["x_train"][train_idx], torch.device("cpu"))
+    head = evaluated.model.head
+    expected = fit_posthoc(feats, head.weight.detach().double().numpy(), head.bias.detach().double().numpy())
+    saved = load_train_stats(os.path.join(evaluated.out_dir, layout.POSTHOC_STATS))
+    assert set(saved) == set(expected)
+    for name, array in expected.items():
+        if name != "vim_residual_basis":
+            np.testing.assert_allclose(saved[name], array, rtol=1e-5, atol=1e-6, err_msg=name)
+    # 54 training images span at most 54 of the 128 dimensions: the basis of the rest is not
+    # unique, so only its shape and orthonormality are compared.
+    basis = saved["vim_residual_basis"]
+    assert basis.shape == (128, 64)
+    np.testing.assert_allclose(basis.T @ basis, np.eye(64), atol=1e-8)
+    record = json.loads(open(os.path.join(evaluated.out_dir, layout.HYPERPARAMETERS)).read())
+    assert record["validation_ood_sets"] == [] and record["selection"] is None
+    assert {name: entry["values"] for name, entry in record["scores"].items()} == {
+        "odin": {"temperature": 1000.0, "epsilon": 0.0014}, "knn": {"k": 50}, "vim": {"dimension": 64},
+        "react": {"percentile": 90.0}, "gen": {"gamma": 0.1, "top_m": "all classes"}}
+    assert {entry["source"] for entry in record["scores"].values()} == {PAPER_DEFAULT}
+    # knn: cached per set, against the training split's normalised features, k = 50
+    for name in ("id_test", "id_val", "noise"):
+        out = load_npz(os.path.join(evaluated.out_dir, f"{name}.npz"))
+        np.testing.assert_allclose(out["knn_distance"], knn_score(out["features"], normalise_rows(feats), 50),
+                                   rtol=1e-5, atol=1e-6)
+    plain = json.loads(open(os.path.join(evaluated.plain_dir, layout.HYPERPARAMETERS)).read())
+    assert "odin" not in plain["scores"]   # no ODIN logits, no ODIN hyperparameters
+
+
+def test_validation_sets_tune_the_hyperparameters_and_odin_logits_use_them(evaluated, tmp_path):
+    rng = np.random.default_rng(5)
+    blobs = str(tmp_path / "blobs.npz")
+    save_npz_atomic(blobs, x_test=(rng.random((12, 28, 28)) > 0.7).astype(np.uint8) * 255, y_test=-np.ones(12, np.int64))
+    out_dir = tmp_path / "tuned"
+    evaluate(model_path_of(evaluated), evaluated.id_data, CFG, [("noise", evaluated.ood_path)], str(out_dir),
+             logging.getLogger("test"), odin=True, validation=[("blobs", blobs)])
+    record = json.loads((out_dir / layout.HYPERPARAMETERS).read_text())
+    assert record["validation_ood_sets"] == ["blobs"] and "mean AUROC" in record["selection"]
+    for name in ("odin", "knn", "vim", "react"):
+        entry = record["scores"][name]
+        assert entry["source"] == "tuned on blobs" and 0 <= entry["validation_auroc"] <= 1
+        for key, value in entry["values"].items():
+            assert value in entry["grid"][key]
+    assert record["scores"]["knn"]["grid"]["k"] == [k for k in GRIDS["knn"]["k"] if k <= 54]
+    assert record["scores"]["gen"]["source"] == PAPER_DEFAULT
+    stats = load_train_stats(str(out_dir / layout.POSTHOC_STATS))
+    train_idx, _ = validation_split(60, CFG["seed"], 0.1)
+    _, train_feats = forward_in_batches(evaluated.model, evaluated.id_data["x_train"][train_idx], torch.device("cpu"))
+    test = load_npz(str(out_dir / "id_test.npz"))
+    np.testing.assert_allclose(test["knn_distance"], knn_score(test["features"], normalise_rows(train_feats),
+                                                               record["scores"]["knn"]["values"]["k"]), rtol=1e-5)
+    assert stats["vim_residual_basis"].shape == (128, 128 - record["scores"]["vim"]["values"]["dimension"])
+    odin = record["scores"]["odin"]["values"]
+    x = to_device_images(evaluated.id_data["x_test"], torch.device("cpu"))
+    expected = odin_logits(evaluated.model, x, odin["temperature"], odin["epsilon"]).numpy()
+    np.testing.assert_allclose(load_npz(str(out_dir / "id_test.npz"))["odin_logits"], expected, rtol=1e-5, atol=1e-7)
+    # the test set's logits are the same as without validation sets: only the hyperparameters move
+    np.testing.assert_array_equal(load_npz(str(out_dir / "noise.npz"))["logits"],
+                                  load_npz(os.path.join(evaluated.out_dir, "noise.npz"))["logits"])
+
+
+def model_path_of(evaluated):
+    return os.path.join(os.path.dirname(evaluated.out_dir), "model.pt")
 
 
 def test_accuracy_job_writes_the_models_accuracy_and_nll(evaluated, tmp_path):

@@ -122,7 +122,7 @@ def test_full_spectrum_job_uses_the_score_jobs_id_and_ood_scores(tmp_path):
     save_npz_atomic(tmp_path / "stats.npz", class_means=np.zeros((2, 2)), precision=np.eye(2))
     save_npz_atomic(tmp_path / "msp.npz", id_scores=np.array([-0.9, -0.8]), ood_scores=np.array([-0.6, -0.5, -0.55]))
     out = tmp_path / "fs.json"
-    full_spectrum_job(str(tmp_path / "id_shifted.npz"), str(tmp_path / "stats.npz"),
+    full_spectrum_job(str(tmp_path / "id_shifted.npz"), [str(tmp_path / "stats.npz")],
                       {("gaussian", "msp"): str(tmp_path / "msp.npz")}, str(out), str(tmp_path / "fs.log"),
                       augment="none", oe="baseline", seed=1)
     [record] = json.loads(out.read_text())

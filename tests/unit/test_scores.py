@@ -4,7 +4,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-from scipy.special import softmax
+from scipy.special import logsumexp, softmax
 
 from lib.evaluate.scores import (
     SCORE_INPUTS,
@@ -118,7 +118,12 @@ def test_softmax_scores_are_shift_invariant_and_bounded(z):
 def test_compute_score_dispatches_every_name():
     rng = np.random.default_rng(1)
     outputs = {"logits": LOGITS, "odin_logits": LOGITS * 0.5, "features": rng.normal(size=(2, 3))}
-    stats = {"class_means": np.zeros((2, 3)), "precision": np.eye(3)}
+    weight, bias = rng.normal(size=(3, 3)), rng.normal(size=3)
+    outputs["knn_distance"] = np.array([0.25, 1.5])   # cached by the evaluate job (knn_score)
+    stats = {"class_means": np.zeros((2, 3)), "precision": np.eye(3),
+             "head_weight": weight, "head_bias": bias, "react_threshold": 0.0,
+             "vim_origin": np.zeros(3), "vim_residual_basis": np.eye(3)[:, 2:], "vim_alpha": 2.0}
+    f = outputs["features"]
     expected = {
         "msp": msp_score(LOGITS),
         "xent": xent_score(LOGITS),
@@ -126,6 +131,10 @@ def test_compute_score_dispatches_every_name():
         "maxlogit": maxlogit_score(LOGITS),
         "odin": msp_score(LOGITS * 0.5),
         "mahalanobis": (outputs["features"] ** 2).sum(axis=1),
+        "knn": np.array([0.25, 1.5]),
+        "vim": 2.0 * np.abs(f[:, 2]) - logsumexp(f @ weight.T + bias, axis=1),
+        "react": energy_score(np.minimum(f, 0.0) @ weight.T + bias),
+        "gen": (softmax(LOGITS, axis=1) ** 0.1 * (1 - softmax(LOGITS, axis=1)) ** 0.1).sum(axis=1),
     }
     assert set(SCORE_NAMES) == set(expected)
     for name in SCORE_NAMES:

@@ -1,15 +1,19 @@
-"""The tiny preset end to end: six scores, calibration, differences, saved arrays, report."""
+"""The tiny preset end to end: ten scores, calibration, differences, saved arrays, report;
+score hyperparameters from the papers, or tuned on a validation OOD set."""
+import json
 import re
+import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from tests.helpers.report_page import parse_page
 from tests.helpers.workflow_runs import job_counts, run_snakemake
 
 pytestmark = pytest.mark.slow
 
-SCORES = {"msp", "xent", "energy", "maxlogit", "odin", "mahalanobis"}
+SCORES = {"msp", "xent", "energy", "maxlogit", "odin", "mahalanobis", "knn", "vim", "react", "gen"}
 MODELS = [("none", "baseline"), ("none", "oe"), ("saltpepper", "baseline"), ("saltpepper", "oe")]
 
 
@@ -24,7 +28,7 @@ def _csv(run_dir, name):
                        dtype={"score": str})
 
 
-def test_detection_table_has_all_six_scores(run_dir):
+def test_detection_table_has_all_ten_scores(run_dir):
     det = _csv(run_dir, "detection.csv")
     assert set(det["score"]) == SCORES
     assert set(det["metric"]) == {"auroc", "aupr_in", "aupr_out", "fpr95", "fpr95_nearest", "n_id", "n_ood"}
@@ -117,3 +121,61 @@ def test_changing_scores_never_retrains(run_dir):
     without_odin = run_snakemake(run_dir, "presets/tiny.yaml", "-n", config={"scores": "[msp,xent]"})
     planned = job_counts(without_odin.stdout)
     assert "train" not in planned and planned.get("evaluate") == len(MODELS), planned
+
+
+def hyperparameter_rows(html):
+    """{(score, hyperparameter): (values per model, source)} of the report's hyperparameter table."""
+    table = parse_page(html).tables["score-hyperparameters"]
+    return {(row[0].text, row[1].text): ([c.text for c in row[2:-1]], row[-1].text) for row in table.rows}
+
+
+def test_the_hyperparameter_cells_name_their_file_and_entry(run_dir):
+    table = parse_page((run_dir / "results" / "report.html").read_text()).tables["score-hyperparameters"]
+    knn = next(row for row in table.rows if row[0].text == "kNN")
+    for c in knn[2:-1]:
+        record = json.loads((run_dir / c.attrs["data-source"]).read_text())
+        _, score, _, name = c.attrs["data-key"].split(".")
+        assert record["scores"][score]["values"][name] == float(c.attrs["data-value"]) == float(c.text)
+
+
+def test_hyperparameters_are_the_papers_without_validation_sets(run_dir):
+    for augment, oe in MODELS:
+        folder = run_dir / "results" / "logits" / augment / oe / "seed1"
+        record = json.loads((folder / "score_hyperparameters.json").read_text())
+        assert record["validation_ood_sets"] == [] and record["scores"]["knn"]["values"] == {"k": 50}
+        with np.load(folder / "posthoc_stats.npz") as stats:
+            assert stats["vim_residual_basis"].shape == (128, 64)     # D = 128 / 2
+            assert stats["head_weight"].shape == (10, 128)
+        with np.load(folder / "gaussian.npz") as out:
+            assert out["knn_distance"].shape == (200,) and (out["knn_distance"] <= 2).all()
+    rows = hyperparameter_rows((run_dir / "results" / "report.html").read_text())
+    assert rows[("ODIN", "temperature")] == (["1000"] * len(MODELS), "paper default")
+    assert rows[("kNN", "k")] == (["50"] * len(MODELS), "paper default")
+    assert {source for _, source in rows.values()} == {"paper default"}
+
+
+def test_a_validation_set_tunes_the_hyperparameters_and_leaves_the_test_sets_alone(run_dir, tmp_path):
+    # The models too (copy_run leaves them out): only their evaluate jobs may run again.
+    shutil.copytree(run_dir / "results", tmp_path / "results", ignore=shutil.ignore_patterns("checkpoints"))
+    work = tmp_path
+    tuned = run_snakemake(work, "presets/tiny.yaml", "--cores", "2", config={"validation_ood_sets": "[blobs]"},
+                          profile=None, env={"OMP_NUM_THREADS": "1"})
+    assert tuned.returncode == 0, tuned.stdout[-3000:] + tuned.stderr[-3000:]
+    planned = job_counts(tuned.stdout + tuned.stderr)
+    assert "train" not in planned and planned.get("evaluate") == len(MODELS), planned
+    for augment, oe in MODELS:
+        folder = work / "results" / "logits" / augment / oe / "seed1"
+        record = json.loads((folder / "score_hyperparameters.json").read_text())
+        assert record["validation_ood_sets"] == ["blobs"]
+        for score in ("odin", "knn", "vim", "react"):
+            entry = record["scores"][score]
+            assert entry["source"] == "tuned on blobs" and 0 <= entry["validation_auroc"] <= 1
+            assert all(value in entry["grid"][key] for key, value in entry["values"].items())
+        assert not (folder / "blobs.npz").exists()          # a validation set is no evaluation set
+        for name in ("id_test", "gaussian"):                # the test sets' logits do not move
+            with np.load(folder / f"{name}.npz") as new, np.load(run_dir / folder.relative_to(work) / f"{name}.npz") as old:
+                np.testing.assert_allclose(new["logits"], old["logits"], rtol=1e-5, atol=1e-6)
+    rows = hyperparameter_rows((work / "results" / "report.html").read_text())
+    assert rows[("kNN", "k")][1] == "tuned on blobs" and rows[("GEN", "gamma")][1] == "paper default"
+    det = pd.read_csv(work / "results" / "tables" / "detection.csv")
+    assert "blobs" not in set(det["set"])

@@ -10,7 +10,8 @@ from tests.helpers.faults import BAD_CONFIGS, files_under, write_study_config
 from tests.helpers.workflow_runs import snakemake_command
 
 # Started together: each one spends seconds importing.
-SNAKEMAKE_CASES = ["unknown_key", "unknown_augment", "negative_epochs", "shell_in_data_dir"]
+SNAKEMAKE_CASES = ["unknown_key", "unknown_augment", "negative_epochs", "shell_in_data_dir",
+                   "validation_set_is_a_test_set"]
 
 
 def _snakemake_dry_run(workdir, configfile):

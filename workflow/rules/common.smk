@@ -20,6 +20,7 @@ AUGMENTS = config["augment"]
 OES = config["oe"]
 SEEDS = config["seeds"]
 OOD_SETS = config["ood_sets"]
+VALIDATION_OOD_SETS = config["validation_ood_sets"]  # score hyperparameters are tuned on these (never on OOD_SETS)
 SCORES = config["scores"]
 OOD_GROUPS = ood_groups(config)  # {OOD set: near or far}, the registry's groups with the config's overrides
 OE_SOURCE = config["outlier_exposure"]["source"]

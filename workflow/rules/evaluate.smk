@@ -4,6 +4,7 @@
 import lib.evaluate.accuracy as lib_accuracy
 import lib.evaluate.detection as lib_detection
 import lib.evaluate.full_spectrum as lib_full_spectrum
+from lib.evaluate.scores import SCORE_STATS
 
 # id_shifted: the ID test images under MNIST-C corruptions (full-spectrum detection), with
 # features and ODIN logits like an OOD set, so that every score can be computed on it.
@@ -20,10 +21,13 @@ rule evaluate:
         corrupted=[layout.corruption_file(c) for c in CORRUPTIONS],
         shifted=layout.shifted_file(),
         extensions=extension_files("train.model", config["train"]["model"]),  # builds the model by name
+        validation_ood=[layout.data_file(name) for name in VALIDATION_OOD_SETS],
     output:
         logits=[layout.logits_file(name) for name in EVAL_SETS],
         corrupted_logits=[layout.logits_file(name) for name in MNISTC_SETS],
         mahalanobis=layout.mahalanobis_stats_file(),
+        posthoc=layout.posthoc_stats_file(),
+        hyperparameters=layout.hyperparameters_file(),
     params:
         py=PY,
         cfg=eval_cfg_json(),
@@ -33,6 +37,9 @@ rule evaluate:
         + " --set " + shlex.quote(f"{layout.SHIFTED_SET}={layout.shifted_file()}")
         + "".join(" --logits-set " + shlex.quote(f"{layout.mnistc_set(c)}={layout.corruption_file(c)}")
                   for c in CORRUPTIONS),
+        # The score hyperparameters are tuned on these (lib.evaluate.tuning), never on the test sets.
+        validation="".join(" --validation-set " + shlex.quote(f"{name}={layout.data_file(name)}")
+                           for name in VALIDATION_OOD_SETS),
         out_dir=layout.logits_dir(),
     log:
         layout.log_file("evaluate/{augment}/{oe}/seed{seed}"),
@@ -40,7 +47,7 @@ rule evaluate:
         layout.benchmark_file("evaluate/{augment}/{oe}/seed{seed}")
     shell:
         "{params.py} -m lib.evaluate.forward --model {input.model:q} --id-data {input.id_data:q} "
-        "--config-json {params.cfg:q} --out-dir {params.out_dir:q} {params.sets} {params.odin} "
+        "--config-json {params.cfg:q} --out-dir {params.out_dir:q} {params.sets} {params.odin}{params.validation} "
         "--threads {threads} {EXTENSION_ARGS} > {log:q} 2>&1"
 
 
@@ -48,8 +55,11 @@ rule score:
     input:
         id_logits=layout.logits_file("id_test"),
         ood_logits=layout.logits_file("{ood_set}"),
-        train_stats=lambda wc: [layout.mahalanobis_stats_file(wc.augment, wc.oe, wc.seed)]
-        if wc.score == "mahalanobis" else [],
+        # The training-set statistics of the scores that read them (SCORE_STATS): Mahalanobis'
+        # and knn's, vim's and react's, both written by the model's evaluate job.
+        train_stats=lambda wc: [layout.mahalanobis_stats_file(wc.augment, wc.oe, wc.seed),
+                                layout.posthoc_stats_file(wc.augment, wc.oe, wc.seed)]
+        if wc.score in SCORE_STATS else [],
         extensions=lambda wc: extension_files("scores", wc.score),
     output:
         json=layout.score_file(),
@@ -65,7 +75,7 @@ rule score:
         # In-process: a score is a few milliseconds of numpy; a Python start per job would cost 100x more.
         lib_detection.score_job(input.id_logits, input.ood_logits, output.json, log[0], **model_values(wildcards),
                                 ood_set=wildcards.ood_set, score=wildcards.score, out_npz=output.npz,
-                                train_stats_path=(input.train_stats or [None])[0], **params.scoring)
+                                train_stats_paths=list(input.train_stats), **params.scoring)
 
 
 rule full_spectrum:
@@ -73,7 +83,7 @@ rule full_spectrum:
     # jobs' per-example scores (lib.evaluate.full_spectrum).
     input:
         shifted=layout.logits_file(layout.SHIFTED_SET),
-        train_stats=layout.mahalanobis_stats_file(),
+        train_stats=[layout.mahalanobis_stats_file(), layout.posthoc_stats_file()],  # SCORE_STATS' files
         example_scores=[layout.example_scores_file(o, s) for o, s in FULL_SPECTRUM_PAIRS],
     output:
         json=layout.metrics_file("full_spectrum"),
@@ -81,7 +91,7 @@ rule full_spectrum:
         layout.log_file("full_spectrum/{augment}/{oe}/seed{seed}"),
     run:
         # In-process: numpy scores of one set and sklearn metrics, no model.
-        lib_full_spectrum.full_spectrum_job(input.shifted, input.train_stats, dict(zip(FULL_SPECTRUM_PAIRS,
+        lib_full_spectrum.full_spectrum_job(input.shifted, list(input.train_stats), dict(zip(FULL_SPECTRUM_PAIRS,
                                             input.example_scores)), output.json, log[0], **model_values(wildcards))
 
 
