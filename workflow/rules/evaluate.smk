@@ -87,12 +87,14 @@ rule full_spectrum:
         example_scores=[layout.example_scores_file(o, s) for o, s in FULL_SPECTRUM_PAIRS],
     output:
         json=layout.metrics_file("full_spectrum"),
+    params:
+        example_scores=lambda wildcards, input: dict(zip(FULL_SPECTRUM_PAIRS, input.example_scores)),
     log:
         layout.log_file("full_spectrum/{augment}/{oe}/seed{seed}"),
     run:
         # In-process: numpy scores of one set and sklearn metrics, no model.
-        lib_full_spectrum.full_spectrum_job(input.shifted, list(input.train_stats), dict(zip(FULL_SPECTRUM_PAIRS,
-                                            input.example_scores)), output.json, log[0], **model_values(wildcards))
+        lib_full_spectrum.full_spectrum_job(input.shifted, list(input.train_stats), params.example_scores,
+                                            output.json, log[0], **model_values(wildcards))
 
 
 rule model_metrics:
