@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from lib import layout
-from lib.common import array_problems, keep_freed_memory, load_npz, pick_device, save_npz_atomic, setup_logging
+from lib.common import (array_problems, keep_freed_memory, load_npz, pick_device, save_npz_atomic, setup_logging,
+                        use_threads)
 from lib.evaluate.scores import fit_mahalanobis, odin_logits
 from lib.train.models import load_model_file, to_device_images
 from lib.data.splits import validation_split
@@ -119,7 +120,7 @@ def main(argv=None):
     a = p.parse_args(argv)
     log = setup_logging(a.log)
     keep_freed_memory()
-    torch.set_num_threads(a.threads)
+    use_threads(a.threads, log)
     extra = [tuple(s.split("=", 1)) for s in a.set]
     logits_only = [tuple(s.split("=", 1)) for s in a.logits_set]
     id_data = load_npz(a.id_data, required=("x_train", "y_train", "x_test", "y_test"))

@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from tests.helpers import slurm
-from tests.helpers.slurm import (GPU_RULES, REAL_PROFILE, SLURM_DIR, WORKFLOW_FILES, derive_profile, local_rules,
-                                 workflow_rules)
+from tests.helpers.slurm import (GPU_RULES, REAL_PROFILE, REPO, SLURM_DIR, WORKFLOW_FILES, derive_profile,
+                                 local_rules, workflow_rules)
 
 
 def test_real_profile_gives_gpu_rules_one_gpu_and_nothing_in_slurm_extra():
@@ -22,15 +22,48 @@ def test_real_profile_gives_gpu_rules_one_gpu_and_nothing_in_slurm_extra():
         assert key in profile, f"profiles/slurm lacks {key}"
     # rerun-incomplete comes with the workflow's default profile (profiles/default):
     # tests/unit/test_default_profile.py checks the two combined.
-    for key in ("slurm_partition", "slurm_account", "runtime", "mem_mb"):
+    for key in ("slurm_account", "runtime", "mem_mb"):
         assert key in profile["default-resources"], f"default-resources lacks {key}"
     for rule in GPU_RULES:
         resources = profile["set-resources"][rule]
         assert resources["gpu"] == 1 and "gres" not in resources
-        assert resources["cpus_per_gpu"] >= 1
+        assert resources["slurm_partition"], rule
     every_resource_set = [profile["default-resources"], *profile["set-resources"].values()]
     for resources in every_resource_set:
         assert not re.search(r"--(gres|gpus)", str(resources.get("slurm_extra", "")))
+
+
+def test_cpu_only_jobs_go_to_the_default_partition_not_the_gpu_one():
+    # The jobs without a GPU (prepare_real_dataset, generate_corruptions, compare) get
+    # default-resources: no partition there means the cluster's default one.
+    profile = derive_profile.read_profile(REAL_PROFILE)
+    assert "slurm_partition" not in profile["default-resources"]
+    assert set(profile["set-resources"]) == set(GPU_RULES)
+    header = (REAL_PROFILE / "config.yaml").read_text().split("\n\n")[0]
+    sent = {"prepare_real_dataset", "generate_corruptions", "compare"}
+    for rule in sent:
+        assert rule in header and rule not in local_rules(), rule
+    assert "fetch" in header and "localrule" in header
+
+
+def test_train_and_evaluate_of_a_model_share_one_job_that_uses_the_threads_it_asks_for():
+    profile = derive_profile.read_profile(REAL_PROFILE)
+    assert profile["groups"] == {rule: "model" for rule in GPU_RULES}
+    assert profile["group-components"] == {"model": 1}
+    # The plugin asks for as many cores as the job's threads (--cpus-per-task) unless a
+    # cpus_per_* resource says otherwise; the steps pass {threads} to torch.
+    assert set(profile["set-threads"]) == set(GPU_RULES)
+    for rule in GPU_RULES:
+        assert profile["set-threads"][rule] >= 1
+        assert not {"cpus_per_gpu", "cpus_per_task"} & set(profile["set-resources"][rule]), rule
+        assert "--threads {threads}" in (REPO / "workflow" / "rules" / f"{rule}.smk").read_text()
+
+
+def test_status_checks_start_soon_and_the_guard_is_installed():
+    profile = derive_profile.read_profile(REAL_PROFILE)
+    assert profile["slurm-status-command"] in ("squeue", "sacct")
+    assert 1 <= profile["slurm-init-seconds-before-status-checks"] <= 40
+    assert "guard_slurm_status_queries()" in (REPO / "Snakefile").read_text()
 
 
 def test_every_setting_in_the_profiles_has_a_comment():
@@ -74,8 +107,10 @@ def test_derived_test_profile_keeps_the_real_gpu_request(tmp_path):
     assert derived["retries"] == real["retries"]
     assert derived["default-resources"]["slurm_partition"] == "debug"
     assert derived["slurm-init-seconds-before-status-checks"] == 2
+    assert derived["groups"] == real["groups"]
     for rule in GPU_RULES:
         assert derived["set-resources"][rule]["gpu"] == real["set-resources"][rule]["gpu"]
+        assert derived["set-resources"][rule]["slurm_partition"] == "debug"
 
 
 def test_read_profile_names_a_missing_file(tmp_path):
