@@ -21,6 +21,7 @@ TINY = REPO / "presets" / "tiny.yaml"
 SLURM_DIR = REPO / "tests" / "slurm"
 RESUME_OVERLAY = SLURM_DIR / "resume.yaml"
 REAL_PROFILE = REPO / "profiles" / "slurm"
+CPU_PROFILE = REPO / "profiles" / "slurm-cpu"
 GPU_RULES = ("train", "evaluate")
 # Rules that must run where Snakemake runs: downloads (the login node has the
 # network), and the cheap CPU steps (a SLURM job each would wait in the queue

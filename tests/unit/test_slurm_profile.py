@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tests.helpers import slurm
-from tests.helpers.slurm import (GPU_RULES, REAL_PROFILE, REPO, SLURM_DIR, WORKFLOW_FILES, derive_profile,
+from tests.helpers.slurm import (CPU_PROFILE, GPU_RULES, REAL_PROFILE, REPO, SLURM_DIR, WORKFLOW_FILES, derive_profile,
                                  local_rules, workflow_rules)
 
 
@@ -59,6 +59,17 @@ def test_train_and_evaluate_of_a_model_share_one_job_that_uses_the_threads_it_as
         assert "--threads {threads}" in (REPO / "workflow" / "rules" / f"{rule}.smk").read_text()
 
 
+def test_cpu_only_profile_is_the_gpu_profile_without_gpus():
+    gpu, cpu = derive_profile.read_profile(REAL_PROFILE), derive_profile.read_profile(CPU_PROFILE)
+    resources = {"set-resources", "set-threads", "default-resources"}
+    assert {k: v for k, v in cpu.items() if k not in resources} == {k: v for k, v in gpu.items() if k not in resources}
+    assert cpu["default-resources"] == gpu["default-resources"]
+    assert set(cpu["set-threads"]) == set(cpu["set-resources"]) == set(GPU_RULES)
+    for rule in GPU_RULES:
+        assert not {"gpu", "gres", "slurm_partition", "cpus_per_task", "cpus_per_gpu"} & set(cpu["set-resources"][rule])
+        assert cpu["set-resources"][rule]["runtime"] >= gpu["set-resources"][rule]["runtime"]
+
+
 def test_status_checks_start_soon_and_the_guard_is_installed():
     profile = derive_profile.read_profile(REAL_PROFILE)
     assert profile["slurm-status-command"] in ("squeue", "sacct")
@@ -67,7 +78,7 @@ def test_status_checks_start_soon_and_the_guard_is_installed():
 
 
 def test_every_setting_in_the_profiles_has_a_comment():
-    for path in (REAL_PROFILE / "config.yaml", SLURM_DIR / "profile" / "config.yaml"):
+    for path in (REAL_PROFILE / "config.yaml", CPU_PROFILE / "config.yaml", SLURM_DIR / "profile" / "config.yaml"):
         previous = ""
         for number, line in enumerate(path.read_text().splitlines(), start=1):
             stripped = line.strip()
@@ -122,10 +133,11 @@ def test_set_resources_name_real_rules_and_no_rule_sets_its_own_resources():
     # A set-resources key that names no rule is silently ignored by Snakemake: a renamed
     # rule would lose its GPU. Resources live in the profiles only, so one file per
     # cluster says what every job asks for.
-    profile = derive_profile.read_profile(REAL_PROFILE)
     rules = workflow_rules()
     assert set(GPU_RULES) <= rules
-    assert set(profile["set-resources"]) <= rules, set(profile["set-resources"]) - rules
+    for profile in map(derive_profile.read_profile, (REAL_PROFILE, CPU_PROFILE)):
+        for key in ("set-resources", "set-threads", "groups"):
+            assert set(profile[key]) <= rules, (key, set(profile[key]) - rules)
     for path in WORKFLOW_FILES:
         for number, line in enumerate(path.read_text().splitlines(), start=1):
             assert not re.match(r"\s+resources:", line), f"{path}:{number}: resources belong in profiles/"
