@@ -84,10 +84,18 @@ def summarize(jobs: list, local: set) -> tuple:
     for members in groups.values():
         rules = collections.Counter(job["rule"] for job in members)
         what = " + ".join(f"{count} {rule}" if count > 1 else rule for rule, count in sorted(rules.items()))
+        # Snakemake sizes a group job for its independent parts side by side (the models
+        # packed into it), while the job runs its steps one at a time.
+        parts = max(rules.values())
+        first = members[0]["resources"]
+        asks = [f"slurm_partition={first['slurm_partition']}" if "slurm_partition" in first
+                else "the cluster's default partition"]
+        for key in ("gpu", "gres"):
+            if key in first:
+                asks.append(f"{key}={first[key]}" + (f" x {parts}" if parts > 1 else ""))
         threads = max(job["threads"] for job in members)
-        placed = {key: members[0]["resources"][key] for key in ("slurm_partition", "gpu", "gres")
-                  if key in members[0]["resources"]}
-        kinds[(f"group job {members[0]['group'][0]} ({what})", f"{_where(placed)}, {threads} threads per step")] += 1
+        asks.append(f"{threads * parts} cores ({threads} threads per step)")
+        kinds[(f"group job {members[0]['group'][0]} ({what})", ", ".join(asks))] += 1
     here = collections.Counter()
     for job in jobs:
         if job["group"] is not None or job["rule"] == "all":

@@ -32,8 +32,9 @@ from tests.helpers.slurm import (CPU_PROFILE, GPU_RULES, REAL_PROFILE, REPO, RES
                                  TINY, derive_profile, local_rules, study_grid)
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-# The SLURM comment of a model's group job (profiles/slurm: groups) starts with this, then
-# the group's rules: rule_model_evaluate_train, or rule_model_train for a model alone.
+# The SLURM comment of a model's group job (profiles/slurm: groups, "model_{oe}") starts
+# with this, then its oe and rules: rule_model_oe_evaluate_train, or rule_model_baseline_train
+# when the model alone is asked for.
 MODEL_JOB = "model_"
 
 
@@ -138,7 +139,8 @@ def test_tiny_study_runs_train_and_evaluate_as_slurm_jobs_with_a_gpu(slurm_clust
 
     # One SLURM job per model, with its train and evaluate jobs; the CPU-only jobs without a GPU.
     by_rule = collections.Counter(rule for rule, _, _ in jobs.values())
-    assert by_rule[MODEL_JOB + "evaluate_train"] == len(grid), by_rule
+    model_jobs = [rule for rule in by_rule.elements() if rule.startswith(MODEL_JOB)]
+    assert len(model_jobs) == len(grid) and all(rule.endswith("_evaluate_train") for rule in model_jobs), by_rule
     assert not set(by_rule) & (local_rules() | set(GPU_RULES)), f"not in a model's job: {by_rule}"
     threads = yaml.safe_load((SLURM_DIR / "profile" / "config.yaml").read_text())["set-threads"]
     for job_id, (rule, tres, state) in jobs.items():
@@ -263,7 +265,7 @@ def test_a_cancelled_training_job_resumes_from_its_checkpoint_to_the_same_weight
     job_ids = submitted_job_ids(output)
     jobs = sacct_jobs(job_ids)
     assert job_ids[0] == cancelled_id and len(job_ids) == 2, output
-    assert [jobs[i][0] for i in job_ids] == [MODEL_JOB + "train"] * 2, jobs
+    assert [jobs[i][0] for i in job_ids] == [MODEL_JOB + "baseline_train"] * 2, jobs
     assert jobs[job_ids[0]][2].startswith("CANCELLED"), (
         f"the job ended as {jobs[job_ids[0]][2]} before it was cancelled; "
         f"raise train.epochs in {RESUME_OVERLAY.name}")
@@ -342,7 +344,7 @@ def test_a_cancelled_job_ends_the_run_within_a_poll_interval_under_each_status_c
             subprocess.run(["scancel", *left], timeout=30)
     output = log_path.read_text()
     assert returncode != 0, output
-    assert "Error in group model" in output and re.search(rf"JOB {job_id} ON \S+ CANCELLED", output), output
+    assert "Error in group model_baseline" in output and re.search(rf"JOB {job_id} ON \S+ CANCELLED", output), output
     if status_command == "sacct":
         assert "CANCELLED by 0, counted as CANCELLED (workflow/slurm_status.py)" in output, output
     print(f"{status_command}: the cancel was noticed and the run ended {noticed_s:.1f} s after scancel")
@@ -356,7 +358,7 @@ def test_the_cpu_only_profile_runs_a_model_on_the_cores_it_asks_for_without_a_gp
                              "--configfile", str(TINY), "--set-threads", f"train={cores}", f"evaluate={cores}",
                              real_profile=CPU_PROFILE)
     model_jobs = {job_id: job for job_id, job in jobs.items() if job[0].startswith(MODEL_JOB)}
-    assert [rule for rule, _, _ in model_jobs.values()] == [MODEL_JOB + "evaluate_train"], jobs
+    assert [rule for rule, _, _ in model_jobs.values()] == [MODEL_JOB + "baseline_evaluate_train"], jobs
     for job_id, (rule, tres, state) in jobs.items():
         assert state == "COMPLETED" and "gres/gpu" not in tres, (job_id, rule, tres, state)
     [(_, tres, _)] = model_jobs.values()

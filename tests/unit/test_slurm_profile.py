@@ -48,8 +48,10 @@ def test_cpu_only_jobs_go_to_the_default_partition_not_the_gpu_one():
 
 def test_train_and_evaluate_of_a_model_share_one_job_that_uses_the_threads_it_asks_for():
     profile = derive_profile.read_profile(REAL_PROFILE)
-    assert profile["groups"] == {rule: "model" for rule in GPU_RULES}
-    assert profile["group-components"] == {"model": 1}
+    # One group per oe variant: an oe_tune model (which needs its baseline model) would
+    # otherwise share its baseline's job, and Snakemake would size that job for two GPUs.
+    assert profile["groups"] == {rule: "model_{oe}" for rule in GPU_RULES}
+    assert profile["group-components"] == {"model_{oe}": 1}
     # The plugin asks for as many cores as the job's threads (--cpus-per-task) unless a
     # cpus_per_* resource says otherwise; the steps pass {threads} to torch.
     assert set(profile["set-threads"]) == set(GPU_RULES)
