@@ -187,6 +187,17 @@ def _jobs_in(workdir: Path) -> list:
     return [line.split()[0] for line in queue.stdout.splitlines() if line.split()[1:] == [str(workdir)]]
 
 
+def _stop_runs(workdir: Path, *processes: subprocess.Popen):
+    """Kill what is left of processes and cancel what is left of workdir's SLURM jobs."""
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    left = _jobs_in(workdir)
+    if left:
+        subprocess.run(["scancel", *left], timeout=30)
+
+
 def _processes_mentioning(path: Path) -> list:
     """(pid, command line) of every process whose command line names path."""
     found = []
@@ -246,13 +257,7 @@ def test_a_cancelled_training_job_resumes_from_its_checkpoint_to_the_same_weight
         except subprocess.TimeoutExpired:
             pytest.fail("a run did not finish:\n" + log_path.read_text() + reference_log.read_text())
     finally:
-        for process in (snakemake, uninterrupted):
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-        cancelled = _jobs_in(workdir)
-        if cancelled:
-            subprocess.run(["scancel", *cancelled], timeout=30)
+        _stop_runs(workdir, snakemake, uninterrupted)
     output = log_path.read_text()
     assert returncode == 0, output + _slurm_logs(workdir)
     assert reference_returncode == 0, reference_log.read_text()
@@ -336,12 +341,7 @@ def test_a_cancelled_job_ends_the_run_within_a_poll_interval_under_each_status_c
                         f"({status_command}):\n" + log_path.read_text())
         noticed_s = time.monotonic() - cancelled_at
     finally:
-        if snakemake.poll() is None:
-            snakemake.kill()
-            snakemake.wait()
-        left = _jobs_in(workdir)
-        if left:
-            subprocess.run(["scancel", *left], timeout=30)
+        _stop_runs(workdir, snakemake)
     output = log_path.read_text()
     assert returncode != 0, output
     assert "Error in group model_baseline" in output and re.search(rf"JOB {job_id} ON \S+ CANCELLED", output), output
