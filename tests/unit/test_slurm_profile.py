@@ -12,7 +12,7 @@ import yaml
 
 from tests.helpers import slurm
 from tests.helpers.slurm import (CPU_PROFILE, GPU_RULES, REAL_PROFILE, REPO, SLURM_DIR, WORKFLOW_FILES, derive_profile,
-                                 local_rules, workflow_rules)
+                                 local_rules, slurm_plan, workflow_rules)
 
 
 def test_real_profile_gives_gpu_rules_one_gpu_and_nothing_in_slurm_extra():
@@ -196,3 +196,33 @@ def test_stop_leaves_a_config_that_is_not_its_own(tmp_path):
     assert done.returncode == 0, done.stderr
     assert (etc / "slurm.conf").read_text() == other and (etc / "gres.conf").exists()
     assert not (state / "etc").exists()
+
+
+# --- workflow/slurm_plan.py on a made-up dry run -----------------------------------
+
+def _dry_run_job(rule, resources, indent="", threads=None):
+    """One job as `snakemake -n` lists it."""
+    lines = [f"{indent}[Sat Dec  5 05:59:04 2026]", f"{indent}rule {rule}:", f"{indent}    resources: {resources}"]
+    return "\n".join(lines + ([f"{indent}    threads: {threads}"] if threads else [])) + "\n"
+
+
+GPU_STEP = dict(resources="tmpdir=/tmp, slurm_partition=gpu, gpu=1", indent="    ", threads=4)
+DRY_RUN = (_dry_run_job("generate_corruptions", "tmpdir=/tmp, mem_mb=4000, slurm_account=a, runtime=60")
+           + "[Sat Dec  5 05:59:04 2026] Group job model_oe (jobs in lexicogr. order):\n\n"
+           + "".join(_dry_run_job(rule, **GPU_STEP) for rule in ("evaluate", "train") * 2)
+           + _dry_run_job("score", "tmpdir=/tmp") + _dry_run_job("all", "tmpdir=/tmp"))
+
+
+def test_plan_counts_a_packed_group_as_one_submission_asking_for_both_models():
+    jobs = slurm_plan.planned_jobs(DRY_RUN)
+    assert [job["rule"] for job in jobs] == ["generate_corruptions", "evaluate", "train", "evaluate", "train",
+                                             "score", "all"]
+    assert jobs[1]["group"] is jobs[4]["group"] and jobs[0]["group"] is None and jobs[5]["group"] is None
+    lines, submissions = slurm_plan.summarize(jobs, local={"score", "all"})
+    assert submissions == 2
+    assert lines == [
+        "SLURM submissions: 2",
+        "     1 x group job model_oe (2 evaluate + 2 train): slurm_partition=gpu, gpu=1 x 2, 8 cores (4 threads per step)",
+        "     1 x generate_corruptions: the cluster's default partition, mem_mb=4000, runtime=60, 1 thread(s)",
+        "Run where Snakemake runs (local rules): 1 jobs (score 1)",
+    ]
