@@ -92,7 +92,7 @@ def every_file_of_the_study():
     fetched = [layout.fetched_record(name) for name in sets if name in REAL_SETS]
     if config["corruptions"] == "official":
         fetched.append(layout.fetched_record("mnist_c"))
-    per_model = [layout.model_file(), layout.train_log_file(), layout.mahalanobis_stats_file(),
+    per_model = [layout.model_file(), layout.mahalanobis_stats_file(),
                  *(layout.logits_file(name) for name in EVAL_SETS + MNISTC_SETS),
                  *(layout.metrics_file(kind) for kind in ("accuracy", "calibration", "robustness")),
                  *(layout.score_file(o, s) for o in OOD_SETS for s in SCORES),
@@ -101,7 +101,8 @@ def every_file_of_the_study():
         "leaks.json", "accuracy.csv", "detection.csv", "robustness.csv", "robustness_summary.csv",
         "calibration.csv", "reliability.csv", "differences.csv", "detectable.csv", "ranks.csv")]
     return ([layout.data_file(name) for name in sets] + fetched + [layout.corruption_file(c) for c in CORRUPTIONS]
-            + ([layout.mixing_file()] if "pixmix" in AUGMENTS else []) + [f for pattern in per_model for f in expand_models(pattern)] + tables)
+            + ([layout.mixing_file()] if "pixmix" in AUGMENTS else []) + [f for pattern in per_model for f in expand_models(pattern)]
+            + [layout.train_log_file(**m) for m in trained_models()] + tables)  # external checkpoints have no train log
 
 
 rule all:

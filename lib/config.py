@@ -22,6 +22,24 @@ SCHEMA_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fil
 
 PATH_PATTERN = "^[A-Za-z0-9_./~+-]+$"  # data_dir's pattern in the schema
 
+# Built-in external_model_sets: the Outlier Exposure authors' MNIST checkpoints
+# (hendrycks/outlier-exposure, MNIST/snapshots/, Apache-2.0), pinned by sha256.
+_OE_SNAPSHOTS = "https://raw.githubusercontent.com/hendrycks/outlier-exposure/master/MNIST/snapshots/"
+EXTERNAL_MODEL_SETS = {"oe_paper": {
+    "oe_paper_baseline": {"url": _OE_SNAPSHOTS + "baseline/baseline_epoch_9.pt",
+                          "sha256": "3184bed452c44c82935b96be23f5bf08d9dffec348b7222c01dc6088ebd46a4c",
+                          "label": "OE paper baseline"},
+    "oe_paper_oe": {"url": _OE_SNAPSHOTS + "oe_scratch/oe_scratch_epoch_9.pt",
+                    "sha256": "635577055a9f10fd4a53c784a6bbf40f96fb51535eba65fedeea23d8d4296805",
+                    "label": "OE paper OE scratch"},
+    "oe_paper_oe_tune": {"url": _OE_SNAPSHOTS + "oe_tune/oe_tune_epoch_4.pt",
+                         "sha256": "362ccfe3c829610791cc3ed8bbfe98fcc30bd6a9c582ea5fc08a5f8fb8531bb5",
+                         "label": "OE paper OE tune"},
+}}
+for _entry in EXTERNAL_MODEL_SETS["oe_paper"].values():
+    _entry.update(architecture="oe_convnet", input="unit")  # their network took ToTensor()'s [0, 1]
+EXTERNAL_DEFAULTS = {"input": "unit", "num_classes": 10}
+
 
 class ConfigError(ValueError):
     pass
@@ -89,8 +107,31 @@ def _fill_defaults(schema, instance):
             _fill_defaults(sub, instance[name])
 
 
-def _cross_checks(cfg):
+def _expand_external_models(cfg):
+    """external_models with the entries of external_model_sets added and defaults filled in."""
     problems = []
+    models = {}
+    for set_name in cfg.get("external_model_sets", []):
+        for name, entry in EXTERNAL_MODEL_SETS[set_name].items():
+            # A config validated before (the report re-reads it) already holds the set's entries.
+            if name in cfg["external_models"] and cfg["external_models"][name] != _with_defaults(name, entry):
+                problems.append(f"config key 'external_models.{name}': the name is taken by the built-in "
+                                f"set {set_name!r} (external_model_sets); rename the entry")
+            models[name] = dict(entry)
+    for name, entry in cfg["external_models"].items():
+        if not entry.get("path") and not entry.get("url"):
+            problems.append(f"config key 'external_models.{name}': give the checkpoint's url or a local path")
+        models[name] = dict(entry)
+    cfg["external_models"] = {name: _with_defaults(name, entry) for name, entry in models.items()}
+    return problems
+
+
+def _with_defaults(name, entry):
+    return {**EXTERNAL_DEFAULTS, "label": name, **entry}
+
+
+def _cross_checks(cfg):
+    problems = _expand_external_models(cfg)
     ood = cfg["ood_sets"]
     if any(o in ("oe", "oe_tune") for o in cfg["oe"]) and not cfg["outlier_exposure"].get("source"):
         problems.append("config key 'outlier_exposure.source': Outlier Exposure is requested in 'oe' "

@@ -30,6 +30,10 @@ MAHALANOBIS_STATS = "mahalanobis_stats.npz"  # the training-feature statistics, 
 MODEL_FILE = "model.pt"
 TRAIN_LOG = "train_log.csv"
 
+# Checkpoints trained elsewhere (config external_models) live at external/<name>/seed0.
+EXTERNAL_AUGMENT = "external"  # their augment key
+EXTERNAL_SEED = 0              # their one "seed": the checkpoint itself
+
 # A model's wildcards; the defaults below keep them as placeholders for rule patterns.
 AUGMENT, OE, SEED = "{augment}", "{oe}", "{seed}"
 

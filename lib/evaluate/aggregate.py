@@ -16,7 +16,10 @@ import pandas as pd
 from lib.common import job_logger, replace_atomic
 
 COLUMNS = ["augment", "oe", "seed", "metric", "set", "score", "value", "source"]
-DETECTION_METRICS = ("auroc", "aupr_in", "aupr_out", "fpr95", "n_id", "n_ood")
+DETECTION_METRICS = ("auroc", "aupr_in", "aupr_out", "fpr95", "fpr95_nearest", "n_id", "n_ood")
+# Under the oe_paper protocol (lib.evaluate.detection) a record also has the std over its OOD draws.
+DRAW_STD_METRICS = ("auroc_draw_std", "aupr_in_draw_std", "aupr_out_draw_std", "fpr95_draw_std",
+                    "fpr95_nearest_draw_std")
 
 
 def _read(paths):
@@ -27,7 +30,7 @@ def _read(paths):
 
 def detection_rows(paths):
     for path, rec in _read(paths):
-        for metric in DETECTION_METRICS:
+        for metric in DETECTION_METRICS + tuple(m for m in DRAW_STD_METRICS if m in rec):
             yield dict(augment=rec["augment"], oe=rec["oe"], seed=rec["seed"], metric=metric,
                        set=rec["ood_set"], score=rec["score"], value=rec[metric], source=path)
 

@@ -2,7 +2,7 @@
 
     from lib.evaluate import metrics
     metrics.accuracy(logits, labels)                  # fraction in [0, 1]
-    metrics.detection_metrics(id_scores, ood_scores)  # auroc, aupr_in, aupr_out, fpr95, sizes
+    metrics.detection_metrics(id_scores, ood_scores)  # auroc, aupr_in, aupr_out, fpr95, fpr95_nearest, sizes
     metrics.calibration_metrics(logits, labels)       # accuracy, nll, ece, rms, brier
     t = metrics.fit_temperature(val_logits, val_labels)
     metrics.calibration_metrics(test_logits, test_labels, temperature=t)
@@ -129,14 +129,29 @@ def fpr_at_95_tpr(id_scores, ood_scores):
     return float(fpr[np.argmax(tpr >= 0.95 - 1e-12)])
 
 
+def fpr_at_recall_nearest_95(id_scores, ood_scores):
+    """The Outlier Exposure authors' FPR95: the FPR at the ROC point whose TPR is nearest 0.95.
+
+    Their code (hendrycks/outlier-exposure, utils/display_results.py, fpr_and_fdr_at_recall)
+    walks the distinct thresholds and takes argmin |recall - 0.95|; the same points are
+    sklearn's roc_curve with every threshold kept (the first on a tie). Unlike
+    fpr_at_95_tpr, the detector it describes may catch slightly fewer than 95% of OOD
+    examples, so it is never higher and often a little lower.
+    """
+    scores, is_ood = _scores_and_targets(id_scores, ood_scores)
+    fpr, tpr, _ = roc_curve(is_ood, scores, drop_intermediate=False)
+    return float(fpr[np.argmin(np.abs(tpr - 0.95))])
+
+
 def detection_metrics(id_scores, ood_scores):
-    """auroc, aupr_in, aupr_out, fpr95 (all in [0, 1]) and the sizes n_id, n_ood."""
+    """auroc, aupr_in, aupr_out, fpr95, fpr95_nearest (all in [0, 1]) and the sizes n_id, n_ood."""
     scores, is_ood = _scores_and_targets(id_scores, ood_scores)
     return {
         "auroc": auroc(id_scores, ood_scores),
         "aupr_in": aupr_in(id_scores, ood_scores),
         "aupr_out": aupr_out(id_scores, ood_scores),
         "fpr95": fpr_at_95_tpr(id_scores, ood_scores),
+        "fpr95_nearest": fpr_at_recall_nearest_95(id_scores, ood_scores),
         "n_id": int((is_ood == 0).sum()),
         "n_ood": int(is_ood.sum()),
     }

@@ -23,6 +23,8 @@ corruption is left.
 import numpy as np
 import pandas as pd
 
+from lib.layout import EXTERNAL_AUGMENT
+
 # Corruptions that a training augmentation already shows the model. PixMix's
 # augmentation ops include rotate, shear, translate and brightness; salt-and-pepper
 # training noise is MNIST-C's impulse_noise.
@@ -30,6 +32,9 @@ OVERLAP = {
     "pixmix": frozenset({"rotate", "shear", "translate", "brightness"}),
     "saltpepper": frozenset({"impulse_noise"}),
     "none": frozenset(),
+    # External checkpoints (config external_models): their training is not this project's to
+    # know, so nothing is left out; docs/published.md asks to read their column that way.
+    EXTERNAL_AUGMENT: frozenset(),
 }
 
 BASELINE_MODEL = "none/baseline"

@@ -15,6 +15,8 @@ number back to a file (workflow/templates/macros.html.j2 writes the attributes).
 """
 import numpy as np
 
+from lib.layout import EXTERNAL_AUGMENT
+
 AUGMENT_LABELS = {"none": "Base", "saltpepper": "S&P", "pixmix": "PixMix"}
 OE_LABELS = {"baseline": "", "oe": "+OE", "oe_tune": "+OE tune"}
 SCORE_LABELS = {"msp": "MSP", "xent": "cross-entropy", "energy": "energy", "maxlogit": "max logit",
@@ -27,7 +29,12 @@ HEADLINE_SCORE = "msp"  # the score the summary's reading and the detection figu
 LEAK_MARK = "†"  # dagger after a test set that was seen in training
 
 
+NOT_TRAINED_HERE = "not trained here"
+
+
 def model_label(augment, oe):
+    if augment == EXTERNAL_AUGMENT:  # a checkpoint from config external_models: its name
+        return f"{oe} ({NOT_TRAINED_HERE})"
     return (AUGMENT_LABELS.get(augment, augment) + " " + OE_LABELS.get(oe, oe)).strip()
 
 
@@ -35,9 +42,26 @@ def set_label(name, leaks):
     return f"{name} {LEAK_MARK}" if name in leaks else name
 
 
-def grid_columns(cfg):
-    """The models of the grid, (augment, oe), in the order of the tables' columns."""
+def trained_columns(cfg):
+    """(augment, oe) of every model trained here."""
     return [(a, o) for a in cfg["augment"] for o in cfg["oe"]]
+
+
+def grid_columns(cfg):
+    """(augment, oe) of every column of the tables: the models trained here, then the
+    external checkpoints (config external_models)."""
+    return trained_columns(cfg) + [(EXTERNAL_AUGMENT, name) for name in cfg.get("external_models", {})]
+
+
+def protocol_text(cfg):
+    """The sentence that says how every OOD number of this run was measured (config evaluation)."""
+    ev = cfg.get("evaluation", {"protocol": "full"})
+    if ev["protocol"] == "oe_paper":
+        return (f"Protocol oe_paper (the Outlier Exposure authors'): each OOD set scored on "
+                f"{ev['draws']} seeded random draws of {ev['ood_fraction']:g} × the ID test size "
+                f"against the whole ID test set; every OOD number is the mean over the draws "
+                f"(its std over the draws is in detection.csv as <metric>_draw_std).")
+    return "Protocol full: every ID test image against every image of each OOD set."
 
 
 def fmt_cell(mean, std, n, percent=True):

@@ -11,7 +11,7 @@ import pandas as pd
 from lib import layout
 from lib.common import load_npz
 from lib.evaluate.scores import SCORE_INPUTS, compute_score
-from lib.report.cells import HEADLINE_SCORE, SCORE_LABELS, cell, grid_columns, model_label, set_label
+from lib.report.cells import HEADLINE_SCORE, SCORE_LABELS, cell, grid_columns, model_label, protocol_text, set_label
 from lib.report.context import input_file, long_table, shown_path
 
 DETECTION_TABLES = (("auroc", "AUROC"), ("aupr_in", "AUPR-in"), ("aupr_out", "AUPR-out"),
@@ -53,13 +53,14 @@ def detection_figures(ctx, det_summary):
     seed = cfg["seeds"][0]
     curves, sources, missing = {ood: {} for ood in cfg["ood_sets"]}, [], []
     for a, o in grid_columns(cfg):
-        paths = {name: input_file(ctx, "logits", layout.logits_file(name, a, o, seed, ctx["results"]))
+        s = layout.EXTERNAL_SEED if a == layout.EXTERNAL_AUGMENT else seed
+        paths = {name: input_file(ctx, "logits", layout.logits_file(name, a, o, s, ctx["results"]))
                  for name in ["id_test", *cfg["ood_sets"]]}
         if any(p is None for p in paths.values()):
             missing.append(model_label(a, o))
             continue
         id_scores = compute_score(score, load_logits(paths["id_test"]))
-        sources.append(shown_path(ctx, layout.logits_dir(a, o, seed, ctx["results"])))
+        sources.append(shown_path(ctx, layout.logits_dir(a, o, s, ctx["results"])))
         for ood in cfg["ood_sets"]:
             curves[ood][model_label(a, o)] = (id_scores, compute_score(score, load_logits(paths[ood])))
     if not sources:
@@ -85,4 +86,4 @@ def build(ctx):
     if det is None:
         return None
     return {"tables": detection_tables(ctx["cfg"], det["summary"], det["source"], ctx["leaks"]),
-            "figures": detection_figures(ctx, det["summary"])}
+            "figures": detection_figures(ctx, det["summary"]), "protocol": protocol_text(ctx["cfg"])}

@@ -11,7 +11,7 @@ files (lib.report.context refuses any other), so a changed table, log or data se
 re-renders the report, and nothing a run left behind under results/ creeps into it.
 
 The names: one per table (TABLES below, a path each) and the lists train_logs (every
-model), logits (the first seed's, for the figures), data (the prepared sets the grid
+model trained here), logits (the first seed's, and each external checkpoint's, for the figures), data (the prepared sets the grid
 uses, for their checksums and the sample digits), mixing (PixMix's mixing set, when
 pixmix trains), corrupted (the 15 MNIST-C sets, for the example digit), fetched (the
 download records of the real sets) and benchmarks (the Snakemake benchmark files of the
@@ -36,8 +36,13 @@ NAMES = (*TABLES, *LISTS)
 
 
 def models(cfg):
-    """Every (augment, oe, seed) of the grid."""
+    """Every (augment, oe, seed) trained here: the grid."""
     return [(a, o, s) for a in cfg["augment"] for o in cfg["oe"] for s in cfg["seeds"]]
+
+
+def external_models(cfg):
+    """Every (augment, oe, seed) of a checkpoint trained elsewhere (config external_models)."""
+    return [(layout.EXTERNAL_AUGMENT, name, layout.EXTERNAL_SEED) for name in cfg.get("external_models", {})]
 
 
 def used_data_sets(cfg):
@@ -59,8 +64,9 @@ def benchmark_jobs(cfg, results=layout.RESULTS):
         jobs.append((bench("data/mixing"), layout.mixing_file(results)))
     if cfg["corruptions"] == "generated":
         jobs.append((bench("data/generate_corruptions"), layout.corruption_file(CORRUPTIONS[0], results)))
-    for kind, output in (("train", layout.model_file), ("evaluate", layout.mahalanobis_stats_file)):
-        jobs += [(bench(f"{kind}/{layout.model_part(a, o, s)}"), output(a, o, s, results)) for a, o, s in models(cfg)]
+    for kind, output, grid in (("train", layout.model_file, models(cfg)),
+                               ("evaluate", layout.mahalanobis_stats_file, models(cfg) + external_models(cfg))):
+        jobs += [(bench(f"{kind}/{layout.model_part(a, o, s)}"), output(a, o, s, results)) for a, o, s in grid]
     return jobs
 
 
@@ -83,7 +89,8 @@ def report_inputs(cfg, results=layout.RESULTS):
         **{name: layout.table_file(file, results) for name, file in TABLES.items()},
         "train_logs": [layout.train_log_file(a, o, s, results) for a, o, s in models(cfg)],
         # The figures draw one seed per model: curves of different seeds would hide each other.
-        "logits": [layout.logits_file(name, a, o, seed, results) for a in cfg["augment"] for o in cfg["oe"]
+        "logits": [layout.logits_file(name, a, o, s, results)
+                   for a, o, s in [(a, o, seed) for a in cfg["augment"] for o in cfg["oe"]] + external_models(cfg)
                    for name in ("id_test", *cfg["ood_sets"])],
         "data": [layout.data_file(name, results) for name in sets],
         "mixing": [layout.mixing_file(results)] if "pixmix" in cfg["augment"] else [],

@@ -24,7 +24,7 @@ import jinja2
 import markupsafe
 
 from lib.common import write_text_atomic
-from lib.report import (augment_samples, detection, evaluation, provenance, robustness, summary,
+from lib.report import (augment_samples, detection, evaluation, provenance, published_oe, robustness, summary,
                         training)
 from lib.report.cells import LEAK_MARK
 from lib.report.citations import missing_cited_files
@@ -46,6 +46,10 @@ def section(section_id, title, build, template, missing, heading=True):
 SECTIONS = [
     section("summary", "Summary: the study's two tables", summary.build, "sections/summary.html.j2",
             "results/tables/accuracy.csv or results/tables/detection.csv is absent: run the aggregate rule."),
+    section("published_oe", "Against the Outlier Exposure paper (MNIST)", published_oe.build,
+            "sections/published_oe.html.j2",
+            "No model of this run matches the Outlier Exposure paper's table (add external_model_sets: [oe_paper] "
+            "or train none x baseline/oe/oe_tune on MNIST, e.g. presets/oe-paper.yaml)."),
     section("robustness", "Robustness", robustness.build, "sections/robustness.html.j2",
             "No robustness results in this run (results/tables/robustness_summary.csv is absent).", heading=False),
     section("detection", "OOD detection", detection.build, "sections/detection.html.j2",

@@ -29,7 +29,7 @@ from lib import layout
 from lib.evaluate.aggregate import summarize
 from lib.common import load_npz
 from lib.data.mnist_c import CORRUPTIONS
-from lib.report.cells import key_text, model_label
+from lib.report.cells import grid_columns, key_text, model_label
 from lib.report.context import input_file, shown_path
 from lib.evaluate.robustness import OVERLAP
 
@@ -65,7 +65,7 @@ def summary_cell(summary, source, overlap=False, **key):
 
 
 def grid_models(cfg):
-    return [(a, o) for a in cfg["augment"] for o in cfg["oe"]]
+    return grid_columns(cfg)  # trained here, then external checkpoints
 
 
 def per_corruption_rows(cfg, long_summary, long_src, summary, summary_src):

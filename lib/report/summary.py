@@ -15,10 +15,12 @@ own entry of `data` and its own <p> at the top of the template.
 """
 import numpy as np
 
+from lib.layout import EXTERNAL_AUGMENT
 from lib.evaluate.baseline_check import BASE_MODEL, check_baseline, recovered_part, warning_sentences
 from lib.report import published
 from lib.report.cells import (AUGMENT_LABELS, HEADLINE_SCORE, OE_LABELS, SCORE_LABELS, cell, empty_cell,
-                              grid_columns, model_label, published_text, set_label)
+                              grid_columns, model_label, protocol_text, published_text, set_label,
+                              trained_columns)
 from lib.report.context import input_file, long_table, shown_path
 from lib.report.statistics import METRIC_NAMES, SET_NAMES, detectable_block, read_detectable
 from lib.report.verdicts import RULE_TEXT, best_and_ties, compare, read_differences
@@ -189,23 +191,27 @@ def study_tables(cfg, acc, det, acc_src, det_src, leaks=(), mnist_c=None):
     `mnist_c` is the long_table() of robustness_summary.csv, or None."""
     id_name = cfg["in_distribution"]
     pub_id = "mnist" if id_name == "mnist" else None
-    augments = cfg["augment"]
+    # Columns: each augmentation's model without OE, then the external checkpoints (no published number).
+    acc_columns = [(a, "baseline") for a in cfg["augment"]] + grid_columns(cfg)[len(trained_columns(cfg)):]
+    acc_pub = {(a, o): published.ACCURACY.get((pub_id, a)) if pub_id and o == "baseline" else None
+               for a, o in acc_columns}
     acc_rows = [{"label": f"{id_name} test accuracy", "note": "", "cells": [
-        cell(acc, acc_src, published_value=published.ACCURACY.get((pub_id, a)) if pub_id else None,
-             augment=a, oe="baseline", metric="accuracy", set="id_test") for a in augments]}]
+        cell(acc, acc_src, published_value=acc_pub[a, o], augment=a, oe=o, metric="accuracy", set="id_test")
+        for a, o in acc_columns]}]
     # The published MNIST-C numbers are for the official files; generated corruptions show ours alone.
     official = cfg.get("corruptions", "official") == "official"
-    mnist_c_pub = {a: published.ACCURACY.get(("mnist_c", a)) if pub_id and official else None for a in augments}
+    mnist_c_pub = {(a, o): published.ACCURACY.get(("mnist_c", a)) if pub_id and official and o == "baseline" else None
+                   for a, o in acc_columns}
     if mnist_c is not None:
         on = ("the official MNIST-C test sets (Zenodo 3239543)" if official else
               f"the 15 MNIST-C corruptions generated offline from the {id_name} test set")
         acc_rows.append({"label": "MNIST-C accuracy (mean over the corruptions)", "note": f"On {on}.", "cells": [
-            cell(mnist_c["summary"], mnist_c["source"], published_value=mnist_c_pub[a],
-                 augment=a, oe="baseline", metric=MNIST_C_METRIC) for a in augments]})
+            cell(mnist_c["summary"], mnist_c["source"], published_value=mnist_c_pub[a, o],
+                 augment=a, oe=o, metric=MNIST_C_METRIC) for a, o in acc_columns]})
     else:
         acc_rows.append({"label": "MNIST-C accuracy (mean over the corruptions)",
                          "note": "Not in this run: results/tables/robustness_summary.csv is absent.",
-                         "cells": [empty_cell(published=published_text(mnist_c_pub[a], True)) for a in augments]})
+                         "cells": [empty_cell(published=published_text(mnist_c_pub[c], True)) for c in acc_columns]})
     columns = grid_columns(cfg)
     auroc_rows = []
     for ood in cfg["ood_sets"]:
@@ -213,7 +219,8 @@ def study_tables(cfg, acc, det, acc_src, det_src, leaks=(), mnist_c=None):
             auroc_rows.append({"label": f"{set_label(ood, leaks)}, {SCORE_LABELS[score]}", "cells": [
                 cell(det, det_src, published_value=published.AUROC.get((ood, score, a, o)) if pub_id else None,
                      augment=a, oe=o, metric="auroc", set=ood, score=score) for a, o in columns]})
-    return {"accuracy_header": [AUGMENT_LABELS.get(a, a) for a in augments], "accuracy_rows": acc_rows,
+    return {"accuracy_header": [model_label(a, o) if a == EXTERNAL_AUGMENT else AUGMENT_LABELS.get(a, a)
+                                for a, o in acc_columns], "accuracy_rows": acc_rows,
             "auroc_header": [model_label(a, o) for a, o in columns], "auroc_rows": auroc_rows}
 
 
@@ -241,5 +248,6 @@ def build(ctx):
     if versus:
         reading["sentences"].append("Against the published study, ours differ on average by " + _join(versus) + ".")
     return {"baseline_warning": warning, "study": study, "reading": reading, "detectable": detectable,
-            "published_shown": cfg["in_distribution"] == "mnist", "oe_reference": published.OE_REFERENCE}
+            "published_shown": cfg["in_distribution"] == "mnist", "oe_reference": published.OE_REFERENCE,
+            "protocol": protocol_text(cfg)}
 

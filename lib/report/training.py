@@ -8,7 +8,7 @@ curves per epoch, from each model's train_log.csv.
 """
 import pandas as pd
 
-from lib.report.cells import grid_columns, model_label, plain_cell
+from lib.report.cells import model_label, plain_cell, trained_columns
 from lib.report.context import input_file, shown_path
 from lib import layout
 
@@ -16,7 +16,7 @@ from lib import layout
 def training_runs(ctx):
     """{label: (train_log DataFrame, shown path)} for every model of the grid with a log."""
     cfg, runs = ctx["cfg"], {}
-    for a, o in grid_columns(cfg):
+    for a, o in trained_columns(cfg):  # external checkpoints have no train log
         for s in cfg["seeds"]:
             path = input_file(ctx, "train_logs", layout.train_log_file(a, o, s, ctx["results"]))
             if path is not None:
@@ -42,5 +42,5 @@ def build(ctx):
                        "column=images_per_s;stat=median"),
             plain_cell(log["seconds"].sum(), f"{log['seconds'].sum():.1f}", source, "column=seconds;stat=sum")]})
     figure = report_figures.training_figure({label: log for label, (log, _) in runs.items()})
-    expected = len(grid_columns(ctx["cfg"])) * len(ctx["cfg"]["seeds"])
+    expected = len(trained_columns(ctx["cfg"])) * len(ctx["cfg"]["seeds"])
     return {"rows": rows, "figure": figure, "missing": expected - len(runs)}

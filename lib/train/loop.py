@@ -68,10 +68,12 @@ def make_optimizer(params, tcfg, lr):
     return torch.optim.AdamW(params, lr=lr, weight_decay=tcfg["weight_decay"], fused=True)
 
 
-def make_schedule(optimizer, schedule, total_steps):
+def make_schedule(optimizer, schedule, total_steps, final_factor=0.0):
     if schedule == "cosine":
-        # Per step, down to zero at the last step: the reference code's cosine annealing.
-        lam = lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
+        # Per step, from 1 down to final_factor (final_lr / lr) at the last step: the reference
+        # code's cosine annealing (the OE authors end at 1e-6 / lr).
+        lam = lambda step: final_factor + (1 - final_factor) * 0.5 * (
+            1 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
     else:
         lam = lambda step: 1.0
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lam)
@@ -234,7 +236,8 @@ def train(data, augment, oe, seed, cfg, out_model, out_log, checkpoint, aux=None
                          f"out); use at most {len(x_train)}. No model was written.")
     steps_per_epoch = max(1, len(x_train) // batch)  # drop the ragged last batch: BN needs >1 sample
     optimizer = make_optimizer(model.parameters(), tcfg, lr)
-    schedule = make_schedule(optimizer, tcfg["schedule"], epochs * steps_per_epoch)
+    schedule = make_schedule(optimizer, tcfg["schedule"], epochs * steps_per_epoch,
+                             tcfg.get("final_lr", 0.0) / lr)
     lam, aux_batch = ocfg["lambda"], ocfg["batch_factor"] * batch
 
     rows, start_epoch = [], 0

@@ -235,9 +235,37 @@ def to_fast_layout(model):
     return model.to(memory_format=torch.channels_last)
 
 
+class StandardizedInput(nn.Module):
+    """A network trained on (x - 0.1307) / 0.3081, fed the project's [0, 1] pixels.
+
+    For external checkpoints whose `input` is mnist_standardized; `features` and `head`
+    pass through, so every score works unchanged.
+    """
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    @property
+    def head(self):
+        return self.net.head
+
+    def features(self, x):
+        return self.net.features((x - 0.1307) / 0.3081)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
 def load_model_file(path, device="cpu"):
-    """Load a model.pt written by this module; refuses pickled code (weights_only=True)."""
+    """Load a model.pt written by this module; refuses pickled code (weights_only=True).
+
+    An external checkpoint's file (lib.train.external) also names its input convention;
+    a network trained on standardised pixels is wrapped to take [0, 1] ones.
+    """
     blob = load_weights_only(path, device)
     model = build_model(blob["model_name"], int(blob["num_classes"]))
     model.load_state_dict(blob["state_dict"])
+    if blob.get("input_convention", "unit") == "mnist_standardized":
+        model = StandardizedInput(model)
     return to_fast_layout(model.to(device)).eval(), blob

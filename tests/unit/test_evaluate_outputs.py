@@ -135,7 +135,7 @@ def test_aggregate_job_writes_the_records_as_long_tables(evaluated, tmp_path):
     aggregate_job(scores, [accuracy], str(detection_csv), str(accuracy_csv), str(tmp_path / "aggregate.log"))
     detection, acc = pd.read_csv(detection_csv, keep_default_na=False), pd.read_csv(accuracy_csv, keep_default_na=False)
     assert list(detection.columns) == COLUMNS and list(acc.columns) == COLUMNS
-    assert len(detection) == 2 * 6 and set(detection["score"]) == {"msp", "energy"} and set(detection["set"]) == {"noise"}
+    assert len(detection) == 2 * 7 and set(detection["score"]) == {"msp", "energy"} and set(detection["set"]) == {"noise"}
     auroc = detection[(detection.metric == "auroc") & (detection.score == "msp")]
     assert auroc["value"].item() == pytest.approx(json.loads(open(scores[0]).read())["auroc"])
     assert sorted(acc["metric"]) == ["accuracy", "nll"] and set(acc["source"]) == {accuracy}

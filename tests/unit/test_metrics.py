@@ -143,7 +143,7 @@ def test_fpr95_is_fraction_of_id_at_or_above_the_95_percent_ood_threshold(id_sco
 
 def test_detection_metrics_perfect_separation_and_sizes():
     m = detection_metrics([0.0, 0.1, 0.2], [1.0, 2.0])
-    assert m == {"auroc": 1.0, "aupr_in": 1.0, "aupr_out": 1.0, "fpr95": 0.0, "n_id": 3, "n_ood": 2}
+    assert m == {"auroc": 1.0, "aupr_in": 1.0, "aupr_out": 1.0, "fpr95": 0.0, "fpr95_nearest": 0.0, "n_id": 3, "n_ood": 2}
 
 
 # ---- classification and calibration -------------------------------------------------

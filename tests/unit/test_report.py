@@ -143,9 +143,11 @@ def test_figures_are_png_data_uris():
 
 
 def test_sections_are_one_list_in_the_order_of_the_page():
-    assert [s["id"] for s in SECTIONS] == ["summary", "robustness", "detection", "evaluation", "training",
+    assert [s["id"] for s in SECTIONS] == ["summary", "published_oe", "robustness", "detection", "evaluation", "training",
                                            "augment_samples", "provenance"]
-    assert [s["title"] for s in SECTIONS][:3] == ["Summary: the study's two tables", "Robustness", "OOD detection"]
+    assert [s["title"] for s in SECTIONS][:4] == ["Summary: the study's two tables",
+                                                 "Against the Outlier Exposure paper (MNIST)", "Robustness",
+                                                 "OOD detection"]
 
 
 def test_every_section_has_its_partial_a_builder_and_a_note():

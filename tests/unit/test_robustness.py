@@ -49,7 +49,7 @@ def test_non_overlap_mean_over_all_fifteen_uses_eleven_for_pixmix():
 
 
 def test_non_overlap_mean_errors():
-    with pytest.raises(ValueError, match="unknown augmentation 'mixup'; known: none, pixmix, saltpepper"):
+    with pytest.raises(ValueError, match="unknown augmentation 'mixup'; known: external, none, pixmix, saltpepper"):
         non_overlap_mean({"fog": 0.5}, "mixup")
     with pytest.raises(ValueError, match="nothing is left"):
         non_overlap_mean({"rotate": 0.5}, "pixmix")

@@ -6,6 +6,7 @@ import shlex
 
 from lib import layout
 from lib.data.mnist_c import CORRUPTIONS  # the 15 MNIST-C corruptions (numpy-only import, fast to parse)
+from lib.layout import EXTERNAL_AUGMENT, EXTERNAL_SEED
 
 ROOT = workflow.basedir
 # Jobs run `python -m lib.<module>` with the interpreter that runs Snakemake (the
@@ -19,20 +20,37 @@ SEEDS = config["seeds"]
 OOD_SETS = config["ood_sets"]
 SCORES = config["scores"]
 OE_SOURCE = config["outlier_exposure"]["source"]
+# Checkpoints trained elsewhere enter the grid as augment "external", oe = their name, one seed.
+EXTERNALS = config["external_models"]
+
+# Before any job (and only in the main process, not again inside each job): every external
+# checkpoint is there (downloaded unless offline), has its pinned sha256 and loads strictly.
+if EXTERNALS and workflow.is_main_process:
+    from lib.train.external import ExternalModelError, check_external_models  # torch: only when needed
+
+    try:
+        check_external_models(config)
+    except ExternalModelError as error:
+        raise WorkflowError(str(error)) from None
 
 
 wildcard_constraints:
-    augment="|".join(AUGMENTS),
-    oe="|".join(OES),
+    augment="|".join(AUGMENTS + ([EXTERNAL_AUGMENT] if EXTERNALS else [])),
+    oe="|".join(OES + list(EXTERNALS)),
     seed=r"\d+",
     dataset=r"[a-z0-9_]+",
     ood_set="|".join(OOD_SETS),
     score="|".join(SCORES),
 
 
-def models():
-    """Every (augment, oe, seed) of the grid as wildcard dicts."""
+def trained_models():
+    """Every (augment, oe, seed) trained here, as wildcard dicts."""
     return [dict(augment=a, oe=o, seed=s) for a in AUGMENTS for o in OES for s in SEEDS]
+
+
+def models():
+    """Every model evaluated: the trained grid, then the external models (augment "external")."""
+    return trained_models() + [dict(augment=EXTERNAL_AUGMENT, oe=name, seed=EXTERNAL_SEED) for name in EXTERNALS]
 
 
 def expand_models(pattern):

@@ -48,14 +48,16 @@ rule score:
         # Per-example scores for the differences step, which resamples them (Mahalanobis
         # scores cost seconds per set: computed once, here).
         npz=layout.example_scores_file(),
+    params:
+        # full | oe_paper (seeded OOD draws): a change rescores every model
+        scoring=dict(protocol=config["evaluation"], base_seed=config["seed"]),
     log:
         layout.log_file("score/{augment}/{oe}/seed{seed}/{ood_set}/{score}"),
     run:
         # In-process: a score is a few milliseconds of numpy; a Python start per job would cost 100x more.
         lib_detection.score_job(input.id_logits, input.ood_logits, output.json, log[0], **model_values(wildcards),
-                                ood_set=wildcards.ood_set, score=wildcards.score,
-                                train_stats_path=input.train_stats[0] if input.train_stats else None,
-                                out_npz=output.npz)
+                                ood_set=wildcards.ood_set, score=wildcards.score, out_npz=output.npz,
+                                train_stats_path=(input.train_stats or [None])[0], **params.scoring)
 
 
 rule model_metrics:

@@ -1,4 +1,5 @@
-# Train: one GPU job per model of the grid, {augment} x {oe} x {seed}.
+# Train: one GPU job per model of the grid, {augment} x {oe} x {seed}; external checkpoints
+# (config external_models) are imported instead.
 
 
 def train_inputs(wildcards):
@@ -18,6 +19,9 @@ def optional_args(inputs):
 
 
 rule train:
+    wildcard_constraints:
+        augment="|".join(AUGMENTS),  # not "external": those come from import_external
+        oe="|".join(OES),
     input:
         unpack(train_inputs),
     output:
@@ -37,3 +41,27 @@ rule train:
         "--seed {wildcards.seed} --config-json {params.cfg:q} {params.optional} "
         "--out-model {output.model:q} --out-log {output.train_log:q} --checkpoint {params.checkpoint:q} "
         "--threads {threads} > {log:q} 2>&1"
+
+
+if EXTERNALS:
+
+    rule import_external:
+        # An external checkpoint (config external_models) as this project's model file; the
+        # download, if any, happened in the config check before any job.
+        output:
+            model=layout.model_file(EXTERNAL_AUGMENT, "{name}", EXTERNAL_SEED),
+        wildcard_constraints:
+            name="|".join(EXTERNALS),
+        params:
+            entry=lambda wc: json.dumps(EXTERNALS[wc.name], sort_keys=True),  # a new sha256 or file re-imports it
+        log:
+            layout.log_file("import_external/{name}"),
+        run:
+            import lib.train.external as lib_external
+
+            lib_external.import_job(wildcards.name, EXTERNALS[wildcards.name], config["data_dir"],
+                                    config.get("offline", False), output.model, log[0])
+
+
+    localrules:
+        import_external,
