@@ -2,6 +2,7 @@
 # make test       the test suite: tests/unit, tests/workflow, tests/cluster (see tests/conftest.py)
 # make test-fast  the unit tier alone, a few minutes
 # make bench      the speed benchmarks
+# make slurm-plan what a run through profiles/slurm submits (PLAN_ARGS: more snakemake options)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 SNAKEMAKE := $(VENV)/bin/snakemake
@@ -9,7 +10,7 @@ SNAKEMAKE := $(VENV)/bin/snakemake
 # keeps freed memory; set for our own jobs only (see docs/performance.md).
 JOB_ENV := MALLOC_MMAP_THRESHOLD_=17179869184 MALLOC_TRIM_THRESHOLD_=17179869184 MALLOC_TOP_PAD_=536870912
 
-.PHONY: demo test test-fast bench
+.PHONY: demo test test-fast bench slurm-plan
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -31,3 +32,6 @@ test-fast: $(VENV)/.installed
 # BENCH_ARGS: more options of benchmarks/run.py (--tiny, --out DIR)
 bench: $(VENV)/.installed
 	$(if $(filter off,$(BENCH_MALLOC)),,$(JOB_ENV)) $(PY) -m benchmarks.run $(if $(BENCH_DEMO),--demo) $(BENCH_ARGS)
+
+slurm-plan: $(VENV)/.installed
+	$(PY) workflow/slurm_plan.py $(PLAN_ARGS)

@@ -38,7 +38,27 @@ except ConfigError as error:
     raise WorkflowError(str(error)) from None
 
 
+def guard_slurm_status_queries():
+    """Status queries that cannot hang on a cancelled, preempted or forgotten SLURM job
+    (workflow/slurm_status.py, loaded by path: a `workflow` package would hide Snakemake's
+    `workflow`). Called from onstart: the executor is known only once the run starts, and
+    only the Snakemake that submits the jobs runs onstart and polls their states."""
+    import importlib.util
+    import snakemake_executor_plugin_slurm
+
+    spec = importlib.util.spec_from_file_location(
+        "mnist_safety_slurm_status", os.path.join(workflow.basedir, "workflow", "slurm_status.py"))
+    guard = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(guard)
+    try:
+        guard.install(snakemake_executor_plugin_slurm)
+    except RuntimeError as error:
+        raise WorkflowError(str(error)) from None
+
+
 onstart:
+    if getattr(workflow.executor_plugin, "name", None) == "slurm":
+        guard_slurm_status_queries()
     # Only once the run starts is it known whether jobs run on this machine or are sent to a
     # cluster's GPU nodes; a missing GPU here is then said before any job, not in a job's log.
     gpu_jobs = [j for j in workflow.dag.needrun_jobs() if j.rule.name in ("train", "evaluate")]

@@ -6,8 +6,11 @@ study, and (optionally) the whole offline demo.
     line = bench_differences()        # the compare rule's command on 27 models, 10 OOD sets, 6 scores
     demo, plain = bench_demo()        # the demo twice: plain `snakemake --cores N`, then
                                       # snakemake --profile profiles/local --configfile presets/demo.yaml
+    if slurm_test_cluster_up():       # tests/slurm/start.sh's cluster
+        line = bench_slurm_overhead() # the tiny preset through SLURM / with profiles/local
 
     python -m benchmarks.bench_workflow [--tiny] [--demo]
+    python -m benchmarks.bench_workflow --slurm   # only the SLURM line (the test cluster must be up)
 
 All run Snakemake as a user does, in a fresh temporary working folder, and time the
 whole command. The dry-run line also times `snakemake --version`: the start-up every
@@ -22,15 +25,21 @@ corruptions; about 450 MB) and times the compare rule's command on it, pinned to
 where the machine has more. The demo's second line compares two runs instead: plain
 `snakemake --cores N` (no --profile: only the workflow's default profile, profiles/default,
 applies) over `--profile profiles/local` (whose `cores: all` is the same N), so its ratio is
-plain / profile and the goal is at most 1.2.
+plain / profile and the goal is at most 1.2. When the test cluster of tests/slurm/start.sh
+is up, the SLURM line runs the tiny preset through it and with profiles/local, on the same
+machine one after the other: SLURM / local, goal at most 1.5 (what queue waits, job
+start-ups and status polls add to the same work).
 """
 import argparse
+import importlib.util
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import yaml
 from snakemake.utils import available_cpu_count
@@ -124,13 +133,14 @@ TINY_STUDY = dict(augments=("none", "saltpepper"), oes=("baseline", "oe"), seeds
                   scores=("msp", "energy"), corruptions=("fog", "shear"), n_test=300, n_ood=200, n_corrupted=200)
 
 
-def _time_demo(configfile, *args, profile="local"):
-    """(seconds, jobs run) of one run of the study in configfile in a fresh temporary folder."""
+def _time_demo(configfile, *args, profile="local", with_output=False):
+    """(seconds, jobs run[, Snakemake's output]) of one run of the study in configfile in a
+    fresh temporary folder; profile: a folder of profiles/, or a path."""
     with tempfile.TemporaryDirectory(prefix="bench-demo-") as folder:
         seconds, output = _timed(
             _snakemake(folder, "--configfile", os.path.join(ROOT, configfile), *args, profile=profile), folder)
     jobs = re.search(r"(\d+) of \1 steps \(100%\) done", output)
-    return seconds, jobs.group(1) if jobs else "?"
+    return (seconds, jobs.group(1) if jobs else "?") + ((output,) if with_output else ())
 
 
 def bench_demo(goal_s=180.0, configfile="presets/demo.yaml", plain_goal=1.2):
@@ -151,6 +161,37 @@ def bench_demo(goal_s=180.0, configfile="presets/demo.yaml", plain_goal=1.2):
     ]
 
 
+def slurm_test_cluster_up(partition="debug"):
+    """Whether tests/slurm/start.sh's cluster (its partition) answers sinfo and is up."""
+    if shutil.which("sinfo") is None:
+        return False
+    try:
+        done = subprocess.run(["sinfo", "-h", "-o", "%P %a"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    rows = [line.split() for line in done.stdout.splitlines()]
+    return done.returncode == 0 and [partition.rstrip("*"), "up"] in [[p.rstrip("*"), a] for p, a in rows]
+
+
+def bench_slurm_overhead(configfile="presets/tiny.yaml", goal=1.5):
+    """The study in configfile run twice, through SLURM on the test cluster (profiles/slurm
+    with tests/slurm/profile's overrides, as tests/cluster runs it) and with profiles/local,
+    both on this machine: SLURM's wall time / the local one."""
+    spec = importlib.util.spec_from_file_location("derive_profile", os.path.join(ROOT, "tests", "slurm", "derive_profile.py"))
+    derive_profile = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(derive_profile)
+    with tempfile.TemporaryDirectory(prefix="bench-slurm-profile-") as folder:
+        profile = str(derive_profile.write_test_profile(Path(folder)).parent)
+        local_s, local_jobs = _time_demo(configfile)
+        slurm_s, slurm_jobs, output = _time_demo(configfile, profile=profile, with_output=True)
+    submissions = len(re.findall(r"has been submitted with SLURM jobid", output))
+    ratio = slurm_s / local_s
+    return {"name": f"{configfile} through SLURM (test cluster) / with profiles/local", "ours": slurm_s,
+            "reference": local_s, "unit": "s", "ratio": ratio, "goal": f"<= {goal}", "met": ratio <= goal,
+            "detail": (f"{slurm_jobs} jobs, {submissions} of them SLURM submissions ({local_jobs} jobs locally); "
+                       f"profiles/slurm with tests/slurm/profile's overrides; local first, one run each, fresh folders")}
+
+
 TINY_DRY_RUN = dict(seeds=1, ood_sets=["gaussian", "negated"], scores=["msp"], repeats=1, start_up=False)
 
 
@@ -159,7 +200,16 @@ def main(argv=None):
     parser.add_argument("--tiny", action="store_true", help="a one-seed grid (checks the code, not the speed)")
     parser.add_argument("--demo", action="store_true",
                         help="also run the whole demo twice, plain and with profiles/local (minutes)")
+    parser.add_argument("--slurm", action="store_true",
+                        help="only the tiny preset through SLURM / with profiles/local (needs tests/slurm/start.sh's cluster)")
     args = parser.parse_args(argv)
+    if args.slurm:
+        if not slurm_test_cluster_up():
+            parser.error("the test cluster is not up: run tests/slurm/start.sh first (as root)")
+        line = bench_slurm_overhead()
+        print(f"{line['name']}: {line['ratio']:.2f} ({line['ours']:.1f} s / {line['reference']:.1f} s, goal "
+              f"{line['goal']}); {line['detail']}")
+        return [line]
     lines = [bench_dry_run(**(TINY_DRY_RUN if args.tiny else {})), bench_differences(study=TINY_STUDY if args.tiny else None)]
     if args.demo:
         lines += bench_demo(configfile="presets/tiny.yaml" if args.tiny else "presets/demo.yaml")

@@ -9,7 +9,8 @@ Each line is measured in one process on the same data and model and gives a rati
 (ours / reference, or goal / measured for wall times): PixMix batched against the
 per-sample reference (benchmarks/bench_pixmix.py), the three training-loop lines
 (benchmarks/bench_training.py), evaluation (benchmarks/bench_eval.py) and the workflow's
-wall times (benchmarks/bench_workflow.py: dry run, differences step). `--tiny` runs everything at sizes that take
+wall times (benchmarks/bench_workflow.py: dry run, differences step; with the test cluster of
+tests/slurm/start.sh up, the tiny preset through SLURM / with profiles/local, minutes). `--tiny` runs everything at sizes that take
 seconds: it checks the code, its numbers mean nothing. Writes <out>/<label>.csv and
 <out>/<label>.json (label: "bench", or "bench-tiny"); the JSON also holds the machine
 description and the load average before and after.
@@ -89,6 +90,8 @@ def run_all(tiny=False, demo=False):
     lines.append(bench_workflow.bench_differences(study=bench_workflow.TINY_STUDY if tiny else None))
     if demo:
         lines += bench_workflow.bench_demo(configfile="presets/tiny.yaml" if tiny else "presets/demo.yaml")
+    if not tiny and bench_workflow.slurm_test_cluster_up():
+        lines.append(bench_workflow.bench_slurm_overhead())
     return lines
 
 

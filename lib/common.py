@@ -159,6 +159,19 @@ def pick_device(requested="auto"):
     return torch.device("cpu")
 
 
+def use_threads(threads, log):
+    """torch.set_num_threads(threads), logged with the cores this process may run on (a
+    SLURM job's allocation, a taskset): `threads N of M usable cores`. More threads than
+    usable cores only makes them wait for each other, so that case is a warning."""
+    import torch
+    torch.set_num_threads(threads)
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    log.info("threads %d of %d usable cores", torch.get_num_threads(), usable)
+    if threads > usable:
+        log.warning("%d threads asked for (Snakemake's threads) but only %d cores are usable here: "
+                    "lower set-threads in the profile or ask the cluster for more cores", threads, usable)
+
+
 def device_name(device):
     import torch
     if device.type == "cuda":

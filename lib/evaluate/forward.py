@@ -30,7 +30,7 @@ import torch
 
 from lib import layout
 from lib.common import (array_problems, keep_freed_memory, load_npz, pick_device, save_npz_atomic, setup_logging,
-                        write_json_atomic)
+                        use_threads, write_json_atomic)
 from lib.config import add_extension_argument, load_extensions
 from lib.evaluate.scores import (ODIN_EPSILON, ODIN_TEMPERATURE, fit_mahalanobis, fit_posthoc, knn_score,
                                  normalise_rows, odin_logits)
@@ -179,7 +179,7 @@ def main(argv=None):
     log = setup_logging(a.log)
     load_extensions(a.extension)  # before the model is built by name
     keep_freed_memory()
-    torch.set_num_threads(a.threads)
+    use_threads(a.threads, log)
     extra = [tuple(s.split("=", 1)) for s in a.set]
     logits_only = [tuple(s.split("=", 1)) for s in a.logits_set]
     id_data = load_npz(a.id_data, required=("x_train", "y_train", "x_test", "y_test"))

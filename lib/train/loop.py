@@ -41,7 +41,7 @@ import torch.nn.functional as F
 
 from lib.train.augment import augment_batch
 from lib.common import (derive_seed, device_name, keep_freed_memory, pick_device, replace_atomic, setup_logging,
-                        sha256_file)
+                        sha256_file, use_threads)
 from lib.config import add_extension_argument, load_extensions
 from lib.data.splits import validation_split
 from lib.train.models import (build_model, load_model_file, load_weights_only, save_torch_atomic, to_device_images,
@@ -348,8 +348,9 @@ def main(argv=None):
     load_extensions(a.extension)  # before the augmentation and the model are looked up by name
     keep_freed_memory()
     cfg = json.loads(a.config_json)
-    # One thread per job: on a few cores, parallel jobs beat one job's threads fighting them.
-    torch.set_num_threads(a.threads)
+    # Snakemake's threads: 1 by default (on a few cores, parallel jobs beat one job's threads
+    # fighting them); what set-threads gives under SLURM, where the job asked for that many cores.
+    use_threads(a.threads, log)
     train(load_npz(a.data, required=("x_train", "y_train")), a.augment, a.oe, a.seed, cfg, a.out_model, a.out_log,
           a.checkpoint, aux=load_npz(a.aux, required=("x_train",)) if a.aux else None,
           mixing=load_npz(a.mixing, required=("images",)) if a.mixing else None,

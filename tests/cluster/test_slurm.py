@@ -28,10 +28,14 @@ import pytest
 import torch
 import yaml
 
-from tests.helpers.slurm import (GPU_RULES, REPO, RESUME_OVERLAY, SLURM_DIR, SNAKEFILE, TINY, derive_profile,
-                                 local_rules, study_grid)
+from tests.helpers.slurm import (CPU_PROFILE, GPU_RULES, REAL_PROFILE, REPO, RESUME_OVERLAY, SLURM_DIR, SNAKEFILE,
+                                 TINY, derive_profile, local_rules, study_grid)
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+# The SLURM comment of a model's group job (profiles/slurm: groups, "model_{oe}") starts
+# with this, then its oe and rules: rule_model_oe_evaluate_train, or rule_model_baseline_train
+# when the model alone is asked for.
+MODEL_JOB = "model_"
 
 
 def _cluster_cannot_start() -> str:
@@ -64,9 +68,10 @@ def _slurm_logs(workdir: Path) -> str:
     return "\n".join(f"--- {log}\n{log.read_text()}" for log in logs)
 
 
-def slurm_snakemake_command(snakefile: Path, workdir: Path, *extra_args: str) -> list:
-    """The snakemake command that runs snakefile in workdir through the derived test profile."""
-    profile = derive_profile.write_test_profile(workdir.parent / "slurm-test-profile").parent
+def slurm_snakemake_command(snakefile: Path, workdir: Path, *extra_args: str, real_profile: Path = REAL_PROFILE) -> list:
+    """The snakemake command that runs snakefile in workdir through the test profile derived
+    from real_profile (profiles/slurm, or profiles/slurm-cpu)."""
+    profile = derive_profile.write_test_profile(workdir.parent / f"test-{real_profile.name}", real_profile).parent
     return [*SNAKEMAKE, "--snakefile", str(snakefile), "-d", str(workdir), "--profile", str(profile), *extra_args]
 
 
@@ -76,7 +81,8 @@ def submitted_job_ids(snakemake_output: str) -> list:
 
 
 def sacct_jobs(job_ids: list) -> dict:
-    """{SLURM job id: (rule name, AllocTRES, State)} for job_ids, read with sacct."""
+    """{SLURM job id: (rule name, AllocTRES, State)} for job_ids, read with sacct (a group
+    job's "rule name" is the group's and its rules', e.g. model_evaluate_train)."""
     sacct = subprocess.run(
         ["sacct", "-n", "-P", "-X", "-j", ",".join(job_ids), "-o", "JobID,Comment,AllocTRES,State"],
         capture_output=True, text=True, timeout=60, check=True,
@@ -91,10 +97,10 @@ def sacct_jobs(job_ids: list) -> dict:
     return jobs
 
 
-def run_through_slurm(snakefile: Path, workdir: Path, *extra_args: str) -> dict:
+def run_through_slurm(snakefile: Path, workdir: Path, *extra_args: str, real_profile: Path = REAL_PROFILE) -> dict:
     """Run snakefile in workdir through the derived test profile; sacct_jobs of what it submitted."""
     result = subprocess.run(
-        slurm_snakemake_command(snakefile, workdir, *extra_args),
+        slurm_snakemake_command(snakefile, workdir, *extra_args, real_profile=real_profile),
         capture_output=True, text=True, timeout=900,
     )
     output = result.stdout + result.stderr
@@ -131,21 +137,28 @@ def test_tiny_study_runs_train_and_evaluate_as_slurm_jobs_with_a_gpu(slurm_clust
     jobs = run_through_slurm(SNAKEFILE, workdir, "--configfile", str(TINY))
     grid = study_grid(REPO / "config.yaml", TINY)
 
+    # One SLURM job per model, with its train and evaluate jobs; the CPU-only jobs without a GPU.
     by_rule = collections.Counter(rule for rule, _, _ in jobs.values())
-    assert by_rule["train"] == by_rule["evaluate"] == len(grid), by_rule
-    assert not set(by_rule) & local_rules(), f"local rules went to SLURM: {by_rule}"
+    model_jobs = [rule for rule in by_rule.elements() if rule.startswith(MODEL_JOB)]
+    assert len(model_jobs) == len(grid) and all(rule.endswith("_evaluate_train") for rule in model_jobs), by_rule
+    assert not set(by_rule) & (local_rules() | set(GPU_RULES)), f"not in a model's job: {by_rule}"
+    threads = yaml.safe_load((SLURM_DIR / "profile" / "config.yaml").read_text())["set-threads"]
     for job_id, (rule, tres, state) in jobs.items():
         assert state == "COMPLETED", (job_id, rule, state)
-        has_gpu = "gres/gpu=1" in tres.split(",")
-        assert has_gpu == (rule in GPU_RULES), (job_id, rule, tres)
+        allocated = tres.split(",")
+        assert ("gres/gpu=1" in allocated) == rule.startswith(MODEL_JOB), (job_id, rule, tres)
+        if rule.startswith(MODEL_JOB):
+            assert f"cpu={max(threads.values())}" in allocated, (job_id, rule, tres)
 
-    # The jobs saw the GPU SLURM gave them (a fake one: torch finds no CUDA and says so once).
+    # The jobs saw the GPU SLURM gave them (a fake one: torch finds no CUDA and says so
+    # once), and ran torch on the threads they asked for, on as many cores.
     gpu_indices = fake_gpu_indices()
     for augment, oe, seed in grid:
         for stage in GPU_RULES:
             log = (workdir / "results" / "logs" / stage / augment / oe / f"seed{seed}.log").read_text()
             seen = _gpus_in_cpu_warnings(log)
             assert len(seen) == 1 and seen[0] in gpu_indices, (stage, augment, oe, seed, log)
+            assert f"threads {threads[stage]} of {threads[stage]} usable cores" in log, log
 
     results = workdir / "results"
     assert (results / "report.html").stat().st_size > 0
@@ -172,6 +185,17 @@ def _jobs_in(workdir: Path) -> list:
     """Ids of the queued or running jobs whose working directory is workdir."""
     queue = subprocess.run(["squeue", "-h", "-o", "%i %Z"], capture_output=True, text=True, timeout=30)
     return [line.split()[0] for line in queue.stdout.splitlines() if line.split()[1:] == [str(workdir)]]
+
+
+def _stop_runs(workdir: Path, *processes: subprocess.Popen):
+    """Kill what is left of processes and cancel what is left of workdir's SLURM jobs."""
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    left = _jobs_in(workdir)
+    if left:
+        subprocess.run(["scancel", *left], timeout=30)
 
 
 def _processes_mentioning(path: Path) -> list:
@@ -233,13 +257,7 @@ def test_a_cancelled_training_job_resumes_from_its_checkpoint_to_the_same_weight
         except subprocess.TimeoutExpired:
             pytest.fail("a run did not finish:\n" + log_path.read_text() + reference_log.read_text())
     finally:
-        for process in (snakemake, uninterrupted):
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-        cancelled = _jobs_in(workdir)
-        if cancelled:
-            subprocess.run(["scancel", *cancelled], timeout=30)
+        _stop_runs(workdir, snakemake, uninterrupted)
     output = log_path.read_text()
     assert returncode == 0, output + _slurm_logs(workdir)
     assert reference_returncode == 0, reference_log.read_text()
@@ -252,7 +270,7 @@ def test_a_cancelled_training_job_resumes_from_its_checkpoint_to_the_same_weight
     job_ids = submitted_job_ids(output)
     jobs = sacct_jobs(job_ids)
     assert job_ids[0] == cancelled_id and len(job_ids) == 2, output
-    assert [jobs[i][0] for i in job_ids] == ["train", "train"], jobs
+    assert [jobs[i][0] for i in job_ids] == [MODEL_JOB + "baseline_train"] * 2, jobs
     assert jobs[job_ids[0]][2].startswith("CANCELLED"), (
         f"the job ended as {jobs[job_ids[0]][2]} before it was cancelled; "
         f"raise train.epochs in {RESUME_OVERLAY.name}")
@@ -274,3 +292,78 @@ def test_a_cancelled_training_job_resumes_from_its_checkpoint_to_the_same_weight
     want_log = pd.read_csv(reference / model / "train_log.csv")[columns]
     assert list(got_log["epoch"]) == list(range(1, epochs + 1))
     pd.testing.assert_frame_equal(got_log, want_log, check_exact=True)
+
+
+def _wait_for_running_job(workdir: Path, snakemake: subprocess.Popen, log_path: Path, timeout_s: float = 300) -> str:
+    """The id of the one job of workdir once squeue shows it running."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert snakemake.poll() is None, "snakemake ended early:\n" + log_path.read_text()
+        assert time.monotonic() < deadline, "no job started running:\n" + log_path.read_text()
+        running = [job for job in _jobs_in(workdir) if _job_state(job) == "RUNNING"]
+        if running:
+            return running[0]
+        time.sleep(0.5)
+
+
+def _job_state(job_id: str) -> str:
+    found = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True, timeout=30)
+    return found.stdout.strip()
+
+
+# The longest a cancelled job may go unnoticed: the status-check interval at the time of the
+# cancel (the test profile's 2 s, plus 10 s per round of checks without news, a few rounds
+# at most here) and Snakemake's wind-down. Before workflow/slurm_status.py, sacct's
+# "CANCELLED by 0" kept the run waiting until it was interrupted.
+CANCEL_NOTICED_S = 90
+
+
+@pytest.mark.slurm
+@pytest.mark.parametrize("status_command", ["squeue", "sacct"])
+def test_a_cancelled_job_ends_the_run_within_a_poll_interval_under_each_status_command(
+        slurm_cluster, tmp_path, status_command):
+    workdir, log_path = tmp_path / "run", tmp_path / "snakemake.log"
+    # No retry: the run must end, as failed, once the cancel is noticed (the test above
+    # shows the retry that follows with retries).
+    command = slurm_snakemake_command(
+        SNAKEFILE, workdir, "results/models/none/baseline/seed1/model.pt", "--configfile", str(TINY),
+        str(RESUME_OVERLAY), "--retries", "0", "--slurm-status-command", status_command)
+    with open(log_path, "w") as log:
+        snakemake = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        job_id = _wait_for_running_job(workdir, snakemake, log_path)
+        subprocess.run(["scancel", job_id], check=True, timeout=30)
+        cancelled_at = time.monotonic()
+        try:
+            returncode = snakemake.wait(timeout=CANCEL_NOTICED_S)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the run still waits {CANCEL_NOTICED_S} s after its job was cancelled "
+                        f"({status_command}):\n" + log_path.read_text())
+        noticed_s = time.monotonic() - cancelled_at
+    finally:
+        _stop_runs(workdir, snakemake)
+    output = log_path.read_text()
+    assert returncode != 0, output
+    assert "Error in group model_baseline" in output and re.search(rf"JOB {job_id} ON \S+ CANCELLED", output), output
+    if status_command == "sacct":
+        assert "CANCELLED by 0, counted as CANCELLED (workflow/slurm_status.py)" in output, output
+    print(f"{status_command}: the cancel was noticed and the run ended {noticed_s:.1f} s after scancel")
+
+
+@pytest.mark.slurm
+def test_the_cpu_only_profile_runs_a_model_on_the_cores_it_asks_for_without_a_gpu(slurm_cluster, tmp_path):
+    workdir = tmp_path / "run"
+    cores = 2  # the test node's CPUs: one job at a time uses all of them
+    jobs = run_through_slurm(SNAKEFILE, workdir, "results/logits/none/baseline/seed1/id_test.npz",
+                             "--configfile", str(TINY), "--set-threads", f"train={cores}", f"evaluate={cores}",
+                             real_profile=CPU_PROFILE)
+    model_jobs = {job_id: job for job_id, job in jobs.items() if job[0].startswith(MODEL_JOB)}
+    assert [rule for rule, _, _ in model_jobs.values()] == [MODEL_JOB + "baseline_evaluate_train"], jobs
+    for job_id, (rule, tres, state) in jobs.items():
+        assert state == "COMPLETED" and "gres/gpu" not in tres, (job_id, rule, tres, state)
+    [(_, tres, _)] = model_jobs.values()
+    assert f"cpu={cores}" in tres.split(","), tres
+    for stage in GPU_RULES:
+        log = (workdir / "results" / "logs" / stage / "none" / "baseline" / "seed1.log").read_text()
+        assert _gpus_in_cpu_warnings(log) == ["unset"], log
+        assert f"threads {cores} of {cores} usable cores" in log, log

@@ -1,5 +1,6 @@
 """What the SLURM tests of every tier share: the workflow's rules and local rules, the
-profiles, and tests/slurm/derive_profile.py (the test cluster's profile).
+profiles, tests/slurm/derive_profile.py (the test cluster's profile), and the workflow's
+SLURM scripts workflow/slurm_plan.py and workflow/slurm_status.py.
 
     from tests.helpers.slurm import GPU_RULES, derive_profile, local_rules, study_grid
     profile = derive_profile.read_profile(REAL_PROFILE)
@@ -20,6 +21,7 @@ TINY = REPO / "presets" / "tiny.yaml"
 SLURM_DIR = REPO / "tests" / "slurm"
 RESUME_OVERLAY = SLURM_DIR / "resume.yaml"
 REAL_PROFILE = REPO / "profiles" / "slurm"
+CPU_PROFILE = REPO / "profiles" / "slurm-cpu"
 GPU_RULES = ("train", "evaluate")
 # Rules that must run where Snakemake runs: downloads (the login node has the
 # network), and the cheap CPU steps (a SLURM job each would wait in the queue
@@ -28,14 +30,17 @@ MUST_BE_LOCAL = {"report", "score", "model_metrics", "prepare_dataset"}
 MUST_BE_LOCAL_PREFIXES = ("fetch", "aggregate")
 
 
-def _load_derive_profile():
-    spec = importlib.util.spec_from_file_location("derive_profile", SLURM_DIR / "derive_profile.py")
+def load_script(path: Path):
+    """The Python file at path as a module (scripts of tests/slurm/ and workflow/ are no packages)."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-derive_profile = _load_derive_profile()
+derive_profile = load_script(SLURM_DIR / "derive_profile.py")
+slurm_plan = load_script(REPO / "workflow" / "slurm_plan.py")
+slurm_status = load_script(REPO / "workflow" / "slurm_status.py")
 
 
 def workflow_rules() -> set:
@@ -48,20 +53,7 @@ def workflow_rules() -> set:
 
 def local_rules() -> set:
     """Every rule named in a `localrules:` statement of the workflow files."""
-    names = set()
-    for path in WORKFLOW_FILES:
-        lines = path.read_text().splitlines()
-        for number, line in enumerate(lines):
-            match = re.match(r"(\s*)localrules:(.*)$", line)
-            if not match:
-                continue
-            indent, text = len(match.group(1)), [match.group(2)]
-            for following in lines[number + 1:]:
-                if following.strip() and len(following) - len(following.lstrip()) <= indent:
-                    break
-                text.append(following.split("#")[0])
-            names |= {name.strip() for name in ",".join(text).split(",") if name.strip()}
-    return names
+    return slurm_plan.local_rules(WORKFLOW_FILES)
 
 
 def must_be_local(rule: str) -> bool:

@@ -126,6 +126,9 @@ done
 # their parent links, so when scancel's SIGTERM ends the batch shell first, the
 # job's Snakemake (reparented to init, slow to exit on SIGTERM) is no longer found
 # and outlives the job; pgid signals the whole process group.
+# TaskPlugin: task/affinity binds each job step to the cores SLURM gave it, as real
+# clusters do (with cgroups or affinity), so a job sees as many usable cores as it
+# asked for and the tests can check that its threads match them.
 write_slurm_conf() {  # write_slurm_conf "NODE HARDWARE": the node line's CPUs, memory...
     cat > /etc/slurm/slurm.conf <<EOF
 # Written by tests/slurm/start.sh: one node on 127.0.0.1 with $GPUS fake GPU(s).
@@ -141,7 +144,7 @@ SlurmdPidFile=$STATE/slurmd.pid
 SlurmctldLogFile=$STATE/log/slurmctld.log
 SlurmdLogFile=$STATE/log/slurmd.log
 ProctrackType=proctrack/pgid
-TaskPlugin=task/none
+TaskPlugin=task/affinity
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=1000

@@ -18,7 +18,7 @@ from tests.helpers import ROOT
 
 SNAKEFILE = os.path.join(ROOT, "Snakefile")
 PROFILES = os.path.join(ROOT, "profiles")
-EXECUTOR_PROFILES = ("local", "slurm")
+EXECUTOR_PROFILES = ("local", "slurm", "slurm-cpu")
 
 
 def profile_settings(name: str) -> dict:

@@ -1,11 +1,12 @@
-"""Device choice: CUDA when torch sees one, else the CPU with one warning; the train log names it."""
+"""Device choice: CUDA when torch sees one, else the CPU with one warning; the train log names it.
+Threads: the job's threads go to torch, logged against the cores the job may use."""
 import csv
 import logging
 
 import pytest
 import torch
 
-from lib.common import device_name, pick_device
+from lib.common import device_name, pick_device, use_threads
 from lib.config import validate_config
 from lib.data.registry import make_dataset
 from lib.train.loop import train
@@ -63,3 +64,19 @@ def test_train_log_names_the_device_on_every_row(tmp_path, caplog):
     assert [row["epoch"] for row in rows] == ["1", "2"]
     assert {row["device"] for row in rows} == {expected}
     assert any(f"device {expected}" in r.getMessage() for r in caplog.records)
+
+
+def test_threads_go_to_torch_and_the_log_names_the_usable_cores(monkeypatch, caplog):
+    before = torch.get_num_threads()
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2})
+    log = logging.getLogger("mnist_safety")
+    try:
+        with caplog.at_level(logging.INFO, logger="mnist_safety"):
+            use_threads(2, log)
+            assert torch.get_num_threads() == 2
+            assert "threads 2 of 3 usable cores" in caplog.text and not _warnings(caplog)
+            use_threads(4, log)
+        [warning] = _warnings(caplog)
+        assert "4 threads asked for" in warning.getMessage() and "only 3 cores" in warning.getMessage()
+    finally:
+        torch.set_num_threads(before)

@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from tests.helpers import slurm
-from tests.helpers.slurm import (GPU_RULES, REAL_PROFILE, SLURM_DIR, WORKFLOW_FILES, derive_profile, local_rules,
-                                 workflow_rules)
+from tests.helpers.slurm import (CPU_PROFILE, GPU_RULES, REAL_PROFILE, REPO, SLURM_DIR, WORKFLOW_FILES, derive_profile,
+                                 local_rules, slurm_plan, workflow_rules)
 
 
 def test_real_profile_gives_gpu_rules_one_gpu_and_nothing_in_slurm_extra():
@@ -22,19 +22,65 @@ def test_real_profile_gives_gpu_rules_one_gpu_and_nothing_in_slurm_extra():
         assert key in profile, f"profiles/slurm lacks {key}"
     # rerun-incomplete comes with the workflow's default profile (profiles/default):
     # tests/unit/test_default_profile.py checks the two combined.
-    for key in ("slurm_partition", "slurm_account", "runtime", "mem_mb"):
+    for key in ("slurm_account", "runtime", "mem_mb"):
         assert key in profile["default-resources"], f"default-resources lacks {key}"
     for rule in GPU_RULES:
         resources = profile["set-resources"][rule]
         assert resources["gpu"] == 1 and "gres" not in resources
-        assert resources["cpus_per_gpu"] >= 1
+        assert resources["slurm_partition"], rule
     every_resource_set = [profile["default-resources"], *profile["set-resources"].values()]
     for resources in every_resource_set:
         assert not re.search(r"--(gres|gpus)", str(resources.get("slurm_extra", "")))
 
 
+def test_cpu_only_jobs_go_to_the_default_partition_not_the_gpu_one():
+    # The jobs without a GPU (prepare_real_dataset, generate_corruptions, compare) get
+    # default-resources: no partition there means the cluster's default one.
+    profile = derive_profile.read_profile(REAL_PROFILE)
+    assert "slurm_partition" not in profile["default-resources"]
+    assert set(profile["set-resources"]) == set(GPU_RULES)
+    header = (REAL_PROFILE / "config.yaml").read_text().split("\n\n")[0]
+    sent = {"prepare_real_dataset", "generate_corruptions", "compare"}
+    for rule in sent:
+        assert rule in header and rule not in local_rules(), rule
+    assert "fetch" in header and "localrule" in header
+
+
+def test_train_and_evaluate_of_a_model_share_one_job_that_uses_the_threads_it_asks_for():
+    profile = derive_profile.read_profile(REAL_PROFILE)
+    # One group per oe variant: an oe_tune model (which needs its baseline model) would
+    # otherwise share its baseline's job, and Snakemake would size that job for two GPUs.
+    assert profile["groups"] == {rule: "model_{oe}" for rule in GPU_RULES}
+    assert profile["group-components"] == {"model_{oe}": 1}
+    # The plugin asks for as many cores as the job's threads (--cpus-per-task) unless a
+    # cpus_per_* resource says otherwise; the steps pass {threads} to torch.
+    assert set(profile["set-threads"]) == set(GPU_RULES)
+    for rule in GPU_RULES:
+        assert profile["set-threads"][rule] >= 1
+        assert not {"cpus_per_gpu", "cpus_per_task"} & set(profile["set-resources"][rule]), rule
+        assert "--threads {threads}" in (REPO / "workflow" / "rules" / f"{rule}.smk").read_text()
+
+
+def test_cpu_only_profile_is_the_gpu_profile_without_gpus():
+    gpu, cpu = derive_profile.read_profile(REAL_PROFILE), derive_profile.read_profile(CPU_PROFILE)
+    resources = {"set-resources", "set-threads", "default-resources"}
+    assert {k: v for k, v in cpu.items() if k not in resources} == {k: v for k, v in gpu.items() if k not in resources}
+    assert cpu["default-resources"] == gpu["default-resources"]
+    assert set(cpu["set-threads"]) == set(cpu["set-resources"]) == set(GPU_RULES)
+    for rule in GPU_RULES:
+        assert not {"gpu", "gres", "slurm_partition", "cpus_per_task", "cpus_per_gpu"} & set(cpu["set-resources"][rule])
+        assert cpu["set-resources"][rule]["runtime"] >= gpu["set-resources"][rule]["runtime"]
+
+
+def test_status_checks_start_soon_and_the_guard_is_installed():
+    profile = derive_profile.read_profile(REAL_PROFILE)
+    assert profile["slurm-status-command"] in ("squeue", "sacct")
+    assert 1 <= profile["slurm-init-seconds-before-status-checks"] <= 40
+    assert "guard_slurm_status_queries()" in (REPO / "Snakefile").read_text()
+
+
 def test_every_setting_in_the_profiles_has_a_comment():
-    for path in (REAL_PROFILE / "config.yaml", SLURM_DIR / "profile" / "config.yaml"):
+    for path in (REAL_PROFILE / "config.yaml", CPU_PROFILE / "config.yaml", SLURM_DIR / "profile" / "config.yaml"):
         previous = ""
         for number, line in enumerate(path.read_text().splitlines(), start=1):
             stripped = line.strip()
@@ -74,8 +120,10 @@ def test_derived_test_profile_keeps_the_real_gpu_request(tmp_path):
     assert derived["retries"] == real["retries"]
     assert derived["default-resources"]["slurm_partition"] == "debug"
     assert derived["slurm-init-seconds-before-status-checks"] == 2
+    assert derived["groups"] == real["groups"]
     for rule in GPU_RULES:
         assert derived["set-resources"][rule]["gpu"] == real["set-resources"][rule]["gpu"]
+        assert derived["set-resources"][rule]["slurm_partition"] == "debug"
 
 
 def test_read_profile_names_a_missing_file(tmp_path):
@@ -87,10 +135,11 @@ def test_set_resources_name_real_rules_and_no_rule_sets_its_own_resources():
     # A set-resources key that names no rule is silently ignored by Snakemake: a renamed
     # rule would lose its GPU. Resources live in the profiles only, so one file per
     # cluster says what every job asks for.
-    profile = derive_profile.read_profile(REAL_PROFILE)
     rules = workflow_rules()
     assert set(GPU_RULES) <= rules
-    assert set(profile["set-resources"]) <= rules, set(profile["set-resources"]) - rules
+    for profile in map(derive_profile.read_profile, (REAL_PROFILE, CPU_PROFILE)):
+        for key in ("set-resources", "set-threads", "groups"):
+            assert set(profile[key]) <= rules, (key, set(profile[key]) - rules)
     for path in WORKFLOW_FILES:
         for number, line in enumerate(path.read_text().splitlines(), start=1):
             assert not re.match(r"\s+resources:", line), f"{path}:{number}: resources belong in profiles/"
@@ -147,3 +196,33 @@ def test_stop_leaves_a_config_that_is_not_its_own(tmp_path):
     assert done.returncode == 0, done.stderr
     assert (etc / "slurm.conf").read_text() == other and (etc / "gres.conf").exists()
     assert not (state / "etc").exists()
+
+
+# --- workflow/slurm_plan.py on a made-up dry run -----------------------------------
+
+def _dry_run_job(rule, resources, indent="", threads=None):
+    """One job as `snakemake -n` lists it."""
+    lines = [f"{indent}[Sat Dec  5 05:59:04 2026]", f"{indent}rule {rule}:", f"{indent}    resources: {resources}"]
+    return "\n".join(lines + ([f"{indent}    threads: {threads}"] if threads else [])) + "\n"
+
+
+GPU_STEP = dict(resources="tmpdir=/tmp, slurm_partition=gpu, gpu=1", indent="    ", threads=4)
+DRY_RUN = (_dry_run_job("generate_corruptions", "tmpdir=/tmp, mem_mb=4000, slurm_account=a, runtime=60")
+           + "[Sat Dec  5 05:59:04 2026] Group job model_oe (jobs in lexicogr. order):\n\n"
+           + "".join(_dry_run_job(rule, **GPU_STEP) for rule in ("evaluate", "train") * 2)
+           + _dry_run_job("score", "tmpdir=/tmp") + _dry_run_job("all", "tmpdir=/tmp"))
+
+
+def test_plan_counts_a_packed_group_as_one_submission_asking_for_both_models():
+    jobs = slurm_plan.planned_jobs(DRY_RUN)
+    assert [job["rule"] for job in jobs] == ["generate_corruptions", "evaluate", "train", "evaluate", "train",
+                                             "score", "all"]
+    assert jobs[1]["group"] is jobs[4]["group"] and jobs[0]["group"] is None and jobs[5]["group"] is None
+    lines, submissions = slurm_plan.summarize(jobs, local={"score", "all"})
+    assert submissions == 2
+    assert lines == [
+        "SLURM submissions: 2",
+        "     1 x group job model_oe (2 evaluate + 2 train): slurm_partition=gpu, gpu=1 x 2, 8 cores (4 threads per step)",
+        "     1 x generate_corruptions: the cluster's default partition, mem_mb=4000, runtime=60, 1 thread(s)",
+        "Run where Snakemake runs (local rules): 1 jobs (score 1)",
+    ]

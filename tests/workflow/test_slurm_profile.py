@@ -4,7 +4,7 @@ and every cheap rule local: `snakemake --profile profiles/slurm -n`, no cluster 
 import collections
 import re
 
-from tests.helpers.slurm import GPU_RULES, REPO, local_rules, must_be_local, study_grid
+from tests.helpers.slurm import GPU_RULES, REPO, local_rules, must_be_local, slurm_plan, study_grid
 from tests.helpers.workflow_runs import run_snakemake
 
 
@@ -40,3 +40,21 @@ def test_profile_dry_run_plans_the_default_study_with_a_gpu_per_train_and_evalua
         if must_be_local(rule):
             assert rule in local, f"rule {rule} would be submitted as a SLURM job; add it to localrules"
     assert not (tmp_path / "results").exists(), "a dry run wrote results"
+
+    # One SLURM job per model at most: its train and evaluate jobs share a group job
+    # (an oe_tune model shares its baseline's); the CPU-only jobs ask for no GPU.
+    jobs = slurm_plan.planned_jobs(output)
+    groups = collections.defaultdict(list)
+    for job in jobs:
+        if job["rule"] in GPU_RULES:
+            assert job["group"] is not None, job
+            groups[id(job["group"])].append(job["rule"])
+        elif job["rule"] not in local:
+            assert "gpu" not in job["resources"] and "slurm_partition" not in job["resources"], job
+    assert len(groups) <= n_models
+    for rules in groups.values():
+        assert rules.count("train") == rules.count("evaluate") >= 1, rules
+    lines, submissions = slurm_plan.summarize(jobs, local)
+    cpu_only = sum(1 for job in jobs if job["group"] is None and job["rule"] not in local | {"all"})
+    assert submissions == len(groups) + cpu_only, lines
+    assert lines[0] == f"SLURM submissions: {submissions}", lines
