@@ -49,9 +49,10 @@ def external_models(cfg):
 
 
 def used_data_sets(cfg):
-    """The prepared sets the grid uses: in-distribution, test OOD sets, and the Outlier
-    Exposure set when a model trains with it."""
-    names = [cfg["in_distribution"], *cfg["ood_sets"]]
+    """The prepared sets the grid uses: in-distribution, test OOD sets, validation OOD sets
+    (the score hyperparameters are tuned on them), and the Outlier Exposure set when a model
+    trains with it."""
+    names = [cfg["in_distribution"], *cfg["ood_sets"], *cfg.get("validation_ood_sets", [])]
     if any(o != "baseline" for o in cfg["oe"]):
         names.append(cfg["outlier_exposure"]["source"])
     return list(dict.fromkeys(names))

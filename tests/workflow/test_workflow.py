@@ -37,6 +37,6 @@ def test_tiny_study_runs_end_to_end_and_the_report_has_numbers(tiny_study):
     accuracy_cells = [c.text for c in page.tables["study-accuracy"].body_cells() if number.match(c.text)]
     auroc_cells = [c.text for c in page.tables["study-auroc"].body_cells() if number.match(c.text)]
     assert len(accuracy_cells) >= 2      # Base and S&P test accuracy
-    assert len(auroc_cells) == 2 * 2 * 4  # 2 OOD sets x 2 scores x 4 models
+    assert len(auroc_cells) == (2 + 2) * 2 * 4  # (2 OOD sets + near and far means) x 2 scores x 4 models
     for name in ("detection.csv", "accuracy.csv"):
         assert (tiny_study / "results" / "tables" / name).stat().st_size > 0
