@@ -52,7 +52,8 @@ def test_slurm_profile_dry_run_still_plans_every_job_with_the_slurm_resources(tm
     slurm = re.escape(os.path.join(PROFILES, "slurm"))
     assert re.search(rf"Using profiles {slurm} and workflow specific profile \S*profiles/default ", output), output[:2000]
     own = derive_profile.read_profile(REAL_PROFILE)
-    resources = re.findall(r"^rule (train|evaluate|score):\n(?:    .*\n)*?    resources: (.*)$", output, re.MULTILINE)
+    # train and evaluate sit inside their model's group job, indented one level deeper
+    resources = re.findall(r"^ *rule (train|evaluate|score):\n(?: +.*\n)*? +resources: (.*)$", output, re.MULTILINE)
     assert {rule for rule, _ in resources} == {"train", "evaluate", "score"}, output[-4000:]
     for rule, line in resources:
         # the GPU partition and a GPU for train and evaluate only (the profile's set-resources);
