@@ -2,7 +2,7 @@
 
 Each function takes plain values and returns a path under the results folder (`results=`,
 "results" by default, relative to the run's working directory). A model's wildcards that
-are left out keep their Snakemake placeholders, which gives the rule's pattern:
+are left out stay as Snakemake wildcards ({augment}, {oe}, {seed}), which gives the rule's pattern:
 
     from lib import layout
     layout.model_file("pixmix", "oe", 1)            # 'results/models/pixmix/oe/seed1/model.pt'
@@ -40,7 +40,7 @@ TRAIN_LOG = "train_log.csv"
 EXTERNAL_AUGMENT = "external"  # their augment key
 EXTERNAL_SEED = 0              # their one "seed": the checkpoint itself
 
-# A model's wildcards; the defaults below keep them as placeholders for rule patterns.
+# A model's wildcards; by default they stay as {wildcard} patterns, as the rules need them.
 AUGMENT, OE, SEED = "{augment}", "{oe}", "{seed}"
 
 
