@@ -10,6 +10,12 @@ SNAKEMAKE := $(VENV)/bin/snakemake
 # keeps freed memory; set for our own jobs only (see docs/performance.md).
 JOB_ENV := MALLOC_MMAP_THRESHOLD_=17179869184 MALLOC_TRIM_THRESHOLD_=17179869184 MALLOC_TOP_PAD_=536870912
 
+# pytest-xdist workers of `make test`: more than the cores, since most of a workflow test is
+# one Snakemake process thinking or a SLURM job waiting in the queue (tests/conftest.py).
+TEST_WORKERS ?= 3
+# Whole files to a worker, in the order tests/conftest.py gives them (docs/testing.md).
+XDIST = -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+
 .PHONY: demo test test-fast bench slurm-plan
 
 $(VENV)/.installed: requirements.txt
@@ -22,10 +28,10 @@ demo: $(VENV)/.installed
 	@echo "Report: $(CURDIR)/results/report.html"
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(XDIST)
 
 test-fast: $(VENV)/.installed
-	$(PY) -m pytest -q tests/unit
+	$(PY) -m pytest -q $(XDIST) tests/unit
 
 # make bench BENCH_DEMO=1: also time the whole demo twice, plain `snakemake --cores N` and with
 # --profile profiles/local; BENCH_MALLOC=off: without JOB_ENV;

@@ -321,7 +321,7 @@ CANCEL_NOTICED_S = 90
 @pytest.mark.slurm
 @pytest.mark.parametrize("status_command", ["squeue", "sacct"])
 def test_a_cancelled_job_ends_the_run_within_a_poll_interval_under_each_status_command(
-        slurm_cluster, tmp_path, status_command):
+        slurm_cluster, tmp_path, status_command, note):
     workdir, log_path = tmp_path / "run", tmp_path / "snakemake.log"
     # No retry: the run must end, as failed, once the cancel is noticed (the test above
     # shows the retry that follows with retries).
@@ -347,7 +347,7 @@ def test_a_cancelled_job_ends_the_run_within_a_poll_interval_under_each_status_c
     assert "Error in group model_baseline" in output and re.search(rf"JOB {job_id} ON \S+ CANCELLED", output), output
     if status_command == "sacct":
         assert "CANCELLED by 0, counted as CANCELLED (workflow/slurm_status.py)" in output, output
-    print(f"{status_command}: the cancel was noticed and the run ended {noticed_s:.1f} s after scancel")
+    note(f"{status_command}: the cancel was noticed and the run ended {noticed_s:.1f} s after scancel")
 
 
 @pytest.mark.slurm

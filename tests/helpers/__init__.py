@@ -10,9 +10,10 @@
     tests.helpers.shared_fixtures  the real MNIST sample and OE checkpoints beside the checkout
     tests.helpers.chromium         Debian's headless chromium over the DevTools pipe
     tests.helpers.slurm            the workflow's rules and local rules; the test profile
+    tests.helpers.once             work done once per test run, whatever the number of xdist workers
 
 Fixtures live in conftest.py files: tests/conftest.py (`http_server`) and
-tests/workflow/conftest.py (`tiny_study`, one run of presets/tiny.yaml per session).
+tests/workflow/conftest.py (`tiny_study`, one run of presets/tiny.yaml per test run).
 """
 import os
 

@@ -49,7 +49,7 @@ def _logits(model_name, images):
 @needs_mnist_sample
 @needs_fashion_mnist
 @pytest.mark.parametrize("model_name", list(CHECKPOINTS))
-def test_authors_checkpoints_land_within_015_auroc_points_of_the_published_table(model_name, capsys):
+def test_authors_checkpoints_land_within_015_auroc_points_of_the_published_table(model_name, note):
     digits, labels = _sample_digits()
     assert len(digits) == 5000
     fashion = read_idx(str(FASHION_MNIST_DEBIAN), 3)
@@ -59,11 +59,10 @@ def test_authors_checkpoints_land_within_015_auroc_points_of_the_published_table
     assert out["n_draws"] == 10 and out["n_ood"] == 1000
     error = float((id_logits.argmax(1) != labels).mean())
     published = OE_PAPER[model_name]
-    with capsys.disabled():
-        print(f"\n{model_name}: test error {error * 100:.2f}% (published {published['test_error'] * 100:.2f}); "
-              f"Fashion-MNIST FPR95 ours {out['fpr95'] * 100:.2f} / nearest {out['fpr95_nearest'] * 100:.2f} "
-              f"(published {published[('fashion_mnist', 'fpr95')] * 100:.2f}), "
-              f"AUROC {out['auroc'] * 100:.2f} ± {out['auroc_draw_std'] * 100:.2f} "
-              f"(published {published[('fashion_mnist', 'auroc')] * 100:.2f}), "
-              f"AUPR {out['aupr_out'] * 100:.2f} (published {published[('fashion_mnist', 'aupr')] * 100:.2f})")
+    note(f"{model_name}: test error {error * 100:.2f}% (published {published['test_error'] * 100:.2f}); "
+         f"Fashion-MNIST FPR95 ours {out['fpr95'] * 100:.2f} / nearest {out['fpr95_nearest'] * 100:.2f} "
+         f"(published {published[('fashion_mnist', 'fpr95')] * 100:.2f}), "
+         f"AUROC {out['auroc'] * 100:.2f} ± {out['auroc_draw_std'] * 100:.2f} "
+         f"(published {published[('fashion_mnist', 'auroc')] * 100:.2f}), "
+         f"AUPR {out['aupr_out'] * 100:.2f} (published {published[('fashion_mnist', 'aupr')] * 100:.2f})")
     assert abs(out["auroc"] - published[("fashion_mnist", "auroc")]) * 100 <= 0.15

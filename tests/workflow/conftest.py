@@ -8,11 +8,24 @@ finished run of presets/tiny.yaml (`tiny_study_run`: with Snakemake's output), a
     def test_changes(tiny_study, tmp_path):         # a private copy to change (mtimes kept)
         work = copy_run(tiny_study, tmp_path)       # from tests.helpers.report_page
 
-A test that writes under the shared results/ fails the session at its end, naming the files.
+Each is made once per test run, also when pytest-xdist splits the tests over workers
+(tests/helpers/once.py). A test that writes under the shared results/ fails the session at
+its end, naming the files.
 """
+import subprocess
+
 import pytest
 
+from tests.helpers.once import once_per_run
 from tests.helpers.workflow_runs import run_snakemake
+
+
+def _record(result: subprocess.CompletedProcess) -> dict:
+    return {"args": result.args, "returncode": result.returncode, "stdout": result.stdout, "stderr": result.stderr}
+
+
+def _completed(record: dict) -> subprocess.CompletedProcess:
+    return subprocess.CompletedProcess(record["args"], record["returncode"], record["stdout"], record["stderr"])
 
 
 def _listing(folder):
@@ -27,9 +40,9 @@ def tiny_study_run(tmp_path_factory):
     user types it: plain `snakemake --cores all` (the workflow's default profile only), with
     --verbose so that its log names any job handed to a Snakemake subprocess, and one OpenMP
     thread, so that a test's rerun of some jobs on a copy gives the same sums bit for bit."""
-    workdir = tmp_path_factory.mktemp("tiny-study")
-    result = run_snakemake(workdir, "presets/tiny.yaml", "--cores", "all", "--verbose", profile=None,
-                           env={"OMP_NUM_THREADS": "1"})
+    workdir, result = once_per_run(tmp_path_factory, "tiny-study", lambda folder: _record(run_snakemake(
+        folder, "presets/tiny.yaml", "--cores", "all", "--verbose", profile=None, env={"OMP_NUM_THREADS": "1"})))
+    result = _completed(result)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     before = _listing(workdir / "results")
     yield workdir, result
@@ -48,5 +61,6 @@ def tiny_study(tiny_study_run):
 @pytest.fixture(scope="session")
 def default_study_plan(tmp_path_factory):
     """(working directory, CompletedProcess) of `snakemake -n` on the default config.yaml."""
-    workdir = tmp_path_factory.mktemp("default-study-plan")
-    return workdir, run_snakemake(workdir, None, "-n")
+    workdir, result = once_per_run(tmp_path_factory, "default-study-plan",
+                                   lambda folder: _record(run_snakemake(folder, None, "-n")))
+    return workdir, _completed(result)

@@ -88,7 +88,7 @@ def sample_config(tmp_path, entries):
 @needs_mnist_sample
 @needs_fashion_mnist
 @pytest.mark.slow
-def test_the_three_checkpoints_reproduce_the_published_table_and_show_in_every_table(tmp_path, capsys):
+def test_the_three_checkpoints_reproduce_the_published_table_and_show_in_every_table(tmp_path, note):
     result = run_snakemake(tmp_path, sample_config(tmp_path, fixture_entries()), "--cores", "2")
     assert result.returncode == 0, result.stderr[-4000:]
     html = (tmp_path / "results" / "report.html").read_text()
@@ -115,11 +115,10 @@ def test_the_three_checkpoints_reproduce_the_published_table_and_show_in_every_t
         value = dict(zip(mine.metric, mine.value))
         error = 1 - acc[(acc.oe == name) & (acc.metric == "accuracy")].value.item()
         published = OE_PAPER[model]
-        with capsys.disabled():
-            print(f"\n{name}: test error {error * 100:.2f}% (published {published['test_error'] * 100:.2f}); "
-                  f"Fashion-MNIST AUROC {value['auroc'] * 100:.2f} (published "
-                  f"{published[('fashion_mnist', 'auroc')] * 100:.2f}), FPR95 nearest "
-                  f"{value['fpr95_nearest'] * 100:.2f} ({published[('fashion_mnist', 'fpr95')] * 100:.2f}), "
-                  f"AUPR {value['aupr_out'] * 100:.2f} ({published[('fashion_mnist', 'aupr')] * 100:.2f})")
+        note(f"{name}: test error {error * 100:.2f}% (published {published['test_error'] * 100:.2f}); "
+             f"Fashion-MNIST AUROC {value['auroc'] * 100:.2f} (published "
+             f"{published[('fashion_mnist', 'auroc')] * 100:.2f}), FPR95 nearest "
+             f"{value['fpr95_nearest'] * 100:.2f} ({published[('fashion_mnist', 'fpr95')] * 100:.2f}), "
+             f"AUPR {value['aupr_out'] * 100:.2f} ({published[('fashion_mnist', 'aupr')] * 100:.2f})")
         assert abs(value["auroc"] - published[("fashion_mnist", "auroc")]) * 100 <= 0.15
         assert abs(error - published["test_error"]) * 100 <= 0.5

@@ -2,8 +2,8 @@
 
 It loads without console errors or network requests, every figure decodes, a click on a
 column header sorts that table, and the page reads the same with JavaScript off. A
-full-page screenshot is saved as a test artefact (its path is printed; the folder is
-$TEST_ARTIFACTS_DIR, else <tmp>/mnist-safety-test-artifacts).
+full-page screenshot is saved as a test artefact (its path is among the run's notes at the
+end of its output; the folder is $TEST_ARTIFACTS_DIR, else <tmp>/mnist-safety-test-artifacts).
 """
 import json
 import os
@@ -65,7 +65,7 @@ def click_header(page, table_id, column):
     page.click(x, y)
 
 
-def test_loads_without_errors_or_network_and_saves_a_screenshot(loaded_page, capsys):
+def test_loads_without_errors_or_network_and_saves_a_screenshot(loaded_page, note):
     page = loaded_page
     assert page.errors() == []
     assert [u for u in page.requested_urls() if not u.startswith(("file:", "data:"))] == []
@@ -77,8 +77,7 @@ def test_loads_without_errors_or_network_and_saves_a_screenshot(loaded_page, cap
     path = os.path.join(artifacts_dir(), "report-full-page.png")
     with open(path, "wb") as f:
         f.write(png)
-    with capsys.disabled():
-        print(f"\nfull-page screenshot of the report: {path}")
+    note(f"full-page screenshot of the report: {path}")
 
 
 def test_the_critical_difference_diagrams_render(loaded_page):
