@@ -19,7 +19,6 @@ report's detection section shows: per score its values, their source ("paper def
 """
 import numpy as np
 
-from lib.evaluate.metrics import auroc
 from lib.evaluate.scores import (GEN_GAMMA, GEN_TOP_M, KNN_K, ODIN_EPSILON, ODIN_TEMPERATURE, REACT_PERCENTILE,
                                  fit_react, fit_vim, knn_distances, msp_score, normalise_rows, react_score,
                                  vim_dimension, vim_score)
@@ -69,6 +68,10 @@ def chosen(record, score):
 
 def mean_auroc(id_scores, ood_scores_by_set):
     """Mean over the validation OOD sets of the AUROC of each set against the ID scores."""
+    # Imported here: scikit-learn takes about a second to import, and every evaluate job
+    # imports this module, though only a run with validation_ood_sets tunes anything.
+    from lib.evaluate.metrics import auroc
+
     return float(np.mean([auroc(id_scores, ood) for ood in ood_scores_by_set.values()]))
 
 

@@ -100,13 +100,16 @@ def empty_cell(source="", key="", scale=100, published=""):
 
 def cell(summary, source, percent=True, published_value=None, **key):
     """One summarised number (mean ± std, n over seeds) where `summary` matches every `key`."""
-    rows = summary
+    # One boolean mask over the columns, not a filtered copy of the table per key: a report
+    # makes about a thousand cells from the same few tables.
+    match = np.ones(len(summary), dtype=bool)
     for k, v in key.items():
-        rows = rows[rows[k] == v]
+        match &= (summary[k] == v).to_numpy(dtype=bool)
+    hits = np.flatnonzero(match)
     scale = 100 if percent else 1
-    if rows.empty:
+    if hits.size == 0:
         return empty_cell(source, key_text(**key), scale, published_text(published_value, percent))
-    r = rows.iloc[0]
+    r = summary.iloc[hits[0]]
     delta = ""
     if published_value is not None and not np.isnan(r["mean"]):
         delta = f"{(r['mean'] - published_value) * scale:+.2f}"
