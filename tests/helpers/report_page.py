@@ -8,12 +8,14 @@ renders of copies of a run (the run: `tiny_study` of tests/workflow/conftest.py)
     problems = [check_cell(copy, c) for t in page.tables.values() for c in t.number_cells()]
 """
 import copy
+import functools
 import math
 import os
 import re
 import shutil
 from html.parser import HTMLParser
 
+import numpy as np
 import pandas as pd
 
 from lib.report import published
@@ -177,14 +179,34 @@ def _close(shown_text, value):
     return abs(float(shown_text) - value) <= 0.5 * 10 ** -_decimals(shown_text) + 1e-9
 
 
-def _expected_long(path, key):
-    summary = summarize(read_long_table(path))
-    rows = summary
+# A page has a thousand cells and a few files: each file is read once per version of it
+# (path, mtime, size), not once per cell; tests that rewrite a file get the new version.
+def _version(path):
+    stat = os.stat(path)
+    return path, stat.st_mtime_ns, stat.st_size
+
+
+@functools.lru_cache(maxsize=128)
+def _summary(version):
+    return summarize(read_long_table(version[0]))
+
+
+@functools.lru_cache(maxsize=128)
+def _text_table(version):
+    return pd.read_csv(version[0], keep_default_na=False, dtype=str)
+
+
+def _only_row(table, key):
+    """The one row of table where every column of key has its value, or None."""
+    match = np.ones(len(table), dtype=bool)
     for k, v in key.items():
-        rows = rows[rows[k] == v]
-    if len(rows) != 1:
-        return None
-    return rows.iloc[0]
+        match &= (table[k] == v).to_numpy(dtype=bool)
+    hits = np.flatnonzero(match)
+    return table.iloc[hits[0]] if hits.size == 1 else None, hits.size
+
+
+def _expected_long(path, key):
+    return _only_row(_summary(_version(path)), key)[0]
 
 
 def _expected_plain(path, key):
@@ -258,14 +280,11 @@ def _check_row(where, source, cell):
     data-scale, to the digits shown ('< 0.001' shows a value below 0.001)."""
     key = parse_key(cell.attrs["data-key"])
     columns = key.pop("column").split(",")
-    table = pd.read_csv(source, keep_default_na=False, dtype=str)
-    rows = table
-    for k, v in key.items():
-        rows = rows[rows[k] == v]
-    if len(rows) != 1:
-        return f"{where}: the key matches {len(rows)} rows, not one"
+    row, count = _only_row(_text_table(_version(source)), key)
+    if row is None:
+        return f"{where}: the key matches {count} rows, not one"
     values = [float(v) for v in cell.attrs["data-value"].split(",")]
-    expected = [float(rows.iloc[0][c]) for c in columns]
+    expected = [float(row[c]) for c in columns]
     if not all(math.isclose(v, e, rel_tol=1e-12, abs_tol=1e-15) for v, e in zip(values, expected)):
         return f"{where}: data-value {values} != {expected} in the file"
     scale = float(cell.attrs["data-scale"])
@@ -280,13 +299,19 @@ def _check_row(where, source, cell):
 
 def _file_numbers(path):
     """Every number a CSV holds, and for a long table also its summarised means and stds."""
+    return _numbers(_version(path))
+
+
+@functools.lru_cache(maxsize=128)
+def _numbers(version):
+    path = version[0]
     table = pd.read_csv(path, keep_default_na=False)
     numbers = [pd.to_numeric(table[c], errors="coerce") for c in table.columns]
     if {"augment", "oe", "metric", "value"} <= set(table.columns):
         summary = summarize(read_long_table(path))
         numbers += [summary["mean"], summary["std"]]
     values = pd.concat(numbers).dropna().astype(float)
-    return set(values.tolist())
+    return frozenset(values.tolist())
 
 
 def _check_keyless(where, source, cell):

@@ -94,8 +94,9 @@ def test_end_to_end_with_a_served_real_set_as_oe_source_and_ood_set(http_server,
     sources = serve(http_server, "fashion_mnist", files)
     workdir = tmp_path / "run"
     workdir.mkdir()
-    # One augmentation, with and without OE: two models keep the run short.
+    # One augmentation, with and without OE, and two scores: two models keep the run short.
     config = study_config(tmp_path / "served.yaml", augment=["none"], ood_sets=["gaussian", "fashion_mnist"],
+                         scores=["msp", "energy"],
                          outlier_exposure={"source": "fashion_mnist", "count": 60},
                          data_dir=str(tmp_path / "data"), data_sources=sources)
     result = snakemake(workdir, [config])

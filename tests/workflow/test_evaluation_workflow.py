@@ -155,15 +155,16 @@ def test_hyperparameters_are_the_papers_without_validation_sets(run_dir):
 
 
 def test_a_validation_set_tunes_the_hyperparameters_and_leaves_the_test_sets_alone(run_dir, tmp_path):
-    # The models too (copy_run leaves them out): only their evaluate jobs may run again.
+    # The models too (copy_run leaves them out): only their evaluate jobs may run again. One
+    # model of the tiny grid is enough to show it, and tunes in a quarter of the time.
     shutil.copytree(run_dir / "results", tmp_path / "results", ignore=shutil.ignore_patterns("checkpoints"))
     work = tmp_path
-    tuned = run_snakemake(work, "presets/tiny.yaml", "--cores", "2", config={"validation_ood_sets": "[blobs]"},
-                          profile=None, env={"OMP_NUM_THREADS": "1"})
+    tuned = run_snakemake(work, "presets/tiny.yaml", "--cores", "2", profile=None, env={"OMP_NUM_THREADS": "1"},
+                          config={"validation_ood_sets": "[blobs]", "augment": "[none]", "oe": "[baseline]"})
     assert tuned.returncode == 0, tuned.stdout[-3000:] + tuned.stderr[-3000:]
     planned = job_counts(tuned.stdout + tuned.stderr)
-    assert "train" not in planned and planned.get("evaluate") == len(MODELS), planned
-    for augment, oe in MODELS:
+    assert "train" not in planned and planned.get("evaluate") == 1, planned
+    for augment, oe in [("none", "baseline")]:
         folder = work / "results" / "logits" / augment / oe / "seed1"
         record = json.loads((folder / "score_hyperparameters.json").read_text())
         assert record["validation_ood_sets"] == ["blobs"]

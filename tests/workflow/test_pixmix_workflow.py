@@ -1,8 +1,10 @@
-"""PixMix through the real workflow: the plan of the default study, the mixing_set job, a tiny
-study that trains PixMix models and shows the samples figure, and what a config change reruns."""
+"""PixMix through the real workflow: the plan of the default study, the mixing_set job, PixMix
+models added to the shared tiny study (only they are trained) with the samples figure, and
+what a config change reruns."""
 import base64
 import io
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -50,12 +52,17 @@ class _Figure:
 
 
 @pytest.mark.slow
-def test_tiny_study_with_pixmix_trains_pixmix_models_and_shows_the_samples(tmp_path):
+def test_tiny_study_with_pixmix_trains_pixmix_models_and_shows_the_samples(tiny_study, tmp_path):
+    # PixMix added to a copy of the finished tiny study: its Base models and data sets are
+    # reused, and only the PixMix models and the mixing set are made.
     config = study_config(tmp_path / "study.yaml", augment=["none", "pixmix"], oe=["baseline", "oe"],
                           pixmix={"mixing": {"count": 200, "seed": 5}})
     run = tmp_path / "run"
+    shutil.copytree(tiny_study, run, symlinks=True)  # keeps the mtimes Snakemake plans by
     result = run_snakemake(run, config, "--cores", "2", env={"OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    counts = job_counts(result.stdout + result.stderr)
+    assert counts["train"] == 2 and counts["mixing_set"] == 1 and counts["evaluate"] == 2, counts
     results = run / "results"
 
     with np.load(results / "data/mixing.npz") as f:
