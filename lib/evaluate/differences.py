@@ -53,6 +53,7 @@ from lib.evaluate import stats
 from lib.evaluate.aggregate import write_csv_atomic
 from lib.evaluate.calibration import confidence_and_correct
 from lib.evaluate.detection import load_example_scores
+from lib.evaluate.scores import headline_score
 
 BASELINE = ("none", "baseline")
 ALPHA = 0.05
@@ -78,12 +79,6 @@ DETECTABLE_COLUMNS = ["metric", "set", "n_seeds", "n_comparisons", "seed_sd", "e
 BEYOND, WITHIN, UNTESTED = "beyond noise", "within noise", "untested (one seed)"
 
 log = logging.getLogger("mnist_safety")
-
-
-def headline_score(scores):
-    """The score the summary reads: MSP when the study has it, else its first score."""
-    scores = list(scores)
-    return "msp" if "msp" in scores else (scores[0] if scores else None)
 
 
 def read_table(path):

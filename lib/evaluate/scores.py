@@ -116,6 +116,12 @@ SCORE_INPUTS = {
 
 # What compute_score reads from `train_stats` for each score that needs the training set:
 # fit_mahalanobis gives the first, fit_posthoc the others.
+def headline_score(scores):
+    """The score the summary reads: MSP when the study has it, else its first score."""
+    scores = list(scores)
+    return "msp" if "msp" in scores else (scores[0] if scores else None)
+
+
 SCORE_STATS = {
     "mahalanobis": ("class_means", "precision"),
     "vim": ("head_weight", "head_bias", "vim_origin", "vim_residual_basis", "vim_alpha"),

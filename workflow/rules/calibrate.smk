@@ -4,9 +4,10 @@
 
 import os
 
-import lib.evaluate.calibration as lib_calibration
-import lib.evaluate.differences as lib_differences
-import lib.evaluate.ranks as lib_ranks
+from lib.evaluate.scores import headline_score
+
+lib_calibration = lazy_module("lib.evaluate.calibration")  # run: jobs only (common.smk)
+lib_ranks = lazy_module("lib.evaluate.ranks")
 
 
 rule calibrate:
@@ -50,7 +51,7 @@ rule compare:
     params:
         py=PY,
         seed=config["seed"],
-        score=lib_differences.headline_score(SCORES),
+        score=headline_score(SCORES),
         # lib.evaluate.differences finds the logits and scores beside the tables folder (lib.layout).
         tables=lambda wc, input: os.path.dirname(input.accuracy),
     log:
@@ -70,7 +71,7 @@ rule ranks:
     output:
         ranks=layout.table_file("ranks.csv"),
     params:
-        score=lib_differences.headline_score(SCORES),
+        score=headline_score(SCORES),
         groups=OOD_GROUPS,
     log:
         layout.log_file("ranks"),

@@ -1,6 +1,7 @@
 # Helpers shared by every stage: the grid, the per-rule config subsets and the command
 # prefix that runs lib/ with this workflow's Python. Every path comes from lib/layout.py.
 
+import importlib.util
 import json
 import shlex
 
@@ -9,6 +10,22 @@ from lib import layout
 from lib.data.mnist_c import CORRUPTIONS  # the 15 MNIST-C corruptions (numpy-only import, fast to parse)
 from lib.data.registry import ood_groups
 from lib.layout import EXTERNAL_AUGMENT, EXTERNAL_SEED
+
+
+
+def lazy_module(name):
+    """The module `name`, imported on its first use (importlib.util.LazyLoader). The `run:`
+    rules' job functions pull in pandas, scipy and scikit-learn, seconds of imports that a
+    plan (`snakemake -n`) or a SLURM submission never needs."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    lazy = importlib.util.module_from_spec(spec)  # (not `module`: a Snakemake keyword)
+    sys.modules[name] = lazy
+    spec.loader.exec_module(lazy)
+    return lazy
+
 
 ROOT = workflow.basedir
 # Jobs run `python -m lib.<module>` with the interpreter that runs Snakemake (the

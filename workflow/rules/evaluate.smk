@@ -1,10 +1,11 @@
 # Evaluate: one job per model saves logits (and features) once per evaluation set;
 # score and metrics then work from these files only.
 
-import lib.evaluate.accuracy as lib_accuracy
-import lib.evaluate.detection as lib_detection
-import lib.evaluate.full_spectrum as lib_full_spectrum
 from lib.evaluate.scores import SCORE_STATS
+
+lib_accuracy = lazy_module("lib.evaluate.accuracy")  # run: jobs only (common.smk)
+lib_detection = lazy_module("lib.evaluate.detection")
+lib_full_spectrum = lazy_module("lib.evaluate.full_spectrum")
 
 # id_shifted: the ID test images under MNIST-C corruptions (full-spectrum detection), with
 # features and ODIN logits like an OOD set, so that every score can be computed on it.

@@ -4,9 +4,10 @@
 import glob
 import os
 
-import lib.evaluate.aggregate as lib_aggregate
-import lib.evaluate.groups as lib_groups
 import lib.report.inputs as lib_report_inputs
+
+lib_aggregate = lazy_module("lib.evaluate.aggregate")  # run: jobs only (common.smk)
+lib_groups = lazy_module("lib.evaluate.groups")
 
 
 rule aggregate:

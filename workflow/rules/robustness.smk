@@ -2,7 +2,7 @@
 # in-distribution test set), accuracy per corruption per model, and the robustness tables.
 # The evaluate rule (evaluate.smk) writes the logits results/logits/.../mnistc_<corruption>.npz.
 
-import lib.evaluate.robustness_tables as lib_robustness_tables
+lib_robustness_tables = lazy_module("lib.evaluate.robustness_tables")  # run: jobs only (common.smk)
 
 
 def mnist_c_sources_json():
