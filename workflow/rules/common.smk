@@ -1,7 +1,7 @@
 # Helpers shared by every stage: the grid, the per-rule config subsets and the command
 # prefix that runs lib/ with this workflow's Python. Every path comes from lib/layout.py.
 
-import importlib.util
+import importlib
 import json
 import shlex
 
@@ -12,19 +12,23 @@ from lib.data.registry import ood_groups
 from lib.layout import EXTERNAL_AUGMENT, EXTERNAL_SEED
 
 
+class ImportedOnFirstUse:
+    """A module's stand-in, imported on the first attribute asked of it. The `run:` rules'
+    job functions pull in pandas, scipy and scikit-learn, seconds of imports that a plan
+    (`snakemake -n`) or a SLURM submission never needs. Safe when several `run:` jobs start
+    at once in Snakemake's threads: importlib's per-module lock makes the others wait for
+    the one import (importlib.util.LazyLoader is not thread-safe before Python 3.12)."""
+
+    def __init__(self, name):
+        self._name = name
+
+    def __getattr__(self, attribute):
+        return getattr(importlib.import_module(self._name), attribute)
+
 
 def lazy_module(name):
-    """The module `name`, imported on its first use (importlib.util.LazyLoader). The `run:`
-    rules' job functions pull in pandas, scipy and scikit-learn, seconds of imports that a
-    plan (`snakemake -n`) or a SLURM submission never needs."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.find_spec(name)
-    spec.loader = importlib.util.LazyLoader(spec.loader)
-    lazy = importlib.util.module_from_spec(spec)  # (not `module`: a Snakemake keyword)
-    sys.modules[name] = lazy
-    spec.loader.exec_module(lazy)
-    return lazy
+    """lib_x = lazy_module("lib.evaluate.x"): the module, imported when a job first uses it."""
+    return ImportedOnFirstUse(name)
 
 
 ROOT = workflow.basedir
